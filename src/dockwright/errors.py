@@ -1,0 +1,87 @@
+"""The error hierarchy. Every user-facing failure is a DockwrightError: the CLI prints
+its message (one or two lines: what failed, where, what to do) and exits non-zero."""
+
+from __future__ import annotations
+
+
+class DockwrightError(Exception):
+    """A failure the user can act on. `hint` is the 'what to do about it' line."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class UsageError(DockwrightError):
+    """Bad command-line input: a flag, a reference, a platform, conflicting outputs."""
+
+    exit_code = 2
+
+
+class InvalidReferenceError(UsageError):
+    """A malformed image reference."""
+
+
+class ContextError(DockwrightError):
+    """A problem with a file in the build context (names the path)."""
+
+
+class DockerfileError(DockwrightError):
+    """A Dockerfile that cannot be built (names file and line)."""
+
+
+class ImageFormatError(DockwrightError):
+    """A manifest, index, config or archive that does not follow the spec."""
+
+
+class DigestMismatchError(DockwrightError):
+    """Downloaded bytes do not match their digest or size."""
+
+
+class RegistryError(DockwrightError):
+    """A registry answered with an error, or could not be reached."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        registry: str | None = None,
+        repository: str | None = None,
+        status: int | None = None,
+        digest: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = " ".join(
+            part
+            for part in (
+                f"{registry}/{repository}" if registry and repository else registry or repository,
+                f"HTTP {status}" if status else None,
+                digest,
+            )
+            if part
+        )
+        super().__init__(f"{message} ({where})" if where else message, hint)
+        self.registry = registry
+        self.repository = repository
+        self.status = status
+        self.digest = digest
+
+
+class AuthError(RegistryError):
+    """Authentication or authorisation failed."""
+
+
+class NotFoundError(RegistryError):
+    """A manifest or blob does not exist."""
+
+
+class Interrupted(DockwrightError):
+    """SIGINT/SIGTERM: the build stopped and cleaned up."""
+
+    exit_code = 130

@@ -1,0 +1,165 @@
+"""The build plan: what to build, as pure data. Frontends (flags, Dockerfile) produce it; build.py
+executes it. No I/O here.
+
+A plan is made for one target platform (Dockerfile ARGs such as TARGETARCH depend on it). It holds
+the stages the target needs, in build order; the last stage is the target. Each stage starts from a
+base (a registry reference, `scratch`, an `oci-layout://` / `docker-archive://` source, or an earlier
+stage) and applies its steps in order: every CopyStep/MkdirStep makes one layer, every ConfigStep
+edits the config (and, when it has `created_by`, adds an empty-layer history entry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCRATCH = "scratch"
+
+
+@dataclass(frozen=True)
+class ConfigEdit:
+    """Changes to the image config. None / empty means "leave as inherited from the base".
+
+    `cmd=()` clears Cmd (Docker's rule: ENTRYPOINT resets an inherited CMD). `env` and `labels` are
+    applied in order, later keys replacing earlier ones; values are already expanded by the frontend.
+    `healthcheck` is Docker's Healthcheck object ({"Test": ["NONE"]} disables an inherited one).
+    """
+
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str | None = None
+    user: str | None = None
+    exposed_ports: tuple[str, ...] = ()  # "80/tcp" (the frontend adds /tcp when no protocol is given)
+    volumes: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    stop_signal: str | None = None
+    healthcheck: dict[str, object] | None = None
+    onbuild: tuple[str, ...] = ()  # appended to the inherited OnBuild list
+    shell: tuple[str, ...] | None = None
+    author: str | None = None  # MAINTAINER
+
+
+@dataclass(frozen=True)
+class ConfigStep:
+    edit: ConfigEdit
+    created_by: str = ""  # non-empty: add an empty_layer history entry with this text
+
+
+@dataclass(frozen=True)
+class CopyStep:
+    """One layer of files, with Dockerfile COPY/ADD semantics.
+
+    `sources` are paths (wildcards allowed) relative to the build context, or to the root of
+    `from_stage` / `from_image` when set. `dest` is as written: a relative dest is resolved against
+    the WorkingDir in force when the step runs; a dest ending in `/` is a directory.
+    `chown` is "USER[:GROUP]" (names resolved against the image's /etc/passwd and /etc/group, numbers
+    used as they are); `chmod` an octal string. `inline_files` are heredoc files (name, content)
+    that take the place of sources.
+    """
+
+    sources: tuple[str, ...]
+    dest: str
+    chown: str | None = None
+    chmod: str | None = None
+    from_stage: int | None = None  # index into BuildPlan.stages
+    from_image: str | None = None  # an image reference (COPY --from=IMAGE)
+    link: bool = False
+    parents: bool = False
+    excludes: tuple[str, ...] = ()
+    add: bool = False  # ADD: extract local tar archives; sources may be URLs
+    checksum: str | None = None  # ADD --checksum for a URL source
+    keep_git_dir: bool = False
+    inline_files: tuple[tuple[str, bytes], ...] = ()
+    created_by: str = ""
+
+
+@dataclass(frozen=True)
+class MkdirStep:
+    """A layer holding one directory (Dockerfile WORKDIR on a directory no later step creates)."""
+
+    path: str
+    chown: str | None = None
+    created_by: str = ""
+
+
+Step = ConfigStep | CopyStep | MkdirStep
+
+
+@dataclass(frozen=True)
+class Stage:
+    base: str  # registry reference, "scratch", "oci-layout://DIR[:TAG]", "docker-archive://FILE"
+    steps: tuple[Step, ...] = ()
+    name: str | None = None
+    base_stage: int | None = None  # when FROM names an earlier stage: its index in BuildPlan.stages
+    platform: str | None = None  # FROM --platform=..., already expanded
+    line: int | None = None  # where the stage starts in the Dockerfile, for messages
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    context: Path
+    stages: tuple[Stage, ...]
+    platform: str | None = None  # the target platform the plan was made for ("linux/amd64")
+    annotations: tuple[tuple[str, str], ...] = ()  # manifest (and index) annotations
+    dockerignore: tuple[str, ...] = ()  # .dockerignore patterns, applied to context sources
+    source: str = "flags"  # "flags" or the Dockerfile path, for messages
+
+    @property
+    def target(self) -> Stage:
+        return self.stages[-1]
+
+    def describe(self) -> str:
+        """Human-readable plan, for --dry-run and verbose logs."""
+        lines = [f"plan ({self.source}) for {self.platform or 'host platform'}:"]
+        for index, stage in enumerate(self.stages):
+            base = f"stage {stage.base_stage}" if stage.base_stage is not None else stage.base
+            lines.append(f"  stage {index}{f' ({stage.name})' if stage.name else ''}: FROM {base}")
+            for step in stage.steps:
+                match step:
+                    case CopyStep():
+                        src = ", ".join(step.sources) or ", ".join(n for n, _ in step.inline_files)
+                        origin = (f" from stage {step.from_stage}" if step.from_stage is not None
+                                  else f" from {step.from_image}" if step.from_image else "")
+                        lines.append(f"    layer: {src}{origin} -> {step.dest}")
+                    case MkdirStep():
+                        lines.append(f"    layer: mkdir {step.path}")
+                    case ConfigStep():
+                        lines.append(f"    config: {step.created_by or _edit_summary(step.edit)}")
+        return "\n".join(lines)
+
+
+def _edit_summary(edit: ConfigEdit) -> str:
+    return ", ".join(
+        f"{name}={value!r}"
+        for name, value in vars(edit).items()
+        if value not in (None, ())
+    )
+
+
+@dataclass(frozen=True)
+class Output:
+    """One destination for the built image. kind: registry | docker | oci | oci-dir | load."""
+
+    kind: str
+    dest: str | None = None
+
+
+@dataclass
+class BuildOptions:
+    """Everything about how to build and where to put the result (not what to build)."""
+
+    tags: list[str] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
+    platforms: str | None = None  # --platform text; None = host
+    format: str | None = None  # "oci" | "docker" | None (follow the base)
+    insecure_registries: tuple[str, ...] = ()
+    compression: str = "gzip"
+    compression_level: int | None = None
+    jobs: int = 4
+    cache_dir: Path | None = None
+    use_cache: bool = True
+    layering: str = "off"  # "off" | "auto"
+    metadata_file: Path | None = None
+    iidfile: Path | None = None
+    source_date_epoch: int = 0
