@@ -125,9 +125,7 @@ class TokenServer:
         scopes = query.get("scope", [])
         ok, account = self._account(request.headers.get("Authorization"))
         granted = self._grant(scopes, account) if ok else []
-        self.token_requests.append(
-            {"service": service, "scopes": scopes, "account": account, "granted": granted}
-        )
+        self.token_requests.append({"service": service, "scopes": scopes, "account": account, "granted": granted})
         if not ok:
             body = b'{"details":"incorrect username or password"}'
             request.send_response(401)
@@ -151,9 +149,7 @@ class TokenServer:
                 access.append({"type": "repository", "name": name, "actions": allowed})
         return access
 
-    def _token_response(
-        self, service: str, account: str | None, access: list[dict[str, Any]]
-    ) -> dict[str, Any]:
+    def _token_response(self, service: str, account: str | None, access: list[dict[str, Any]]) -> dict[str, Any]:
         import jwt
 
         now = int(time.time())
