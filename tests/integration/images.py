@@ -262,18 +262,20 @@ def run_oci_image(layout_dir: Path, tag: str, tmp: Path, args: list[str] | None 
 
 
 class Podman:
-    """podman with the vfs driver (no overlay or fuse needed) and all state in its own directory,
-    so tests neither see nor touch the machine's images."""
+    """podman with the vfs driver (no overlay or fuse needed) and all state in its own directories,
+    so tests neither see nor touch the machine's images. Call `close` when done."""
 
     def __init__(self, state: Path) -> None:
         self.state = state
+        # podman refuses a runroot longer than 50 characters and unix socket paths are limited
+        # to 108 bytes: both live in a short directory of their own
+        self.short = Path(tempfile.mkdtemp(prefix="dw-pod-"))
         self._service: subprocess.Popen[bytes] | None = None
-        self._socket_dir: Path | None = None
 
     def command(self, *args: str | Path) -> list[str]:
         return [
             "podman", "--storage-driver", "vfs",
-            "--root", str(self.state / "root"), "--runroot", str(self.state / "run"),
+            "--root", str(self.state / "root"), "--runroot", str(self.short / "run"),
             "--tmpdir", str(self.state / "tmp"),
             "--cgroup-manager", "cgroupfs", "--events-backend", "file",
             *(str(a) for a in args),
@@ -288,9 +290,7 @@ class Podman:
         (use `DOCKER_HOST=unix://<path>`). Stopped by `stop_service`."""
         if self._service is not None:
             raise RuntimeError("podman service already running")
-        # unix socket paths are limited to 108 bytes: keep this one short
-        self._socket_dir = Path(tempfile.mkdtemp(prefix="dw-pod-"))
-        socket = self._socket_dir / "engine.sock"
+        socket = self.short / "engine.sock"
         self.state.mkdir(parents=True, exist_ok=True)
         log = (self.state / "service.log").open("ab")
         self._service = subprocess.Popen(
@@ -320,6 +320,9 @@ class Podman:
                 self._service.kill()
                 self._service.wait()
             self._service = None
-        if self._socket_dir is not None:
-            shutil.rmtree(self._socket_dir, ignore_errors=True)
-            self._socket_dir = None
+        (self.short / "engine.sock").unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Stop the service and remove the short-path directory (storage stays under `state`)."""
+        self.stop_service()
+        shutil.rmtree(self.short, ignore_errors=True)
