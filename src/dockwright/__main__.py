@@ -1,0 +1,3 @@
+from dockwright.cli import main
+
+raise SystemExit(main())

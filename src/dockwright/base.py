@@ -1,0 +1,235 @@
+"""Resolve the base image of a stage, per platform: a registry reference, `scratch`, an OCI layout
+directory (`oci-layout://DIR[:TAG]`) or a docker-archive file (`docker-archive://FILE`).
+
+The result is a BaseImage per platform: its config, its layers (descriptor, diff_id and where the bytes
+live) and its manifest annotations. Nothing is downloaded here but manifests and configs: base layers
+stay where they are until an output needs their bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from dockwright import image
+from dockwright.blobs import BlobSource, FileBlob, RegistryBlob
+from dockwright.digest import check_digest, verify_bytes
+from dockwright.errors import ImageFormatError, UsageError
+from dockwright.image import Descriptor, Format, Index, Manifest, Platform
+from dockwright.plan import SCRATCH
+from dockwright.reference import parse_reference
+
+if TYPE_CHECKING:
+    from dockwright.registry import Registries
+
+OCI_LAYOUT_PREFIX = "oci-layout://"
+DOCKER_ARCHIVE_PREFIX = "docker-archive://"
+REF_NAME = "org.opencontainers.image.ref.name"
+
+
+@dataclass(frozen=True)
+class Layer:
+    descriptor: Descriptor
+    diff_id: str
+    source: BlobSource
+
+
+@dataclass
+class BaseImage:
+    platform: Platform
+    format: Format
+    config: dict[str, Any]
+    layers: list[Layer] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
+    name: str | None = None  # the reference, for the org.opencontainers.image.base.name annotation
+    digest: str | None = None  # the manifest digest, for org.opencontainers.image.base.digest
+
+    def clone(self) -> BaseImage:
+        return BaseImage(self.platform, self.format, copy.deepcopy(self.config), list(self.layers),
+                         dict(self.annotations), self.name, self.digest)
+
+
+Wanted = list[Platform] | Literal["all"]
+
+
+def resolve_base(spec: str, wanted: Wanted, *, explicit: bool, registries: Registries | None,
+                 default_format: Format | None = None) -> list[BaseImage]:
+    """Resolve `spec` for the wanted platforms. `explicit` is False when the platform is the host default:
+    then a single-platform base is used whatever its platform, as `docker build` does."""
+    if spec == SCRATCH:
+        if wanted == "all":
+            raise UsageError("--platform all needs a multi-platform base; scratch has no platforms",
+                             hint="name the platforms: --platform linux/amd64,linux/arm64")
+        return [_scratch(p, default_format or "oci") for p in wanted]
+    if spec.startswith(OCI_LAYOUT_PREFIX):
+        return _from_document_store(_LayoutStore.open(spec[len(OCI_LAYOUT_PREFIX):]), wanted, explicit)
+    if spec.startswith(DOCKER_ARCHIVE_PREFIX):
+        from dockwright.archive_base import load_docker_archive
+
+        base = load_docker_archive(Path(spec[len(DOCKER_ARCHIVE_PREFIX):]))
+        _check_single(base.platform, wanted, explicit, spec)
+        return [base]
+    if registries is None:
+        raise UsageError(f"base {spec!r} needs a registry, but this build runs offline")
+    return _from_document_store(_RegistryStore(spec, registries), wanted, explicit)
+
+
+def _scratch(platform: Platform, fmt: Format) -> BaseImage:
+    config: dict[str, Any] = {
+        **platform.to_json(),
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": []},
+        "history": [],
+    }
+    return BaseImage(platform, fmt, config)
+
+
+class _DocumentStore(Protocol):
+    """Something holding manifests and blobs by digest: a registry repository or an OCI layout."""
+
+    where: str
+    name: str | None
+
+    def top(self) -> tuple[bytes, str | None, str]:
+        """The document the reference points at: (bytes, media type, digest)."""
+        ...
+
+    def manifest(self, descriptor: Descriptor) -> bytes: ...
+
+    def blob(self, descriptor: Descriptor) -> BlobSource: ...
+
+
+class _RegistryStore:
+    def __init__(self, spec: str, registries: Registries) -> None:
+        self.ref = parse_reference(spec)
+        self.client = registries.client(self.ref.api_host)
+        self.where = str(self.ref)
+        self.name = str(self.ref)
+
+    def top(self) -> tuple[bytes, str | None, str]:
+        return self.client.get_manifest(self.ref.repository, self.ref.identifier)
+
+    def manifest(self, descriptor: Descriptor) -> bytes:
+        data, _, _ = self.client.get_manifest(self.ref.repository, descriptor.digest)
+        return data
+
+    def blob(self, descriptor: Descriptor) -> BlobSource:
+        return RegistryBlob(self.client, self.ref.repository, descriptor.digest, descriptor.size)
+
+
+class _LayoutStore:
+    def __init__(self, root: Path, tag: str | None) -> None:
+        self.root = root
+        self.tag = tag
+        self.where = f"{OCI_LAYOUT_PREFIX}{root}" + (f":{tag}" if tag else "")
+        self.name = None
+
+    @classmethod
+    def open(cls, text: str) -> _LayoutStore:
+        path, tag = text, None
+        head, sep, tail = text.rpartition(":")
+        if sep and head and "/" not in tail and not Path(text).exists():
+            path, tag = head, tail
+        root = Path(path)
+        if not (root / "index.json").is_file():
+            raise UsageError(f"{OCI_LAYOUT_PREFIX}{text}: {root} is not an OCI layout (no index.json)")
+        return cls(root, tag)
+
+    def _read(self, descriptor: Descriptor) -> bytes:
+        algorithm, _, hex_ = check_digest(descriptor.digest, self.where).partition(":")
+        path = self.root / "blobs" / algorithm / hex_
+        try:
+            data = path.read_bytes() if path.stat().st_size <= image.MAX_CONFIG_BYTES else b""
+        except OSError as exc:
+            raise ImageFormatError(f"{self.where}: cannot read {path}: {exc.strerror}") from None
+        return verify_bytes(data, descriptor.digest, descriptor.size, f"{self.where} blob")
+
+    def top(self) -> tuple[bytes, str | None, str]:
+        index_path = self.root / "index.json"
+        parsed = image.parse_document(index_path.read_bytes(), image.OCI_INDEX, str(index_path))
+        if not isinstance(parsed, Index):
+            raise ImageFormatError(f"{index_path} is not an image index")
+        candidates = parsed.manifests
+        if self.tag is not None:
+            candidates = [d for d in candidates if (d.annotations or {}).get(REF_NAME) == self.tag]
+            if not candidates:
+                tags = sorted({(d.annotations or {}).get(REF_NAME, "") for d in parsed.manifests} - {""})
+                raise UsageError(f"{self.where}: no image tagged {self.tag!r}; tags: {', '.join(tags) or 'none'}")
+        if len(candidates) != 1:
+            raise UsageError(f"{self.where}: holds {len(candidates)} images; name one with :TAG")
+        chosen = candidates[0]
+        return self._read(chosen), chosen.media_type, chosen.digest
+
+    def manifest(self, descriptor: Descriptor) -> bytes:
+        return self._read(descriptor)
+
+    def blob(self, descriptor: Descriptor) -> BlobSource:
+        algorithm, _, hex_ = descriptor.digest.partition(":")
+        return FileBlob(self.root / "blobs" / algorithm / hex_, descriptor.digest, descriptor.size,
+                        f"layer in {self.where}")
+
+
+def _from_document_store(store: _DocumentStore, wanted: Wanted, explicit: bool) -> list[BaseImage]:
+    data, media_type, digest = store.top()
+    top = image.parse_document(data, media_type, store.where)
+    if isinstance(top, Manifest):
+        base = _load_manifest(store, top, digest)
+        _check_single(base.platform, wanted, explicit, store.where)
+        return [base]
+    chosen = select_platforms(top, wanted, store.where)
+    bases = []
+    for descriptor in chosen:
+        child = image.parse_document(store.manifest(descriptor), descriptor.media_type,
+                                     f"{store.where}@{descriptor.digest}")
+        if not isinstance(child, Manifest):
+            raise ImageFormatError(f"{store.where}: nested index {descriptor.digest} is not supported")
+        base = _load_manifest(store, child, descriptor.digest)
+        if descriptor.platform:  # the index's platform wins (it carries the variant more reliably)
+            base.platform = descriptor.platform
+        bases.append(base)
+    return bases
+
+
+def _is_image_platform(d: Descriptor) -> bool:
+    return d.platform is not None and d.platform.os != "unknown" and d.media_type in image.MANIFEST_TYPES
+
+
+def select_platforms(index: Index, wanted: Wanted, where: str) -> list[Descriptor]:
+    available = [d for d in index.manifests if _is_image_platform(d)]
+    if wanted == "all":
+        if not available:
+            raise ImageFormatError(f"{where}: the index lists no platform images")
+        return available
+    chosen = []
+    for platform in wanted:
+        match = next((d for d in available if d.platform and d.platform.matches(platform)), None)
+        if match is None:
+            have = ", ".join(str(d.platform) for d in available) or "none"
+            raise UsageError(f"base {where} has no {platform} image; it has: {have}",
+                             hint="pick one of those with --platform")
+        chosen.append(match)
+    return chosen
+
+
+def _check_single(platform: Platform, wanted: Wanted, explicit: bool, where: str) -> None:
+    if wanted == "all" or not explicit:
+        return
+    if len(wanted) != 1 or not wanted[0].matches(platform):
+        asked = ", ".join(str(p) for p in wanted)
+        raise UsageError(f"base {where} has no {asked} image; it has: {platform}",
+                         hint="pick that platform with --platform, or use a multi-platform base")
+
+
+def _load_manifest(store: _DocumentStore, manifest: Manifest, digest: str) -> BaseImage:
+    config_bytes = b"".join(store.blob(manifest.config).open())
+    config = image.parse_config(config_bytes, f"{store.where} config {manifest.config.digest}")
+    diff_ids = config["rootfs"]["diff_ids"]
+    if len(diff_ids) != len(manifest.layers):
+        raise ImageFormatError(
+            f"{store.where}: manifest has {len(manifest.layers)} layers but its config lists "
+            f"{len(diff_ids)} diff_ids")
+    layers = [Layer(d, diff_id, store.blob(d)) for d, diff_id in zip(manifest.layers, diff_ids, strict=True)]
+    platform = Platform(config["os"], config["architecture"], config.get("variant"), config.get("os.version"))
+    return BaseImage(platform, manifest.format, config, layers, dict(manifest.annotations), store.name, digest)

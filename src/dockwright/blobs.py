@@ -1,0 +1,80 @@
+"""Where the bytes of a blob come from. Every source streams chunks and checks size and digest as they
+pass; a mismatch raises when the stream ends, so a consumer writing to a temporary file renames it only
+after the iterator is exhausted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from dockwright.digest import Verifier
+from dockwright.errors import ContextError
+
+if TYPE_CHECKING:
+    from dockwright.registry import RegistryClient
+
+CHUNK = 1024 * 1024
+
+
+class BlobSource(Protocol):
+    digest: str
+    size: int
+
+    def open(self) -> Iterator[bytes]:
+        """Yield the blob's bytes, verified against digest and size."""
+        ...
+
+
+@dataclass(frozen=True)
+class BytesBlob:
+    """A small document we made (config, manifest): already correct by construction."""
+
+    data: bytes
+    digest: str
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def open(self) -> Iterator[bytes]:
+        yield self.data
+
+
+@dataclass(frozen=True)
+class FileBlob:
+    """A blob on local disk: a layer we wrote, a cached blob, a blob in an OCI layout or archive."""
+
+    path: Path
+    digest: str
+    size: int
+    what: str = "blob"
+
+    def open(self) -> Iterator[bytes]:
+        verifier = Verifier(self.digest, self.size, f"{self.what} {self.path}")
+        try:
+            with self.path.open("rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    verifier.update(chunk)
+                    yield chunk
+        except FileNotFoundError:
+            raise ContextError(f"{self.what} {self.digest} is missing: {self.path} does not exist") from None
+        verifier.finish()
+
+
+@dataclass(frozen=True)
+class RegistryBlob:
+    """A blob that lives in a registry repository; can be mounted or streamed without touching disk."""
+
+    client: RegistryClient
+    repository: str
+    digest: str
+    size: int
+
+    @property
+    def host(self) -> str:
+        return self.client.host
+
+    def open(self) -> Iterator[bytes]:
+        return self.client.open_blob(self.repository, self.digest, self.size)

@@ -1,0 +1,294 @@
+"""Execute a build plan: resolve bases per platform, make layers, compose configs and manifests.
+
+Data flows one way: plan -> BaseImage (per stage and platform) -> FinalImage(s) [+ index] -> outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dockwright import compose, image
+from dockwright.base import BaseImage, Layer, resolve_base
+from dockwright.blobs import FileBlob
+from dockwright.cache import Cache
+from dockwright.errors import ContextError, UsageError
+from dockwright.image import Descriptor, Format, Platform, parse_platforms
+from dockwright.plan import BuildOptions, BuildPlan, ConfigStep, CopyStep, MkdirStep, Stage
+
+if TYPE_CHECKING:
+    from dockwright.layer import Compression, TarEntry
+    from dockwright.registry import Registries
+    from dockwright.rootfs import RootFS
+
+log = logging.getLogger("dockwright")
+
+Planner = Callable[[Platform], BuildPlan]
+
+
+@dataclass
+class BuildResult:
+    images: list[compose.FinalImage]
+    index: compose.Document | None = None
+    layers_built: int = 0
+    layers_cached: int = 0
+
+    @property
+    def top(self) -> compose.Document:
+        """The document tags point at: the index for a multi-platform build, else the manifest."""
+        return self.index or self.images[0].manifest
+
+    @property
+    def format(self) -> Format:
+        return self.images[0].format
+
+
+@dataclass
+class _StageState:
+    image: BaseImage
+    rootfs: RootFS | None = None
+
+
+@dataclass
+class Builder:
+    options: BuildOptions
+    cache: Cache
+    registries: Registries | None
+    workdir: Path  # scratch space for extracted file systems; removed by the caller
+    _bases: dict[tuple[str, str], BaseImage] = field(default_factory=dict)
+    _layers: dict[str, Layer] = field(default_factory=dict)
+    _result: BuildResult = field(default_factory=lambda: BuildResult([]))
+
+    @property
+    def created(self) -> str:
+        return compose.timestamp(self.options.source_date_epoch)
+
+    def build(self, planner: Planner) -> BuildResult:
+        wanted = parse_platforms(self.options.platforms)
+        explicit = self.options.platforms is not None
+        if wanted == "all":
+            wanted = self._platforms_of_target(planner)
+        plans = [(platform, planner(platform)) for platform in wanted]
+        self._prefetch_bases(plans, explicit)
+        finals = []
+        for platform, plan in plans:
+            target = self._build_plan(plan, platform, explicit)
+            fmt = self._format_for(plan, target.image)
+            finals.append(compose.finish(target.image, fmt, self.created, dict(plan.annotations)))
+        self._result.images = finals
+        if len(finals) > 1:
+            formats = {f.format for f in finals}
+            if len(formats) > 1:
+                raise UsageError("the platforms' base images mix Docker and OCI formats",
+                                 hint="choose one with --format oci or --format docker")
+            self._result.index = compose.make_index(finals, finals[0].format, dict(plans[0][1].annotations))
+        return self._result
+
+    # ------------------------------------------------------------------ bases
+
+    def _platforms_of_target(self, planner: Planner) -> list[Platform]:
+        plan = planner(Platform.host())
+        stage = _root_stage(plan, plan.target)
+        bases = resolve_base(stage.base, "all", explicit=True, registries=self.registries,
+                             default_format=self._fmt_option())
+        for base in bases:
+            self._bases[(stage.base, str(base.platform))] = base
+        return [base.platform for base in bases]
+
+    def _prefetch_bases(self, plans: list[tuple[Platform, BuildPlan]], explicit: bool) -> None:
+        """Resolve the target's root base for all platforms at once (one index fetch)."""
+        if not plans:
+            return
+        stage = _root_stage(plans[0][1], plans[0][1].target)
+        if stage.platform or any(_root_stage(p, p.target).base != stage.base for _, p in plans):
+            return
+        missing = [platform for platform, _ in plans if (stage.base, str(platform)) not in self._bases]
+        if missing:
+            bases = resolve_base(stage.base, missing, explicit=explicit, registries=self.registries,
+                                 default_format=self._fmt_option())
+            for platform, base in zip(missing, bases, strict=True):
+                self._bases[(stage.base, str(platform))] = base
+
+    def _base(self, spec: str, platform: Platform, explicit: bool) -> BaseImage:
+        key = (spec, str(platform))
+        if key not in self._bases:
+            (self._bases[key],) = resolve_base(spec, [platform], explicit=explicit, registries=self.registries,
+                                               default_format=self._fmt_option())
+        return self._bases[key].clone()
+
+    def _fmt_option(self) -> Format | None:
+        return self.options.format  # type: ignore[return-value]
+
+    def _format_for(self, plan: BuildPlan, img: BaseImage) -> Format:
+        return self.options.format or img.format  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ stages
+
+    def _build_plan(self, plan: BuildPlan, platform: Platform, explicit: bool) -> _StageState:
+        states: list[_StageState] = []
+        for stage in plan.stages:
+            if stage.base_stage is not None:
+                img = states[stage.base_stage].image.clone()
+            elif stage.platform:
+                img = self._base(stage.base, image.Platform.parse(stage.platform), True)
+            else:
+                img = self._base(stage.base, platform, explicit)
+            compose.pad_history(img.config, len(img.layers), self.created)
+            state = _StageState(img)
+            for step in stage.steps:
+                self._apply(plan, stage, step, state, states)
+            states.append(state)
+        return states[-1]
+
+    def _apply(self, plan: BuildPlan, stage: Stage, step: object, state: _StageState,
+               states: list[_StageState]) -> None:
+        config = state.image.config
+        match step:
+            case ConfigStep():
+                edit = step.edit
+                from dockwright.dockerfile import resolve_deferred
+
+                edit = resolve_deferred(edit, (config.get("config") or {}).get("Env") or [])
+                compose.apply_edit(config, edit)
+                if step.created_by:
+                    compose.add_history(config, self.created, step.created_by, empty_layer=True)
+            case CopyStep():
+                entries = self._copy_entries(plan, step, state, states)
+                self._add_layer(state, entries, step.created_by or f"COPY {' '.join(step.sources)} {step.dest}")
+            case MkdirStep():
+                from dockwright.layer import TarEntry
+
+                uid, gid = self._owner(step.chown, state)
+                path = self._absolute(step.path, state)
+                epoch = self.options.source_date_epoch
+                entries = [*_parents(path, epoch), TarEntry(path.strip("/"), "dir", 0o755, uid, gid, mtime=epoch)]
+                self._add_layer(state, entries, step.created_by or f"WORKDIR {step.path}")
+
+    def _absolute(self, dest: str, state: _StageState) -> str:
+        """Resolve a COPY destination against the WorkingDir in force, keeping a trailing slash."""
+        if dest.startswith("/"):
+            return dest
+        workdir = (state.image.config.get("config") or {}).get("WorkingDir") or "/"
+        joined = posixpath.join(workdir, dest)
+        return joined + "/" if dest.endswith(("/", "/.")) or dest == "." else joined
+
+    def _owner(self, chown: str | None, state: _StageState) -> tuple[int, int]:
+        if not chown:
+            return 0, 0
+        from dockwright.rootfs import resolve_chown
+
+        numeric = all(part.isdigit() for part in chown.split(":", 1))
+        return resolve_chown(chown, None if numeric else self._rootfs(state))
+
+    def _rootfs(self, state: _StageState) -> RootFS:
+        """The merged file system of an image so far (downloads its layers: only when needed)."""
+        if state.rootfs is None:
+            from dockwright.rootfs import RootFS
+
+            target = Path(self._mkdtemp("rootfs-"))
+            state.rootfs = RootFS.from_layers([layer.source.open for layer in state.image.layers], target)
+        return state.rootfs
+
+    def _mkdtemp(self, prefix: str) -> str:
+        import tempfile
+
+        return tempfile.mkdtemp(prefix=prefix, dir=self.workdir)
+
+    def _copy_entries(self, plan: BuildPlan, step: CopyStep, state: _StageState,
+                      states: list[_StageState]) -> list[TarEntry]:
+        uid, gid = self._owner(step.chown, state)
+        chmod = int(step.chmod, 8) if step.chmod else None
+        dest = self._absolute(step.dest, state)
+        common = {"uid": uid, "gid": gid, "chmod": chmod, "extra_excludes": step.excludes,
+                  "parents": step.parents, "mtime": self.options.source_date_epoch}
+        if step.inline_files:
+            return self._inline_entries(step, dest, uid, gid, chmod)
+        if step.from_stage is not None:
+            return self._rootfs(states[step.from_stage]).collect(step.sources, dest, **common)
+        if step.from_image is not None:
+            source_image = _StageState(self._base(step.from_image, Platform.parse(plan.platform)
+                                                  if plan.platform else Platform.host(), False))
+            return self._rootfs(source_image).collect(step.sources, dest, **common)
+        from dockwright.context import IgnoreMatcher, collect_copy
+
+        ignore = IgnoreMatcher.from_patterns(list(plan.dockerignore)) if plan.dockerignore else None
+        if step.add:
+            from dockwright.add import collect_add
+
+            return collect_add(plan.context, step, dest, ignore=ignore, workdir=Path(self._mkdtemp("add-")),
+                               **common)
+        return collect_copy(plan.context, step.sources, dest, excludes=ignore, **common)
+
+    def _inline_entries(self, step: CopyStep, dest: str, uid: int, gid: int, chmod: int | None) -> list[TarEntry]:
+        from dockwright.layer import TarEntry
+
+        if len(step.inline_files) > 1 and not dest.endswith("/"):
+            raise ContextError(f"{step.created_by}: several heredoc files need a destination ending in /")
+        entries: dict[str, TarEntry] = {}
+        for name, data in step.inline_files:
+            path = posixpath.join(dest, name) if dest.endswith("/") else dest
+            for parent in _parents(path, self.options.source_date_epoch):
+                entries.setdefault(parent.path, parent)
+            entries[path.strip("/")] = TarEntry(path.strip("/"), "file", chmod if chmod is not None else 0o644,
+                                                uid, gid, size=len(data), data=data,
+                                                mtime=self.options.source_date_epoch)
+        return [entries[k] for k in sorted(entries)]
+
+    # ------------------------------------------------------------------ layers
+
+    def _compression(self) -> Compression:
+        from dockwright.layer import Compression
+
+        return Compression(self.options.compression, self.options.compression_level)  # type: ignore[arg-type]
+
+    def _add_layer(self, state: _StageState, entries: list[TarEntry], created_by: str) -> None:
+        layer = self._make_layer(entries, state.image.format if self.options.format is None
+                                 else self.options.format)  # type: ignore[arg-type]
+        compose.append_layer(state.image, layer, self.created, created_by)
+        state.rootfs = None  # the file system changed; a later lookup re-extracts
+
+    def _make_layer(self, entries: list[TarEntry], fmt: Format) -> Layer:
+        from dockwright.layer import fingerprint, layer_media_type, write_layer
+
+        compression = self._compression()
+        key = fingerprint(entries, compression)
+        media_type = layer_media_type(compression.algorithm, fmt)
+        if key in self._layers:
+            cached = self._layers[key]
+            return Layer(Descriptor(media_type, cached.descriptor.digest, cached.descriptor.size),
+                         cached.diff_id, cached.source)
+        hit = self.cache.lookup_layer(key) if self.options.use_cache else None
+        if hit is None:
+            temp = self.cache.temp_path(".layer")
+            try:
+                blob = write_layer(entries, temp, compression)
+                hit = self.cache.store_layer(key, temp, blob.digest, blob.size, blob.diff_id, compression.algorithm)
+            finally:
+                temp.unlink(missing_ok=True)
+            self._result.layers_built += 1
+            log.info("built layer %s (%d files, %s bytes)", hit.digest[:19], len(entries), hit.size)
+        else:
+            self._result.layers_cached += 1
+            log.info("cached layer %s (%d files)", hit.digest[:19], len(entries))
+        layer = Layer(Descriptor(media_type, hit.digest, hit.size), hit.diff_id,
+                      FileBlob(hit.path, hit.digest, hit.size, "cached layer"))
+        self._layers[key] = layer
+        return layer
+
+
+def _root_stage(plan: BuildPlan, stage: Stage) -> Stage:
+    while stage.base_stage is not None:
+        stage = plan.stages[stage.base_stage]
+    return stage
+
+
+def _parents(path: str, mtime: int) -> list[TarEntry]:
+    """Directory entries for every parent of an in-image path (mode 0755, root-owned)."""
+    from dockwright.layer import TarEntry
+
+    parts = path.strip("/").split("/")[:-1]
+    return [TarEntry("/".join(parts[: i + 1]), "dir", 0o755, mtime=mtime) for i in range(len(parts))]

@@ -1,0 +1,137 @@
+"""Content-addressed local cache: built layers memoised by the fingerprint of their inputs, and blobs
+by digest. Safe to share between concurrent builds: every write goes to a unique temporary file and
+is renamed into place; a blob is trusted only if its size matches, and its digest is re-checked
+whenever its bytes are streamed out (blobs.FileBlob)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockwright.digest import check_digest, is_digest
+
+FORMAT_VERSION = "1"
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "dockwright"
+
+
+@dataclass(frozen=True)
+class CachedLayer:
+    digest: str
+    size: int
+    diff_id: str
+    media_type_key: str  # compression algorithm ("gzip", "zstd", "none")
+    path: Path
+
+
+class Cache:
+    """`root=None` gives a private temporary cache that is removed on close (--no-cache)."""
+
+    def __init__(self, root: Path | None) -> None:
+        self._temporary = root is None
+        self.root = Path(tempfile.mkdtemp(prefix="dockwright-")) if root is None else root
+        self.blobs = self.root / "blobs" / "sha256"
+        self.layers = self.root / "layers"
+        self.tmp = self.root / "tmp"
+        for folder in (self.blobs, self.layers, self.tmp):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        if self._temporary:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def temp_path(self, suffix: str = "") -> Path:
+        """A unique path in the cache's filesystem (so a rename into place is atomic)."""
+        fd, name = tempfile.mkstemp(dir=self.tmp, suffix=suffix)
+        os.close(fd)
+        return Path(name)
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / check_digest(digest, "cache").split(":", 1)[1]
+
+    def has_blob(self, digest: str, size: int) -> bool:
+        try:
+            return self.blob_path(digest).stat().st_size == size
+        except OSError:
+            return False
+
+    def adopt_blob(self, temp: Path, digest: str) -> Path:
+        """Move a verified temporary file into the cache under its digest."""
+        final = self.blob_path(digest)
+        os.replace(temp, final)
+        return final
+
+    def lookup_layer(self, fingerprint: str) -> CachedLayer | None:
+        entry = self.layers / f"{fingerprint}.json"
+        try:
+            data = json.loads(entry.read_text())
+            if data.get("version") != FORMAT_VERSION or not all(
+                is_digest(data.get(k, "")) for k in ("digest", "diff_id")
+            ):
+                raise ValueError("stale entry")
+            layer = CachedLayer(data["digest"], int(data["size"]), data["diff_id"], data["compression"],
+                                self.blob_path(data["digest"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not self.has_blob(layer.digest, layer.size):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+            return None
+        return layer
+
+    def store_layer(self, fingerprint: str, temp: Path, digest: str, size: int, diff_id: str,
+                    compression: str) -> CachedLayer:
+        path = self.adopt_blob(temp, digest)
+        record = {"version": FORMAT_VERSION, "digest": digest, "size": size, "diff_id": diff_id,
+                  "compression": compression}
+        tmp = self.temp_path(".json")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.layers / f"{fingerprint}.json")
+        return CachedLayer(digest, size, diff_id, compression, path)
+
+    def discard_blob(self, digest: str) -> None:
+        with contextlib.suppress(OSError):
+            self.blob_path(digest).unlink()
+
+
+def _entries(root: Path) -> list[tuple[Path, os.stat_result]]:
+    found = []
+    for folder in (root / "blobs" / "sha256", root / "layers"):
+        if folder.is_dir():
+            for path in folder.iterdir():
+                with contextlib.suppress(OSError):
+                    found.append((path, path.stat()))
+    return found
+
+
+def disk_usage(root: Path) -> str:
+    entries = _entries(root)
+    blobs = sum(1 for path, _ in entries if path.parent.name == "sha256")
+    total = sum(st.st_size for _, st in entries)
+    return f"{root}: {blobs} blobs, {len(entries) - blobs} layer records, {total} bytes"
+
+
+def prune(root: Path, keep_bytes: int) -> tuple[int, int]:
+    """Remove the least recently used entries until at most `keep_bytes` remain. Records whose blob is
+    gone are ignored by lookups, so removal order cannot leave a torn entry."""
+    entries = sorted(_entries(root), key=lambda item: item[1].st_atime)
+    total = sum(st.st_size for _, st in entries)
+    removed = freed = 0
+    for path, st in entries:
+        if total <= keep_bytes:
+            break
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed += 1
+            freed += st.st_size
+            total -= st.st_size
+    shutil.rmtree(root / "tmp", ignore_errors=True)
+    return removed, freed

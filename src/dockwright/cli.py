@@ -1,0 +1,137 @@
+"""Command line: parse arguments into a plan and options, run, print results.
+
+stdout carries results only (pushed references or the image digest); logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from dockwright import __version__
+from dockwright.errors import DockwrightError
+
+log = logging.getLogger("dockwright")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dockwright",
+        description="Build OCI and Docker images without a daemon: base image + your files -> registry, "
+                    "archive, OCI layout or local engine.",
+    )
+    parser.add_argument("--version", action="version", version=f"dockwright {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    build = commands.add_parser("build", help="build an image (flags mode with --from, else from a Dockerfile)")
+    build.add_argument("context", nargs="?", default=".", help="build context directory (default: .)")
+    what = build.add_argument_group("what to build")
+    what.add_argument("--from", dest="base", metavar="REF",
+                      help="base image: REF, scratch, oci-layout://DIR[:TAG] or docker-archive://FILE")
+    what.add_argument("--copy", action="append", default=[], metavar="SRC:DEST",
+                      help="copy SRC (relative to the context) to DEST; one layer each, in order")
+    what.add_argument("--chown", metavar="UID:GID", help="owner of copied files (default 0:0)")
+    what.add_argument("--chmod", metavar="MODE", help="octal mode of copied files and directories")
+    what.add_argument("-f", "--file", metavar="PATH", help="Dockerfile (default CONTEXT/Dockerfile; - for stdin)")
+    what.add_argument("--build-arg", action="append", default=[], metavar="K[=V]", help="Dockerfile build argument")
+    what.add_argument("--target", metavar="STAGE", help="Dockerfile stage to build")
+    config = build.add_argument_group("image config (inherited from the base unless set)")
+    config.add_argument("--entrypoint", metavar="CMD", help="JSON array (exec form) or a shell string")
+    config.add_argument("--cmd", metavar="CMD", help="JSON array (exec form) or a shell string (/bin/sh -c)")
+    config.add_argument("--env", action="append", default=[], metavar="K=V")
+    config.add_argument("--workdir", metavar="DIR")
+    config.add_argument("--user", metavar="USER[:GROUP]")
+    config.add_argument("--expose", action="append", default=[], metavar="PORT[/PROTO]")
+    config.add_argument("--volume", action="append", default=[], metavar="PATH")
+    config.add_argument("--label", action="append", default=[], metavar="K=V")
+    config.add_argument("--annotation", action="append", default=[], metavar="K=V", help="manifest annotation")
+    config.add_argument("--stop-signal", metavar="SIG")
+    out = build.add_argument_group("outputs (several at once)")
+    out.add_argument("-t", "--tag", action="append", default=[], metavar="REF", help="name of the result")
+    out.add_argument("--push", action="store_true", help="push to every tag (same as -o type=registry)")
+    out.add_argument("-o", "--output", action="append", default=[], metavar="SPEC",
+                     help="type=registry | type=docker,dest=FILE | type=oci,dest=FILE[,tar=false]")
+    out.add_argument("--load", action="store_true", help="load into the engine at DOCKER_HOST (Docker or Podman)")
+    out.add_argument("--metadata-file", metavar="FILE", help="write digests, tags and pushed references as JSON")
+    out.add_argument("--iidfile", metavar="FILE", help="write the image ID (config digest) to FILE")
+    how = build.add_argument_group("how")
+    how.add_argument("--platform", metavar="LIST", help="linux/amd64,linux/arm64/v8 or all (default: host)")
+    how.add_argument("--format", choices=("docker", "oci"), help="media types of the result (default: the base's)")
+    how.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                     help="allow plain HTTP to this registry (loopback hosts always may)")
+    how.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip")
+    how.add_argument("--compression-level", type=int, metavar="N")
+    how.add_argument("--jobs", type=int, default=min(8, (os.cpu_count() or 2) * 2), metavar="N",
+                     help="parallel blob transfers")
+    how.add_argument("--cache-dir", metavar="DIR", help="layer and blob cache (default $XDG_CACHE_HOME/dockwright)")
+    how.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    how.add_argument("--layering", choices=("off", "auto"), default="off",
+                     help="auto: split --copy trees into dependency and application layers")
+    how.add_argument("--dry-run", action="store_true", help="print the build plan and stop (no network)")
+    how.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    how.add_argument("-v", "--verbose", action="store_true", help="detailed logs on stderr")
+
+    login = commands.add_parser("login", help="store credentials for a registry in Docker's config.json")
+    login.add_argument("registry")
+    login.add_argument("-u", "--username")
+    login.add_argument("-p", "--password")
+    login.add_argument("--password-stdin", action="store_true")
+    logout = commands.add_parser("logout", help="remove stored credentials for a registry")
+    logout.add_argument("registry")
+
+    cache = commands.add_parser("cache", help="inspect or prune the local cache")
+    cache.add_argument("--cache-dir", metavar="DIR")
+    cache_commands = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    cache_commands.add_parser("du", help="show the cache's size")
+    prune = cache_commands.add_parser("prune", help="remove cached blobs (oldest first)")
+    prune.add_argument("--keep-storage", metavar="SIZE", help="keep at most SIZE (e.g. 2GB); default: remove all")
+    return parser
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    _setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
+    try:
+        if args.command == "build":
+            from dockwright.commands import run_build
+
+            return run_build(args)
+        if args.command in ("login", "logout"):
+            from dockwright.commands import run_login, run_logout
+
+            return run_login(args) if args.command == "login" else run_logout(args)
+        from dockwright.commands import run_cache
+
+        return run_cache(args)
+    except DockwrightError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: nothing was tagged and no partial output was left", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(130)  # do not wait for transfer threads; temporary files were removed on the way out
+    except BrokenPipeError:
+        return 1
+

@@ -1,0 +1,92 @@
+"""The flags frontend: `dockwright build --from BASE --copy SRC:DEST ...` -> BuildPlan."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from dockwright.errors import UsageError
+from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, CopyStep, Stage
+
+DEFAULT_SHELL = ("/bin/sh", "-c")
+
+
+def command_form(flag: str, value: str) -> tuple[str, ...]:
+    """A JSON array is the exec form; any other string is the shell form (`/bin/sh -c STRING`)."""
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, list) or not all(isinstance(item, str) for item in parsed):
+            raise UsageError(f"{flag} {value!r}: looks like a JSON array but is not a list of strings",
+                             hint='write it as \'["/app/server", "--port", "8080"]\' or as a plain shell string')
+        return tuple(parsed)
+    if not text:
+        return ()
+    return (*DEFAULT_SHELL, value)
+
+
+def key_value(flag: str, value: str) -> tuple[str, str]:
+    key, sep, val = value.partition("=")
+    if not sep or not key:
+        raise UsageError(f"{flag} {value!r}: expected KEY=VALUE")
+    return key, val
+
+
+def port(value: str) -> str:
+    number, _, proto = value.partition("/")
+    proto = (proto or "tcp").lower()
+    if not number.isdigit() or not 0 < int(number) < 65536 or proto not in ("tcp", "udp", "sctp"):
+        raise UsageError(f"--expose {value!r}: expected PORT[/tcp|udp|sctp] with 1 <= PORT <= 65535")
+    return f"{int(number)}/{proto}"
+
+
+def parse_copy(value: str) -> tuple[str, str]:
+    source, sep, dest = value.rpartition(":")
+    if not sep or not source or not dest:
+        raise UsageError(f"--copy {value!r}: expected SRC:DEST, e.g. --copy dist:/app")
+    return source, dest
+
+
+def config_edit(*, entrypoint: str | None = None, cmd: str | None = None, env: Sequence[str] = (),
+                workdir: str | None = None, user: str | None = None, expose: Sequence[str] = (),
+                volumes: Sequence[str] = (), labels: Sequence[str] = (), stop_signal: str | None = None) -> ConfigEdit:
+    if workdir is not None and not workdir.startswith("/"):
+        raise UsageError(f"--workdir {workdir!r}: must be an absolute path")
+    return ConfigEdit(
+        entrypoint=command_form("--entrypoint", entrypoint) if entrypoint is not None else None,
+        cmd=command_form("--cmd", cmd) if cmd is not None else None,
+        env=tuple(key_value("--env", e) for e in env),
+        workdir=workdir,
+        user=user,
+        exposed_ports=tuple(port(p) for p in expose),
+        volumes=tuple(volumes),
+        labels=tuple(key_value("--label", label) for label in labels),
+        stop_signal=stop_signal,
+    )
+
+
+def plan_from_flags(context: Path, base: str, copies: Sequence[str], edit: ConfigEdit, *,
+                    chown: str | None = None, chmod: str | None = None,
+                    annotations: Sequence[str] = (), dockerignore: Sequence[str] = ()) -> BuildPlan:
+    """The config edit comes first so that relative --copy destinations resolve against --workdir."""
+    if chmod is not None:
+        try:
+            int(chmod, 8)
+        except ValueError:
+            raise UsageError(f"--chmod {chmod!r}: expected an octal mode such as 755") from None
+    steps: list[ConfigStep | CopyStep] = []
+    if edit != ConfigEdit():
+        steps.append(ConfigStep(edit))
+    for value in copies:
+        source, dest = parse_copy(value)
+        steps.append(CopyStep((source,), dest, chown=chown, chmod=chmod, created_by=f"dockwright --copy {value}"))
+    return BuildPlan(
+        context=context,
+        stages=(Stage(base=base, steps=tuple(steps)),),
+        annotations=tuple(key_value("--annotation", a) for a in annotations),
+        dockerignore=tuple(dockerignore),
+    )

@@ -1,0 +1,103 @@
+"""Push a built image to one or more registry tags.
+
+Order, as the spec wants it: all blobs to every target repository (in parallel; a blob the registry
+already has is skipped, one in another repository of the same registry is mounted, one on another
+registry is streamed registry to registry), then the platform manifests by digest, then the index,
+then the tags. A failure before the tags leaves no tag pointing anywhere new.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from dockwright.blobs import BlobSource, RegistryBlob
+from dockwright.build import BuildResult
+from dockwright.outputs.layout import all_blobs
+from dockwright.reference import Reference
+
+if TYPE_CHECKING:
+    from dockwright.registry import Registries, RegistryClient
+
+log = logging.getLogger("dockwright")
+
+
+@dataclass
+class PushStats:
+    uploaded: int = 0
+    mounted: int = 0
+    existing: int = 0
+    bytes_uploaded: int = 0
+
+
+@dataclass(frozen=True)
+class _Target:
+    client: RegistryClient
+    repository: str
+
+
+def push(result: BuildResult, tags: list[Reference], registries: Registries, jobs: int) -> tuple[list[str], PushStats]:
+    """Push to every tag; returns the `REF@DIGEST` lines and what moved."""
+    stats = PushStats()
+    top = result.top
+    targets: dict[tuple[str, str], _Target] = {}
+    for tag in tags:
+        targets.setdefault((tag.api_host, tag.repository), _Target(registries.client(tag.api_host), tag.repository))
+    pending = [t for t in targets.values() if not _already_there(t, tags, top.descriptor.digest)]
+    if pending:
+        blobs = [(target, digest, size, source) for target in pending for digest, size, source in _blobs_only(result)]
+        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="push") as pool:
+            for future in [pool.submit(_ensure_blob, stats, *job) for job in blobs]:
+                future.result()
+        for target in pending:
+            for img in result.images:
+                if result.index is not None:
+                    target.client.put_manifest(target.repository, img.manifest.descriptor.digest,
+                                               img.manifest.data, img.manifest.descriptor.media_type)
+            target.client.put_manifest(target.repository, top.descriptor.digest, top.data,
+                                       top.descriptor.media_type)
+    else:
+        log.info("nothing to push: every tag already points at %s", top.descriptor.digest)
+    lines = []
+    for tag in tags:
+        target = targets[(tag.api_host, tag.repository)]
+        if target in pending and tag.tag:
+            target.client.put_manifest(tag.repository, tag.tag, top.data, top.descriptor.media_type)
+        lines.append(f"{tag.with_tag(tag.tag)}@{top.descriptor.digest}")
+    return lines, stats
+
+
+def _already_there(target: _Target, tags: list[Reference], digest: str) -> bool:
+    """True when every tag of this repository already points at `digest` ("nothing to push")."""
+    mine = [t for t in tags if (t.api_host, t.repository) == (target.client.host, target.repository)]
+    for tag in mine:
+        found = target.client.head_manifest(target.repository, tag.identifier)
+        if found is None or found[0] != digest:
+            return False
+    return True
+
+
+def _blobs_only(result: BuildResult) -> list[tuple[str, int, BlobSource]]:
+    """Layers and configs; manifests and the index go up as manifests, not blobs."""
+    documents = {img.manifest.descriptor.digest for img in result.images}
+    if result.index:
+        documents.add(result.index.descriptor.digest)
+    return [blob for blob in all_blobs(result) if blob[0] not in documents]
+
+
+def _ensure_blob(stats: PushStats, target: _Target, digest: str, size: int, source: BlobSource) -> None:
+    client, repository = target.client, target.repository
+    if client.blob_exists(repository, digest):
+        stats.existing += 1
+        return
+    same_registry = isinstance(source, RegistryBlob) and source.host == client.host
+    if same_registry and client.mount_blob(repository, digest, source.repository):  # type: ignore[union-attr]
+        log.info("mounted %s from %s into %s", digest[:19], source.repository, repository)  # type: ignore[union-attr]
+        stats.mounted += 1
+        return
+    log.info("uploading %s (%d bytes) to %s/%s", digest[:19], size, client.host, repository)
+    client.upload_blob(repository, digest, size, source.open)
+    stats.uploaded += 1
+    stats.bytes_uploaded += size
