@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,10 @@ _TIMEOUT = 300  # a guard against hangs, not an assertion
 _SKOPEO_TRANSPORTS = ("docker://", "docker-archive:", "oci:", "oci-archive:", "dir:")
 
 
-def sh(*args: str | Path, input: str | None = None, cwd: Path | None = None) -> str:
+def sh(*args: str | Path) -> str:
     """Run a tool; on failure raise with its command line and both output streams."""
     cmd = [str(a) for a in args]
-    proc = subprocess.run(cmd, input=input, cwd=cwd, capture_output=True, text=True, timeout=_TIMEOUT, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_TIMEOUT, check=False)
     if proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} exited with {proc.returncode}\n"
@@ -174,7 +174,6 @@ class BusyboxBase:
     archive: Path
     host: str = ""
     repository: str = "base/busybox"
-    registry: RegistryServer | None = field(default=None, compare=False)
 
     @property
     def docker_ref(self) -> str:
@@ -191,7 +190,7 @@ class BusyboxBase:
     def seed(self, registry: RegistryServer, repository: str = "base/busybox") -> BusyboxBase:
         """Push the three tags to `registry` (with its credentials if it has any)."""
         creds = ["--dest-creds", f"{registry.username}:{registry.password}"] if registry.username else []
-        seeded = replace(self, host=registry.host, repository=repository, registry=registry)
+        seeded = replace(self, host=registry.host, repository=repository)
         copy = ["skopeo", "copy", "--dest-tls-verify=false", *creds]
         sh(*copy, "--format", "v2s2", f"oci:{self.layout}:latest", f"docker://{seeded.docker_ref}")
         sh(*copy, "--format", "oci", f"oci:{self.layout}:latest", f"docker://{seeded.oci_ref}")
