@@ -1,0 +1,203 @@
+"""HTTP plumbing shared by the registry client and the token flow: bounded retries with backoff and
+Retry-After, registry error decoding, and redaction of secrets in anything we log or print."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from dockwright.errors import AuthError, NotFoundError, RegistryError
+
+if TYPE_CHECKING:
+    import httpx
+
+log = logging.getLogger("dockwright.registry")
+
+MAX_ATTEMPTS = 4
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+RETRY_AFTER_CAP = 60.0
+_BACKOFF_BASE = 0.5
+_BACKOFF_CAP = 8.0
+CONNECT_TIMEOUT = 15.0
+READ_TIMEOUT = 60.0
+
+Sleep = Callable[[float], None]
+
+
+def login_name(host: str) -> str:
+    """The name a user passes to `dockwright login` for `host` (docker.io for Docker Hub's API host)."""
+    return "docker.io" if host in ("registry-1.docker.io", "index.docker.io") else host
+
+
+@dataclass(frozen=True)
+class Op:
+    """What an HTTP exchange is for, so that every error names the action, registry, repository, digest."""
+
+    action: str
+    registry: str
+    repository: str | None = None
+    digest: str | None = None
+
+    def error(self, detail: str, *, status: int | None = None, hint: str | None = None,
+              cls: type[RegistryError] = RegistryError) -> RegistryError:
+        return cls(f"{self.action}: {detail}", registry=self.registry, repository=self.repository,
+                   status=status, digest=self.digest, hint=hint)
+
+    def failed(self, response: httpx.Response) -> RegistryError:
+        """The error for an unexpected response, with the registry's own `errors[0]` code and message."""
+        status = response.status_code
+        detail = registry_message(response) or response.reason_phrase or "unexpected response"
+        login = f"run `dockwright login {login_name(self.registry)}`"
+        if status == 401:
+            return self.error(detail, status=status, cls=AuthError,
+                              hint=f"{login}, or check the credentials in your Docker config")
+        if status == 403:
+            return self.error(detail, status=status, cls=AuthError,
+                              hint=f"check that your account may access this repository ({login})")
+        if status == 404:
+            return self.error(detail, status=status, cls=NotFoundError,
+                              hint="check the registry, repository and tag or digest")
+        if status == 429:
+            return self.error(detail, status=status,
+                              hint=f"too many requests: {login} for a higher limit, or use a mirror")
+        if status >= 500:
+            return self.error(detail, status=status, hint="the registry is failing; try again later")
+        return self.error(detail, status=status)
+
+
+def registry_message(response: httpx.Response) -> str:
+    """`CODE: message` from a distribution error body, or '' when the body has none."""
+    try:
+        body = response.read()[:65536]
+        errors = json.loads(body).get("errors")
+        first = errors[0]
+        text = ": ".join(str(part) for part in (first.get("code"), first.get("message")) if part)
+    except Exception:  # any body that is not the distribution error JSON
+        return ""
+    return redact(text)[:500]
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None if absent/invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def backoff_delay(attempt: int) -> float:
+    """Exponential backoff with full jitter for retry number `attempt` (1-based), capped."""
+    return random.uniform(0.5, 1.0) * min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1))
+
+
+def retry_delay(response: httpx.Response, attempt: int, op: Op) -> float:
+    """How long to wait before retrying `response`; raises when the registry asks for too long a wait."""
+    if response.status_code in (429, 503):
+        asked = parse_retry_after(response.headers.get("retry-after"))
+        if asked is not None:
+            if asked > RETRY_AFTER_CAP:
+                raise op.error(
+                    f"registry asks to retry after {asked:.0f} s",
+                    status=response.status_code,
+                    hint=f"rate limited: run `dockwright login {login_name(op.registry)}` for a higher limit, "
+                    "or use a mirror",
+                )
+            return asked
+    return backoff_delay(attempt)
+
+
+def send_with_retries(
+    client: httpx.Client,
+    build: Callable[[], httpx.Request],
+    op: Op,
+    *,
+    sleep: Sleep,
+    stream: bool = False,
+    follow_redirects: bool = False,
+    attempts: int = MAX_ATTEMPTS,
+) -> httpx.Response:
+    """Send the request `build()` makes, retrying connection errors, timeouts and RETRY_STATUSES.
+
+    `build` is called for each attempt so that bodies and auth headers are fresh. The last response is
+    returned whatever its status; on repeated connection failures, RegistryError is raised.
+    """
+    import httpx
+
+    attempt = 0
+    while True:
+        attempt += 1
+        request = build()
+        try:
+            response = client.send(request, stream=stream, follow_redirects=follow_redirects)
+        except httpx.TransportError as exc:
+            log.debug("%s %s: %s (attempt %d)", request.method, redact_url(str(request.url)), exc, attempt)
+            if attempt >= attempts:
+                raise ConnectionFailed(op, exc) from None
+            sleep(backoff_delay(attempt))
+            continue
+        log.debug("%s %s -> %d", request.method, redact_url(str(request.url)), response.status_code)
+        if response.status_code not in RETRY_STATUSES or attempt >= attempts:
+            return response
+        try:
+            delay = retry_delay(response, attempt, op)
+        finally:
+            response.close()
+        sleep(delay)
+
+
+class ConnectionFailed(RegistryError):
+    """The registry could not be reached, or the connection broke, after all retries."""
+
+    def __init__(self, op: Op, exc: Exception) -> None:
+        super().__init__(
+            f"{op.action}: cannot talk to {op.registry}: {redact(str(exc)) or type(exc).__name__}",
+            registry=op.registry,
+            repository=op.repository,
+            digest=op.digest,
+            hint="check the registry address, your network and HTTPS_PROXY/NO_PROXY",
+        )
+
+
+_SECRET_PATTERNS = (
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 <redacted>"),
+    (re.compile(r'(?i)("(?:token|access_token|refresh_token|identitytoken|password|secret|auth)"\s*:\s*)"[^"]*"'),
+     r'\1"<redacted>"'),
+    (re.compile(r"(?i)(\b(?:token|access_token|refresh_token|password|secret)=)[^&\s]+"), r"\1<redacted>"),
+    (re.compile(r"(://)[^/@\s:]+:[^/@\s]+@"), r"\1<redacted>@"),
+)
+_SECRET_PARAM = re.compile(r"(?i)(sig|signature|token|credential|secret|password|key)")
+
+
+def redact(text: str) -> str:
+    """`text` with bearer/basic credentials, token fields and URL userinfo masked."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_url(url: str) -> str:
+    """`url` with userinfo and secret-looking query parameters (presigned signatures, tokens) masked."""
+    base, sep, query = url.partition("?")
+    base = redact(base)
+    if not sep:
+        return base
+    params = []
+    for part in query.split("&"):
+        name, eq, _value = part.partition("=")
+        params.append(f"{name}=<redacted>" if eq and _SECRET_PARAM.search(name) else part)
+    return f"{base}?{'&'.join(params)}"
