@@ -1,0 +1,375 @@
+"""The build context: `.dockerignore` matching and Dockerfile COPY semantics -> sorted TarEntry lists.
+
+Matching follows moby's patternmatcher (what BuildKit uses): patterns are cleaned like Go's
+filepath.Clean, `*` and `?` stop at "/", `**` spans directories, `\\` escapes, `!` re-includes,
+the last matching pattern wins, and a pattern that matches a directory matches everything below
+it. `docker.utils.build.PatternMatcher` was not used: it lower-cases names and patterns (Docker's
+matching is case-sensitive on Linux) and only checks one parent prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockwright.errors import ContextError
+from dockwright.layer import TarEntry
+
+_MAGIC = re.compile(r"[*?\[\\]")
+_DIR_MODE = 0o755
+_COPYABLE = frozenset((stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK))
+
+
+def clean_path(path: str) -> str:
+    """Go's filepath.Clean for a context-relative path, with any leading "/" dropped ("" = root)."""
+    cleaned = posixpath.normpath("/" + path).lstrip("/")
+    return "" if cleaned == "." else cleaned
+
+
+def _translate(pattern: str, doublestar: bool) -> str:
+    """A Go filepath.Match pattern (plus `**` when `doublestar`) as a regular expression."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            if doublestar and i < n and pattern[i] == "*":
+                i += 1
+                if i < n and pattern[i] == "/":
+                    i += 1
+                out.append(".*" if i >= n else "(?:.*/)?")
+            else:
+                out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "\\" and i < n:
+            out.append(re.escape(pattern[i]))
+            i += 1
+        elif c == "[":
+            end = pattern.find("]", i)
+            body = pattern[i:end] if end >= 0 else ""
+            negate = body.startswith("^")
+            body = body[1:] if negate else body
+            if not body:  # no closing "]" or an empty class: Go rejects it; take it literally
+                out.append(re.escape(c))
+            else:
+                out.append("[" + ("^" if negate else "") + body.replace("[", "\\[") + "]")
+                i = end + 1
+        else:
+            out.append(re.escape(c))
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    text: str
+    exclusion: bool
+    regex: re.Pattern[str]
+    dirs: tuple[str, ...]
+
+
+class IgnoreMatcher:
+    """`.dockerignore` semantics over context-relative, "/"-separated paths."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.patterns: list[_Pattern] = []
+        for raw in patterns:
+            text = raw.strip()
+            exclusion = text.startswith("!")
+            if exclusion:
+                text = text[1:].strip()
+            text = clean_path(text)
+            if not text:  # "" and "." are ignored, as in Docker
+                continue
+            regex = re.compile(_translate(text, doublestar=True), re.DOTALL)
+            self.patterns.append(_Pattern(text, exclusion, regex, tuple(text.split("/"))))
+        self.has_exclusions = any(p.exclusion for p in self.patterns)
+
+    @classmethod
+    def from_patterns(cls, patterns: Sequence[str]) -> IgnoreMatcher:
+        return cls(patterns)
+
+    @classmethod
+    def from_file(cls, path: Path) -> IgnoreMatcher:
+        """Read a .dockerignore: one pattern per line, lines starting with "#" are comments."""
+        try:
+            text = path.read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError as exc:
+            raise ContextError(f"cannot read {path}: {exc.strerror}") from None
+        return cls([line for line in text.splitlines() if not line.startswith("#")])
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def state(self, relpath: str, parent: tuple[bool, ...] | None) -> tuple[bool, ...]:
+        """Per pattern: does it match `relpath` or one of its parents? `parent` is the state of
+        the parent directory (None: compute it), so a walk costs one regex match per pattern."""
+        if parent is None:
+            head = relpath.rpartition("/")[0]
+            parent = self.state(head, None) if head else (False,) * len(self.patterns)
+        return tuple(p_state or bool(p.regex.fullmatch(relpath))
+                     for p, p_state in zip(self.patterns, parent, strict=True))
+
+    def decide(self, state: tuple[bool, ...]) -> bool:
+        """Excluded? The last matching pattern wins."""
+        excluded = False
+        for pattern, matched in zip(self.patterns, state, strict=True):
+            if matched:
+                excluded = not pattern.exclusion
+        return excluded
+
+    def matches(self, relpath: str) -> bool:
+        """True when `relpath` is excluded (the context root never is)."""
+        relpath = clean_path(relpath)
+        return bool(self.patterns) and bool(relpath) and self.decide(self.state(relpath, None))
+
+    def may_include_below(self, reldir: str) -> bool:
+        """Could an exception (`!pattern`) re-include something under the excluded dir `reldir`?"""
+        parts = reldir.split("/")
+        for pattern in self.patterns:
+            if not pattern.exclusion:
+                continue
+            if "**" in pattern.text:
+                return True
+            if len(pattern.dirs) > len(parts) and all(
+                re.fullmatch(_translate(p, doublestar=False), d, re.DOTALL)
+                for p, d in zip(pattern.dirs, parts, strict=False)
+            ):
+                return True
+        return False
+
+
+# --------------------------------------------------------------------------- COPY
+
+
+@dataclass
+class _Found:
+    """A walked host path, before ownership, dedup and hard-link decisions."""
+
+    host: str
+    st: os.stat_result
+
+
+class _Collector:
+    def __init__(self, context: str, ignore: IgnoreMatcher | None, exclude: IgnoreMatcher | None,
+                 uid: int, gid: int, chmod: int | None, mtime: int) -> None:
+        self.context = context
+        self.ignore = ignore if ignore else None
+        self.exclude = exclude if exclude else None
+        self.uid, self.gid, self.chmod, self.mtime = uid, gid, chmod, mtime
+        self.found: dict[str, _Found] = {}  # in-image path -> host item; later sources win
+        self.created: dict[str, int] = {}  # in-image dirs made for the copy (not from a host dir) -> mode
+
+    def context_rel(self, real: str) -> str:
+        return "" if real == self.context else real[len(self.context) + 1 :]
+
+    def resolve(self, rel: str, shown: str) -> tuple[str, os.stat_result]:
+        """Follow symlinks in a source path, inside the context only; (real path, its stat)."""
+        real = os.path.realpath(os.path.join(self.context, rel))
+        if real != self.context and not real.startswith(self.context + "/"):
+            raise ContextError(f"COPY source {shown!r} resolves to {real}, outside the build context",
+                               hint="a source may not leave the context, even through a symlink")
+        try:
+            st = os.stat(real)
+        except OSError as exc:
+            raise ContextError(f"COPY source {shown!r} not found in the build context {self.context}: "
+                               f"{exc.strerror}") from None
+        if self.ignore and self.ignore.matches(self.context_rel(real)):
+            raise ContextError(f"COPY source {shown!r} is excluded by .dockerignore",
+                               hint="remove it from .dockerignore or add an exception (!pattern)")
+        return real, st
+
+    def add(self, image_path: str, host: str, st: os.stat_result) -> None:
+        name = image_path.rpartition("/")[2]
+        if name.startswith(".wh.") or host.rpartition("/")[2].startswith(".wh."):
+            raise ContextError(f"{host}: names starting with '.wh.' are reserved for layer whiteouts "
+                               f"(in-image path /{image_path})",
+                               hint="rename the file or exclude it in .dockerignore")
+        if stat.S_IFMT(st.st_mode) not in _COPYABLE:
+            raise ContextError(f"{host}: cannot copy a device, FIFO or socket into an image",
+                               hint="exclude it in .dockerignore")
+        self.found[image_path] = _Found(host, st)
+
+    def walk(self, host_dir: str, image_dir: str, src_rel: str, ignore_state: tuple[bool, ...] | None,
+             exclude_state: tuple[bool, ...] | None) -> None:
+        """Add everything below `host_dir` under `image_dir`; symlinks are kept, never followed.
+        `src_rel` is the path relative to the COPY source (for --exclude); the states are the
+        matchers' per-pattern results for `host_dir` (see IgnoreMatcher.state)."""
+        try:
+            with os.scandir(host_dir) as it:
+                children = list(it)
+        except OSError as exc:
+            raise ContextError(f"cannot read directory {host_dir}: {exc.strerror}") from None
+        for child in children:
+            rel = f"{src_rel}/{child.name}" if src_rel else child.name
+            ign = exc = None
+            # (matcher, path it sees) for each matcher that excludes this child
+            excluded_by: list[tuple[IgnoreMatcher, str]] = []
+            if self.ignore:
+                ign = self.ignore.state(self.context_rel(child.path), ignore_state)
+                if self.ignore.decide(ign):
+                    excluded_by.append((self.ignore, self.context_rel(child.path)))
+            if self.exclude:
+                exc = self.exclude.state(rel, exclude_state)
+                if self.exclude.decide(exc):
+                    excluded_by.append((self.exclude, rel))
+            try:
+                st = child.stat(follow_symlinks=False)
+            except OSError as error:
+                raise ContextError(f"cannot read {child.path}: {error.strerror}") from None
+            image_path = f"{image_dir}/{child.name}" if image_dir else child.name
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if excluded_by:
+                if is_dir and all(matcher.may_include_below(path) for matcher, path in excluded_by):
+                    before = len(self.found)
+                    self.walk(child.path, image_path, rel, ign, exc)
+                    if len(self.found) > before:  # something re-included: its directory comes too
+                        self.add(image_path, child.path, st)
+                continue
+            self.add(image_path, child.path, st)
+            if is_dir:
+                self.walk(child.path, image_path, rel, ign, exc)
+
+    def entries(self, dest_parents: Sequence[str]) -> list[TarEntry]:
+        result: dict[str, TarEntry] = {}
+        for path in dest_parents:
+            result[path] = TarEntry(path, "dir", _DIR_MODE, mtime=self.mtime)
+        for path, mode in self.created.items():
+            result[path] = TarEntry(path, "dir", mode, self.uid, self.gid, mtime=self.mtime)
+        first_link: dict[tuple[int, int], str] = {}
+        for path in sorted(self.found):
+            found = self.found[path]
+            st = found.st
+            mode = st.st_mode
+            perm = (mode & _DIR_MODE) if self.chmod is None else self.chmod
+            if stat.S_ISDIR(mode):
+                result[path] = TarEntry(path, "dir", perm, self.uid, self.gid, mtime=self.mtime)
+            elif stat.S_ISLNK(mode):
+                result[path] = TarEntry(path, "symlink", 0o777, self.uid, self.gid,
+                                        linkname=os.readlink(found.host), mtime=self.mtime)
+            elif st.st_nlink > 1 and (st.st_dev, st.st_ino) in first_link:
+                result[path] = TarEntry(path, "hardlink", perm, self.uid, self.gid,
+                                        linkname=first_link[st.st_dev, st.st_ino], mtime=self.mtime)
+            else:
+                if st.st_nlink > 1:
+                    first_link[st.st_dev, st.st_ino] = path
+                result[path] = TarEntry(
+                    path, "file", perm, self.uid, self.gid, size=st.st_size, source=found.host,
+                    mtime=self.mtime, fingerprint=f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}",
+                )
+        return [result[path] for path in sorted(result)]
+
+
+def _expand(context: str, pattern: str) -> list[str]:
+    """Context-relative paths matching a wildcard source, sorted (Go filepath.Match per component)."""
+    candidates = [""]
+    for part in pattern.split("/"):
+        if not _MAGIC.search(part):
+            candidates = [f"{c}/{part}" if c else part for c in candidates]
+            continue
+        regex = re.compile(_translate(part, doublestar=False), re.DOTALL)
+        matched: list[str] = []
+        for cand in candidates:
+            try:
+                with os.scandir(os.path.join(context, cand)) as it:
+                    names = [e.name for e in it if regex.fullmatch(e.name)]
+            except OSError:
+                continue
+            matched.extend(f"{cand}/{name}" if cand else name for name in sorted(names))
+        candidates = matched
+    return [c for c in candidates if os.path.lexists(os.path.join(context, c))]
+
+
+def _split_pivot(source: str) -> tuple[str, str]:
+    """COPY --parents: "a/./b/c" keeps only "b/c" under the destination. (full path, kept part)."""
+    cleaned = clean_path(source)
+    head, sep, _ = source.partition("/./")
+    return cleaned, (clean_path(source[len(head) + len(sep):]) if sep else cleaned)
+
+
+def collect_copy(context: Path, sources: Sequence[str], dest: str, *, uid: int = 0, gid: int = 0,
+                 chmod: int | None = None, excludes: IgnoreMatcher | None = None,
+                 extra_excludes: Sequence[str] = (), parents: bool = False,
+                 mtime: int = 0) -> list[TarEntry]:
+    """The entries of one COPY layer: `sources` (context-relative, wildcards allowed; "/x" means "x")
+    copied to the absolute in-image `dest`, with `excludes` (.dockerignore) and `extra_excludes`
+    (COPY --exclude, relative to each source). Sorted, parents of `dest` included, no duplicates."""
+    if not sources:
+        raise ContextError("COPY needs at least one source")
+    if not dest.startswith("/"):
+        raise ContextError(f"COPY destination {dest!r} must be an absolute path here")
+    dest_dir = dest.endswith("/") or dest.endswith("/.") or clean_path(dest) == ""
+    if len(sources) > 1 and not dest_dir:
+        raise ContextError(
+            f"COPY {' '.join(sources)} {dest}: when using COPY with more than one source file, "
+            "the destination must be a directory and end with a /")
+    dest_path = clean_path(dest)
+    try:
+        root = os.path.realpath(context, strict=True)
+    except OSError as exc:
+        raise ContextError(f"build context {context} cannot be used: {exc.strerror}") from None
+    collector = _Collector(root, excludes, IgnoreMatcher(extra_excludes) if extra_excludes else None,
+                           uid, gid, chmod, mtime)
+    for source in sources:
+        if posixpath.normpath(source.lstrip("/") or ".").startswith(".."):
+            raise ContextError(f"COPY source {source!r} is outside the build context")
+        full, kept = _split_pivot(source)
+        if _MAGIC.search(full):
+            matches = _expand(root, full)
+            if collector.ignore:
+                matches = [m for m in matches if not collector.ignore.matches(m)]
+            if not matches:
+                raise ContextError(f"COPY source {source!r}: no files in the build context match this pattern")
+            if len(matches) > 1:
+                dest_dir = True  # BuildKit treats the destination as a directory, as for several sources
+            kept_prefix = full[: len(full) - len(kept)]
+            items = [(m, m[len(kept_prefix):] if m.startswith(kept_prefix) else m) for m in matches]
+        else:
+            items = [(full, kept)]
+        for rel, keep in items:
+            _copy_one(collector, rel, keep, source, dest_path, dest_dir, parents)
+    parents_of_dest = [p for p in _ancestors(dest_path if dest_dir else posixpath.dirname(dest_path))
+                       if p not in collector.found and p not in collector.created]
+    if dest_dir and dest_path and dest_path not in collector.found:
+        collector.created.setdefault(dest_path, chmod if chmod is not None else _DIR_MODE)
+        parents_of_dest = [p for p in parents_of_dest if p != dest_path]
+    return collector.entries(parents_of_dest)
+
+
+def _ancestors(path: str) -> list[str]:
+    """"a/b/c" -> ["a", "a/b", "a/b/c"]."""
+    parts = path.split("/") if path else []
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _copy_one(collector: _Collector, rel: str, keep: str, shown: str, dest_path: str, dest_dir: bool,
+              parents: bool) -> None:
+    real, st = collector.resolve(rel, shown)
+    if parents:
+        base = posixpath.join(dest_path, keep) if keep else dest_path
+        for created in _ancestors(posixpath.dirname(keep)):
+            collector.created.setdefault(posixpath.join(dest_path, created).strip("/"),
+                                         collector.chmod if collector.chmod is not None else _DIR_MODE)
+    elif stat.S_ISDIR(st.st_mode):
+        base = dest_path
+    else:
+        base = posixpath.join(dest_path, posixpath.basename(rel)) if dest_dir else dest_path
+    base = base.strip("/")
+    if stat.S_ISDIR(st.st_mode):
+        if base:
+            collector.add(base, real, st)
+        state = collector.ignore.state(collector.context_rel(real), None) if collector.ignore else None
+        collector.walk(real, base, "", state, (False,) * len(collector.exclude.patterns)
+                       if collector.exclude else None)
+        return
+    if collector.exclude and collector.exclude.matches(posixpath.basename(rel)):
+        return
+    if not base:
+        raise ContextError(f"COPY {shown!r} to /: cannot replace the root directory with a file")
+    collector.add(base, real, st)
