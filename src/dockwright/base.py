@@ -55,7 +55,7 @@ Wanted = list[Platform] | Literal["all"]
 
 
 def resolve_base(spec: str, wanted: Wanted, *, explicit: bool, registries: Registries | None,
-                 default_format: Format | None = None) -> list[BaseImage]:
+                 workdir: Path, default_format: Format | None = None) -> list[BaseImage]:
     """Resolve `spec` for the wanted platforms. `explicit` is False when the platform is the host default:
     then a single-platform base is used whatever its platform, as `docker build` does."""
     if spec == SCRATCH:
@@ -68,7 +68,7 @@ def resolve_base(spec: str, wanted: Wanted, *, explicit: bool, registries: Regis
     if spec.startswith(DOCKER_ARCHIVE_PREFIX):
         from dockwright.archive_base import load_docker_archive
 
-        base = load_docker_archive(Path(spec[len(DOCKER_ARCHIVE_PREFIX):]))
+        base = load_docker_archive(Path(spec[len(DOCKER_ARCHIVE_PREFIX):]), workdir)
         _check_single(base.platform, wanted, explicit, spec)
         return [base]
     if registries is None:

@@ -94,7 +94,7 @@ class Builder:
         plan = planner(Platform.host())
         stage = _root_stage(plan, plan.target)
         bases = resolve_base(stage.base, "all", explicit=True, registries=self.registries,
-                             default_format=self._fmt_option())
+                             workdir=self.workdir, default_format=self._fmt_option())
         for base in bases:
             self._bases[(stage.base, str(base.platform))] = base
         return [base.platform for base in bases]
@@ -109,7 +109,7 @@ class Builder:
         missing = [platform for platform, _ in plans if (stage.base, str(platform)) not in self._bases]
         if missing:
             bases = resolve_base(stage.base, missing, explicit=explicit, registries=self.registries,
-                                 default_format=self._fmt_option())
+                                 workdir=self.workdir, default_format=self._fmt_option())
             for platform, base in zip(missing, bases, strict=True):
                 self._bases[(stage.base, str(platform))] = base
 
@@ -117,7 +117,7 @@ class Builder:
         key = (spec, str(platform))
         if key not in self._bases:
             (self._bases[key],) = resolve_base(spec, [platform], explicit=explicit, registries=self.registries,
-                                               default_format=self._fmt_option())
+                                               workdir=self.workdir, default_format=self._fmt_option())
         return self._bases[key].clone()
 
     def _fmt_option(self) -> Format | None:

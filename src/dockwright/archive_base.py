@@ -1,0 +1,106 @@
+"""A docker-archive (`docker save`, `skopeo copy ... docker-archive:`) as a base image.
+
+Its layers are usually uncompressed tars; each is streamed once through the layer compressor, which
+checks it against the config's diff_id and gives a registry-ready gzip blob."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from dockwright import image
+from dockwright.base import BaseImage, Layer
+from dockwright.blobs import FileBlob
+from dockwright.digest import digest_bytes
+from dockwright.errors import DigestMismatchError, ImageFormatError, UsageError
+from dockwright.image import Descriptor, Platform
+
+CHUNK = 1 << 20
+
+
+def load_docker_archive(path: Path, workdir: Path) -> BaseImage:
+    where = f"docker-archive://{path}"
+    try:
+        tar = tarfile.open(path)  # noqa: SIM115 - closed below
+    except (OSError, tarfile.TarError) as exc:
+        raise UsageError(f"{where}: cannot open the archive: {exc}") from None
+    with tar:
+        entry = _manifest_entry(tar, where)
+        config_bytes = _read_small(tar, entry.get("Config"), where, image.MAX_CONFIG_BYTES)
+        config = image.parse_config(config_bytes, f"{where} config")
+        names = entry.get("Layers")
+        diff_ids = config["rootfs"]["diff_ids"]
+        if not isinstance(names, list) or len(names) != len(diff_ids):
+            raise ImageFormatError(f"{where}: manifest.json lists {len(names or [])} layers, "
+                                   f"the config {len(diff_ids)} diff_ids")
+        layers = [_layer(tar, name, diff_id, workdir, where) for name, diff_id in zip(names, diff_ids, strict=True)]
+    platform = Platform(config["os"], config["architecture"], config.get("variant"))
+    tags = entry.get("RepoTags") or []
+    name = tags[0] if tags and isinstance(tags[0], str) else None
+    return BaseImage(platform, "docker", config, layers, {}, name, digest_bytes(config_bytes))
+
+
+def _member(tar: tarfile.TarFile, name: object, where: str) -> tuple[tarfile.TarInfo, IO[bytes]]:
+    if not isinstance(name, str):
+        raise ImageFormatError(f"{where}: manifest.json names a file with a non-string {name!r}")
+    try:
+        info = tar.getmember(name)
+        handle = tar.extractfile(info)
+    except KeyError:
+        raise ImageFormatError(f"{where}: manifest.json names {name!r}, which the archive lacks") from None
+    if handle is None:
+        raise ImageFormatError(f"{where}: {name!r} is not a regular file")
+    return info, handle
+
+
+def _read_small(tar: tarfile.TarFile, name: object, where: str, limit: int) -> bytes:
+    info, handle = _member(tar, name, where)
+    if info.size > limit:
+        raise ImageFormatError(f"{where}: {name} is larger than {limit} bytes")
+    return handle.read()
+
+
+def _manifest_entry(tar: tarfile.TarFile, where: str) -> dict[str, Any]:
+    try:
+        manifest = json.loads(_read_small(tar, "manifest.json", where, image.MAX_MANIFEST_BYTES))
+    except ValueError as exc:
+        raise ImageFormatError(f"{where}: manifest.json is not valid JSON: {exc}") from None
+    if not isinstance(manifest, list) or not manifest or not all(isinstance(e, dict) for e in manifest):
+        raise ImageFormatError(f"{where}: manifest.json is not a list of images")
+    if len(manifest) > 1:
+        tags = ", ".join(t for e in manifest for t in e.get("RepoTags") or [])
+        raise UsageError(f"{where} holds {len(manifest)} images ({tags}); save just one")
+    return manifest[0]
+
+
+def _decompressed(handle: IO[bytes]) -> Iterator[bytes]:
+    """The layer's tar bytes, whether the member is plain or gzip-compressed."""
+    first = handle.read(CHUNK)
+    if first[:2] != b"\x1f\x8b":
+        while first:
+            yield first
+            first = handle.read(CHUNK)
+        return
+    inflater = zlib.decompressobj(31)
+    chunk = first
+    while chunk:
+        yield inflater.decompress(chunk)
+        chunk = handle.read(CHUNK)
+    yield inflater.flush()
+
+
+def _layer(tar: tarfile.TarFile, name: str, diff_id: str, workdir: Path, where: str) -> Layer:
+    from dockwright.layer import Compression, compress_stream
+
+    _, handle = _member(tar, name, where)
+    target = workdir / f"base-{diff_id.split(':')[-1]}.tar.gz"
+    blob = compress_stream(_decompressed(handle), target, Compression("gzip"))
+    if blob.diff_id != diff_id:
+        target.unlink(missing_ok=True)
+        raise DigestMismatchError(f"{where}: layer {name} has content {blob.diff_id}, its config says {diff_id}")
+    descriptor = Descriptor(image.DOCKER_LAYER_GZIP, blob.digest, blob.size)
+    return Layer(descriptor, diff_id, FileBlob(target, blob.digest, blob.size, f"layer of {where}"))
