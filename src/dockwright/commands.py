@@ -103,7 +103,8 @@ def _planner(args: argparse.Namespace, context: Path):  # type: ignore[no-untype
                                  stop_signal=args.stop_signal)
         ignore = read_dockerignore(context, None)
         plan = flags.plan_from_flags(context, args.base, args.copy, edit, chown=args.chown, chmod=args.chmod,
-                                     annotations=args.annotation, dockerignore=ignore)
+                                     annotations=args.annotation, dockerignore=ignore,
+                                     layering=args.layering == "auto")
         return lambda platform: plan
     if args.copy:
         raise UsageError("--copy needs --from (flags mode); in Dockerfile mode use COPY in the Dockerfile")

@@ -71,7 +71,8 @@ def config_edit(*, entrypoint: str | None = None, cmd: str | None = None, env: S
 
 def plan_from_flags(context: Path, base: str, copies: Sequence[str], edit: ConfigEdit, *,
                     chown: str | None = None, chmod: str | None = None,
-                    annotations: Sequence[str] = (), dockerignore: Sequence[str] = ()) -> BuildPlan:
+                    annotations: Sequence[str] = (), dockerignore: Sequence[str] = (),
+                    layering: bool = False) -> BuildPlan:
     """The config edit comes first so that relative --copy destinations resolve against --workdir."""
     if chmod is not None:
         try:
@@ -83,7 +84,13 @@ def plan_from_flags(context: Path, base: str, copies: Sequence[str], edit: Confi
         steps.append(ConfigStep(edit))
     for value in copies:
         source, dest = parse_copy(value)
-        steps.append(CopyStep((source,), dest, chown=chown, chmod=chmod, created_by=f"dockwright --copy {value}"))
+        step = CopyStep((source,), dest, chown=chown, chmod=chmod, created_by=f"dockwright --copy {value}")
+        if layering:
+            from dockwright.layering import split_copy
+
+            steps.extend(split_copy(context, step))
+        else:
+            steps.append(step)
     return BuildPlan(
         context=context,
         stages=(Stage(base=base, steps=tuple(steps)),),
