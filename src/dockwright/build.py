@@ -150,9 +150,11 @@ class Builder:
         match step:
             case ConfigStep():
                 edit = step.edit
-                from dockwright.dockerfile import resolve_deferred
+                if edit.deferred:
+                    from dockwright.dockerfile import resolve_deferred
 
-                edit = resolve_deferred(edit, (config.get("config") or {}).get("Env") or [])
+                    inherited = config.get("config") or {}
+                    edit = resolve_deferred(edit, inherited.get("Env") or [], inherited.get("WorkingDir") or "/")
                 compose.apply_edit(config, edit)
                 if step.created_by:
                     compose.add_history(config, self.created, step.created_by, empty_layer=True)

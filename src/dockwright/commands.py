@@ -92,7 +92,7 @@ def _build_args(values: list[str]) -> dict[str, str]:
 def _planner(args: argparse.Namespace, context: Path):  # type: ignore[no-untyped-def]
     """A function platform -> BuildPlan, for the flags or the Dockerfile frontend."""
     from dockwright import flags
-    from dockwright.dockerfile import plan_from_dockerfile, read_dockerignore
+    from dockwright.dockerfile.ignore import read_dockerignore
     from dockwright.image import Platform
 
     if args.base:
@@ -121,6 +121,8 @@ def _planner(args: argparse.Namespace, context: Path):  # type: ignore[no-untype
                              hint="give a base with --from REF, or a Dockerfile with -f PATH") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read {path}: {exc}") from None
+    from dockwright.dockerfile import plan_from_dockerfile
+
     ignore = read_dockerignore(context, path)
     build_args = _build_args(args.build_arg)
     labels = dict(kv.split("=", 1) for kv in args.label if "=" in kv)
