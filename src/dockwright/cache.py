@@ -10,12 +10,14 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from dockwright.digest import check_digest, is_digest
 
 FORMAT_VERSION = "1"
+STALE_TEMP_SECONDS = 3600
 
 
 def default_cache_dir() -> Path:
@@ -133,5 +135,9 @@ def prune(root: Path, keep_bytes: int) -> tuple[int, int]:
             removed += 1
             freed += st.st_size
             total -= st.st_size
-    shutil.rmtree(root / "tmp", ignore_errors=True)
+    cutoff = time.time() - STALE_TEMP_SECONDS  # temporary files of builds that were killed
+    for path in (root / "tmp").glob("*"):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
     return removed, freed
