@@ -23,6 +23,12 @@ class ConfigEdit:
     `cmd=()` clears Cmd (Docker's rule: ENTRYPOINT resets an inherited CMD). `env` and `labels` are
     applied in order, later keys replacing earlier ones; values are already expanded by the frontend.
     `healthcheck` is Docker's Healthcheck object ({"Test": ["NONE"]} disables an inherited one).
+
+    `deferred`: the Dockerfile frontend cannot know the base image's Env, so `ENV PATH=/x:$PATH`
+    cannot be expanded up front. Such an edit has deferred=True: its env values, label values,
+    workdir and user are templates (`${NAME}` references, literal `\\`, `$`, `}` backslash-escaped)
+    and a relative workdir is relative to the inherited one. build.py must call
+    `dockwright.dockerfile.resolve_deferred(edit, inherited_env, inherited_workdir)` first.
     """
 
     entrypoint: tuple[str, ...] | None = None
@@ -38,6 +44,7 @@ class ConfigEdit:
     onbuild: tuple[str, ...] = ()  # appended to the inherited OnBuild list
     shell: tuple[str, ...] | None = None
     author: str | None = None  # MAINTAINER
+    deferred: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,7 +140,7 @@ def _edit_summary(edit: ConfigEdit) -> str:
     return ", ".join(
         f"{name}={value!r}"
         for name, value in vars(edit).items()
-        if value not in (None, ())
+        if value not in (None, (), False)
     )
 
 

@@ -1,0 +1,479 @@
+"""Dockerfile -> BuildPlan, with Docker's (BuildKit's) semantics, for one target platform. Pure: no
+network, no files read (the caller reads the Dockerfile and .dockerignore).
+
+Only the stages the target needs are translated, dependencies first (FROM an earlier stage, COPY
+--from a stage), so stages the target does not need may contain RUN. Not known here: the base
+image's Env, WorkingDir, User, Shell and ONBUILD triggers. Values that need the base Env are
+deferred (plan.ConfigEdit.deferred); COPY/ADD/EXPOSE/VOLUME/STOPSIGNAL words may not use a
+variable this Dockerfile does not define when the base is an image (an error says so).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, cast
+
+from dockwright.dockerfile import formats
+from dockwright.dockerfile.shell import UNKNOWN, Expansion, ShellError, Unknown, escape_template, expand, expand_words
+from dockwright.dockerfile.stages import (
+    RawStage,
+    Source,
+    escape_character,
+    find_stage,
+    parse_commands,
+    platform_args,
+    split_arg,
+    split_stages,
+    target_stage,
+)
+from dockwright.dockerfile.workdir import CopyMark, Item, Workdir, finish_workdirs
+from dockwright.image import Platform
+from dockwright.plan import SCRATCH, BuildPlan, ConfigEdit, ConfigStep, CopyStep, Stage
+
+_HEREDOC_WORD = re.compile(r"^<<(-?)(['\"]?)([^'\"]+)\2$")
+_MIN_DURATION_NS = 1_000_000  # HEALTHCHECK durations below 1ms are rejected, as Docker does
+
+
+@dataclass
+class _Var:
+    value: str
+    template: str | None = None  # set when the value depends on the (unknown) base Env
+
+
+@dataclass
+class _Scope:
+    """What the frontend knows about a stage's config while translating it."""
+
+    env: dict[str, _Var] = field(default_factory=dict)
+    env_complete: bool = True  # False when the base is an image: its Env is unknown here
+    workdir: str | None = "/"  # None: unknown (inherited from an image, or deferred)
+    user: _Var | None = None
+    shell: tuple[str, ...] | None = None
+    args: dict[str, _Var] = field(default_factory=dict)
+    cmd_set: bool = False
+
+    def lookup(self, name: str) -> Any:
+        var = self.env.get(name) or self.args.get(name)  # ENV wins over ARG, as in Docker
+        if var is None:
+            return None if self.env_complete else UNKNOWN
+        return UNKNOWN if var.template is not None else var.value
+
+    def inherit(self) -> _Scope:
+        return _Scope(dict(self.env), self.env_complete, self.workdir, self.user, self.shell)
+
+
+@dataclass
+class _Translated:
+    stage: Stage
+    scope: _Scope
+
+
+class _Frontend:
+    def __init__(self, text: str, source: Source, build_args: Mapping[str, str], platform: Platform,
+                 build_platform: Platform) -> None:
+        self.source = source
+        self.escape = escape_character(text)
+        self.build_args = dict(build_args)
+        self.windows = platform.os == "windows"
+        commands = parse_commands(text, source)
+        self.stages, self.meta = split_stages(commands, source, self.escape, self.build_args,
+                                              platform_args(platform, build_platform))
+        self.done: dict[int, _Translated] = {}
+        self.active: set[int] = set()
+        self.order: list[int] = []
+        self.line: int | None = None  # the instruction being translated, for messages
+
+    # ------------------------------------------------------------------ stages
+
+    def translate(self, raw: RawStage) -> None:
+        """Translate `raw` after everything it needs; appends to self.order (build order)."""
+        if raw.index in self.done:
+            return
+        if raw.index in self.active:
+            self.error(f"circular dependency between stages, at stage {raw.name or raw.index}")
+        self.active.add(raw.index)
+        outer_line = self.line
+        base_raw = find_stage(self.stages, raw.base, before=raw.index)
+        if base_raw is not None:
+            self.translate(base_raw)
+            scope = self.done[base_raw.index].scope.inherit()
+        elif raw.base == SCRATCH:
+            scope = _Scope()
+        else:
+            scope = _Scope(env_complete=False, workdir=None)
+        items: list[Item] = []
+        for command in raw.commands:
+            self.line = command.start_line
+            items.extend(self.instruction(command, scope))
+        self.active.discard(raw.index)
+        self.line = outer_line
+        stage = Stage(base=raw.base, steps=finish_workdirs(items), name=raw.name,
+                      base_stage=base_raw.index if base_raw is not None else None,
+                      platform=raw.platform, line=raw.line)
+        self.done[raw.index] = _Translated(stage, scope)
+        self.order.append(raw.index)
+
+    def plan(self, target: str | None) -> list[Stage]:
+        self.translate(target_stage(self.stages, target, self.source))
+        new_index = {old: new for new, old in enumerate(self.order)}
+        stages = []
+        for old in self.order:
+            stage = self.done[old].stage
+            steps = tuple(replace(s, from_stage=new_index[s.from_stage])
+                          if isinstance(s, CopyStep) and s.from_stage is not None else s for s in stage.steps)
+            base_stage = new_index[stage.base_stage] if stage.base_stage is not None else None
+            stages.append(replace(stage, steps=steps, base_stage=base_stage))
+        return stages
+
+    # ------------------------------------------------------------------ helpers
+
+    def error(self, message: str, hint: str | None = None) -> Any:
+        self.source.error(self.line, message, hint)
+
+    def word(self, text: str, scope: _Scope, unknown: Unknown = Unknown.ERROR) -> Expansion:
+        try:
+            return expand(text, scope.lookup, escape=self.escape, unknown=unknown)
+        except ShellError as exc:
+            hint = ("define it with ARG or ENV in this stage (dockwright does not read the base image's "
+                    "Env for this instruction)") if "is not defined" in str(exc) else None
+            return self.error(f"{text}: {exc}", hint)
+
+    def words(self, text: str, scope: _Scope) -> list[str]:
+        try:
+            return expand_words(text, scope.lookup, escape=self.escape)
+        except ShellError as exc:
+            return self.error(f"{text}: {exc}")
+
+    def flags(self, command: Any, kinds: Mapping[str, str]) -> dict[str, Any]:
+        """`--name=value` flags; kinds: "str", "bool" (`--x` or `--x=true|false`) or "list" (repeatable)."""
+        values: dict[str, Any] = {name: [] for name, kind in kinds.items() if kind == "list"}
+        for flag in command.flags:
+            name, eq, value = flag.removeprefix("--").partition("=")
+            kind = kinds.get(name)
+            if kind is None:
+                self.error(f"{command.cmd.upper()}: unknown flag: --{name}",
+                           hint=f"{command.cmd.upper()} takes: {', '.join('--' + k for k in kinds) or 'no flags'}")
+            if kind == "bool":
+                if eq and value.lower() not in ("true", "false"):
+                    self.error(f"expecting boolean value for flag --{name}, not: {value}")
+                values[name] = not eq or value.lower() == "true"
+            elif not eq:
+                self.error(f"missing a value on flag: --{name}")
+            elif kind == "list":
+                values[name].append(value)
+            else:
+                values[name] = value
+        return values
+
+    def run_form(self, command: Any, scope: _Scope) -> tuple[str, ...]:
+        """CMD / ENTRYPOINT arguments: JSON form as written, shell form through the SHELL."""
+        if command.json:
+            return tuple(command.value)
+        if not command.value:
+            self.error(f"{command.cmd.upper()} requires at least one argument")
+        default = ("cmd", "/S", "/C") if self.windows else ("/bin/sh", "-c")
+        return (*(scope.shell or default), " ".join(command.value))
+
+    # ------------------------------------------------------------------ instructions
+
+    def instruction(self, command: Any, scope: _Scope) -> list[Item]:
+        cmd = command.cmd.upper()
+        if cmd not in ("COPY", "ADD", "HEALTHCHECK", "RUN") and command.flags:
+            self.error(f"{cmd}: unknown flag: {command.flags[0]}")
+        handler = getattr(self, f"do_{cmd.lower()}")
+        return handler(command, scope)
+
+    def do_run(self, command: Any, scope: _Scope) -> list[Item]:
+        text = " ".join(" ".join(command.value).split())
+        short = text if len(text) <= 60 else text[:57] + "..."
+        return self.error(f"RUN {short}: dockwright does not run commands; move this step into your CI build "
+                          "before dockwright, or into a base image",
+                          hint="stages that the target does not need may contain RUN (see --target)")
+
+    def do_arg(self, command: Any, scope: _Scope) -> list[Item]:
+        shown = []
+        for word in command.value:
+            key, default = split_arg(word)
+            if not key:
+                self.error(f"ARG names can not be blank: {word!r}")
+            var = None
+            if key in self.build_args:
+                var = _Var(self.build_args[key])
+            elif default is not None:
+                expanded = self.word(default, scope, Unknown.DEFER)
+                var = _Var(expanded.value, expanded.template)
+            elif key in self.meta:
+                var = _Var(self.meta[key])
+            if var is not None:
+                scope.args[key] = var
+            shown.append(key if var is None else f"{key}={var.template or var.value}")
+        return [ConfigStep(ConfigEdit(), "ARG " + " ".join(shown))]
+
+    def pairs(self, command: Any, scope: _Scope) -> tuple[list[tuple[str, Expansion]], bool]:
+        """ENV / LABEL key-value pairs, keys and values expanded; True when any value is deferred."""
+        values = list(command.value)
+        if not values:
+            self.error(f"{command.cmd.upper()} requires at least one argument")
+        pairs = []
+        for key_text, value_text in zip(values[::2], values[1::2], strict=True):
+            key = self.word(key_text, scope, Unknown.UNSET).value
+            if not key:
+                self.error(f"{command.cmd.upper()} names can not be blank")
+            pairs.append((key, self.word(value_text, scope, Unknown.DEFER)))
+        return pairs, any(value.template is not None for _, value in pairs)
+
+    def do_env(self, command: Any, scope: _Scope) -> list[Item]:
+        pairs, deferred = self.pairs(command, scope)
+        env = tuple((key, _as_text(value, deferred)) for key, value in pairs)
+        for key, value in pairs:
+            scope.env[key] = _Var(value.value, value.template)
+        return [ConfigStep(ConfigEdit(env=env, deferred=deferred),
+                               "ENV " + " ".join(f"{key}={value}" for key, value in env))]
+
+    def do_label(self, command: Any, scope: _Scope) -> list[Item]:
+        pairs, deferred = self.pairs(command, scope)
+        labels = tuple((key, _as_text(value, deferred)) for key, value in pairs)
+        return [ConfigStep(ConfigEdit(labels=labels, deferred=deferred),
+                               "LABEL " + " ".join(f"{key}={value}" for key, value in labels))]
+
+    def do_maintainer(self, command: Any, scope: _Scope) -> list[Item]:
+        author = " ".join(command.value)
+        return [ConfigStep(ConfigEdit(author=author), f"MAINTAINER {author}")]
+
+    def do_workdir(self, command: Any, scope: _Scope) -> list[Item]:
+        if not command.value or not command.value[0]:
+            self.error("WORKDIR requires exactly one argument")
+        expanded = self.word(command.value[0], scope, Unknown.DEFER)
+        if not expanded.value and expanded.template is None:
+            self.error(f"WORKDIR {command.value[0]}: the path is empty after expansion")
+        path: str | None = None
+        if expanded.template is None and expanded.value.startswith("/"):
+            path = _clean(expanded.value)
+        elif expanded.template is None and scope.workdir is not None:
+            path = _clean(f"{scope.workdir}/{expanded.value}")
+        scope.workdir = path
+        if path is not None:
+            edit = ConfigEdit(workdir=path)
+        else:
+            edit = ConfigEdit(workdir=expanded.template or escape_template(expanded.value), deferred=True)
+        user = scope.user.value if scope.user is not None and scope.user.template is None else None
+        return [Workdir(edit, f"WORKDIR {path or expanded.template or expanded.value}", path, user)]
+
+    def do_user(self, command: Any, scope: _Scope) -> list[Item]:
+        if not command.value or not command.value[0]:
+            self.error("USER requires exactly one argument")
+        expanded = self.word(command.value[0], scope, Unknown.DEFER)
+        scope.user = _Var(expanded.value, expanded.template)
+        deferred = expanded.template is not None
+        return [ConfigStep(ConfigEdit(user=_as_text(expanded, deferred), deferred=deferred),
+                               f"USER {expanded.template or expanded.value}")]
+
+    def do_expose(self, command: Any, scope: _Scope) -> list[Item]:
+        specs = [spec for word in command.value for spec in self.words(word, scope)]
+        if not specs:
+            self.error("EXPOSE requires at least one argument")
+        try:
+            ports = formats.parse_port_specs(specs)
+        except ValueError as exc:
+            return self.error(f"EXPOSE {' '.join(specs)}: {exc}")
+        shown = " ".join(f"{port}:{{}}" for port in ports)
+        return [ConfigStep(ConfigEdit(exposed_ports=tuple(ports)), f"EXPOSE map[{shown}]")]
+
+    def do_volume(self, command: Any, scope: _Scope) -> list[Item]:
+        volumes = [self.word(word, scope).value for word in command.value]
+        if not volumes:
+            self.error("VOLUME requires at least one argument")
+        if "" in volumes:
+            self.error("VOLUME specified can not be an empty string")
+        return [ConfigStep(ConfigEdit(volumes=tuple(volumes)), f"VOLUME {formats.go_list(volumes)}")]
+
+    def do_stopsignal(self, command: Any, scope: _Scope) -> list[Item]:
+        signal = self.word(command.value[0], scope).value if command.value else ""
+        if not formats.is_signal(signal):
+            self.error(f"STOPSIGNAL: invalid signal: {signal!r}", hint="e.g. SIGTERM, SIGQUIT, 15")
+        return [ConfigStep(ConfigEdit(stop_signal=signal), f"STOPSIGNAL {signal}")]
+
+    def do_cmd(self, command: Any, scope: _Scope) -> list[Item]:
+        args = self.run_form(command, scope)
+        scope.cmd_set = True
+        return [ConfigStep(ConfigEdit(cmd=args), f"CMD {formats.go_quote_list(args)}")]
+
+    def do_entrypoint(self, command: Any, scope: _Scope) -> list[Item]:
+        args = self.run_form(command, scope)
+        edit = ConfigEdit(entrypoint=args, cmd=None if scope.cmd_set else ())
+        return [ConfigStep(edit, f"ENTRYPOINT {formats.go_quote_list(args)}")]
+
+    def do_shell(self, command: Any, scope: _Scope) -> list[Item]:
+        if not command.json or not command.value:
+            self.error('SHELL requires the arguments to be in JSON form, e.g. SHELL ["/bin/bash", "-c"]')
+        scope.shell = tuple(command.value)
+        return [ConfigStep(ConfigEdit(shell=scope.shell), f"SHELL {formats.go_list(scope.shell)}")]
+
+    def do_healthcheck(self, command: Any, scope: _Scope) -> list[Item]:
+        flags = self.flags(command, {"interval": "str", "timeout": "str", "start-period": "str",
+                                     "start-interval": "str", "retries": "str"})
+        kind = command.value[0].upper() if command.value else ""
+        if kind == "NONE":
+            if len(command.value) > 1:
+                self.error("HEALTHCHECK NONE takes no arguments")
+            health: dict[str, object] = {"Test": ["NONE"]}
+        elif kind == "CMD":
+            if len(command.value) < 2:
+                self.error("missing command after HEALTHCHECK CMD")
+            rest = list(command.value[1:])
+            health = {"Test": ["CMD", *rest] if command.json else ["CMD-SHELL", " ".join(rest)]}
+            for flag, key in (("interval", "Interval"), ("timeout", "Timeout"),
+                              ("start-period", "StartPeriod"), ("start-interval", "StartInterval")):
+                if flag in flags:
+                    health[key] = self.duration(flag, flags[flag])
+            if "retries" in flags:
+                if not re.fullmatch(r"-?\d+", flags["retries"]):
+                    self.error(f"HEALTHCHECK --retries={flags['retries']}: not a number")
+                if int(flags["retries"]) < 0:
+                    self.error(f"HEALTHCHECK --retries cannot be negative ({flags['retries']})")
+                health["Retries"] = int(flags["retries"])
+            health = {key: value for key, value in health.items() if value}
+        else:
+            return self.error(f"unknown type {kind!r} in HEALTHCHECK (try CMD or NONE)")
+        return [ConfigStep(ConfigEdit(healthcheck=health), "HEALTHCHECK " + _health_text(health))]
+
+    def duration(self, flag: str, text: str) -> int:
+        try:
+            value = formats.parse_duration(text)
+        except ValueError:
+            return self.error(f"HEALTHCHECK --{flag}={text}: not a duration", hint="e.g. 30s, 1m30s, 500ms")
+        if value != 0 and value < _MIN_DURATION_NS:
+            self.error(f"HEALTHCHECK --{flag}={text} cannot be less than 1ms")
+        return value
+
+    def do_onbuild(self, command: Any, scope: _Scope) -> list[Item]:
+        trigger = (command.sub_cmd or "").upper()
+        if not trigger:
+            self.error("ONBUILD requires at least one argument")
+        if trigger in ("ONBUILD", "FROM", "MAINTAINER"):
+            self.error(f"{trigger} isn't allowed as an ONBUILD trigger")
+        expression = re.sub(r"(?i)^\s*ONBUILD\s*", "", command.original).strip()
+        return [ConfigStep(ConfigEdit(onbuild=(expression,)))]  # BuildKit records no history for it
+
+    def do_copy(self, command: Any, scope: _Scope) -> list[Item]:
+        return self.copy(command, scope, add=False)
+
+    def do_add(self, command: Any, scope: _Scope) -> list[Item]:
+        return self.copy(command, scope, add=True)
+
+    def copy(self, command: Any, scope: _Scope, *, add: bool) -> list[Item]:
+        name = "ADD" if add else "COPY"
+        kinds = {"chown": "str", "chmod": "str", "link": "bool", "exclude": "list"}
+        kinds.update({"checksum": "str", "keep-git-dir": "bool"} if add else {"from": "str", "parents": "bool"})
+        flags = self.flags(command, kinds)
+        words = list(command.value)
+        if len(words) < 2:
+            self.error(f"{name} requires at least two arguments, but only {len(words)} was provided. "
+                       "Destination could not be determined.")
+        heredocs = list(command.heredocs)
+        sources: list[str] = []
+        inline: list[tuple[str, bytes]] = []
+        for word in words[:-1]:
+            match = _HEREDOC_WORD.match(word) if heredocs else None
+            if match and match.group(3) == heredocs[0].name:
+                inline.append((heredocs[0].name, self.heredoc(heredocs.pop(0).content, match, scope)))
+                continue
+            source = self.word(word, scope).value
+            if not add and re.match(r"^https?://", source):
+                self.error(f"COPY {source}: source can't be a URL for COPY", hint="use ADD for URLs")
+            sources.append(source)
+        dest = self.word(words[-1], scope).value
+        chown = self.word(flags["chown"], scope).value if "chown" in flags else None
+        chmod = self.word(flags["chmod"], scope).value if "chmod" in flags else None
+        if chmod is not None and not re.fullmatch(r"0?[0-7]{1,4}", chmod):
+            self.error(f"invalid chmod parameter: {chmod!r}. it should be octal string and between 0 and 07777")
+        checksum = self.word(flags["checksum"], scope).value if "checksum" in flags else None
+        if checksum is not None and (len(sources) != 1 or not re.match(r"^https?://", sources[0])):
+            self.error("ADD --checksum needs exactly one http(s) URL source")
+        from_stage, from_image = self.copy_from(flags.get("from"), scope)
+        shown = [name, *(["--parents"] if flags.get("parents") else []),
+                 *([f"--chown={chown}"] if chown else []), *([f"--chmod={chmod}"] if chmod else []),
+                 *sources, *(f"<<{n}" for n, _ in inline), dest]
+        step = CopyStep(
+            sources=tuple(sources), dest=dest, chown=chown or None, chmod=chmod or None, from_stage=from_stage,
+            from_image=from_image, link=bool(flags.get("link")), parents=bool(flags.get("parents")),
+            excludes=tuple(self.word(e, scope).value for e in flags["exclude"]), add=add, checksum=checksum,
+            keep_git_dir=bool(flags.get("keep-git-dir")), inline_files=tuple(inline),
+            created_by=" ".join(shown) + " # buildkit",
+        )
+        target = _clean(dest) if dest.startswith("/") else (
+            _clean(f"{scope.workdir}/{dest}") if scope.workdir is not None else None)
+        return [CopyMark(step, target, relative=not dest.startswith("/"))]
+
+    def heredoc(self, content: str, match: re.Match[str], scope: _Scope) -> bytes:
+        if match.group(1):  # <<-: strip leading tabs
+            content = re.sub(r"(?m)^\t+", "", content)
+        if not match.group(2):  # unquoted delimiter: expand variables, keep quotes and escapes
+            try:
+                content = expand(content, scope.lookup, unknown=Unknown.UNSET, quotes=False,
+                                 raw_escapes=True).value
+            except ShellError as exc:
+                self.error(f"heredoc {match.group(3)}: {exc}")
+        return content.encode()
+
+    def copy_from(self, text: str | None, scope: _Scope) -> tuple[int | None, str | None]:
+        """COPY --from: a stage index, a stage name, or else an image reference."""
+        if text is None:
+            return None, None
+        value = self.word(text, scope).value
+        if not value:
+            self.error(f"COPY --from={text}: empty after expansion")
+        if value.isdigit():
+            index = int(value)
+            if index >= len(self.stages):
+                self.error(f"COPY --from={value}: invalid stage index {index}")
+            raw: RawStage | None = self.stages[index]
+        else:
+            raw = find_stage(self.stages, value)
+        if raw is None:
+            return None, value
+        self.translate(raw)
+        return raw.index, None
+
+
+def _as_text(expanded: Expansion, deferred: bool) -> str:
+    """A value for a ConfigEdit: a template when the edit is deferred, else the plain value."""
+    if not deferred:
+        return expanded.value
+    return expanded.template if expanded.template is not None else escape_template(expanded.value)
+
+
+def _clean(path: str) -> str:
+    """Go's path.Clean of an absolute path."""
+    cleaned = posixpath.normpath("/" + path.lstrip("/"))
+    return "/" + cleaned.lstrip("/")
+
+
+def _health_text(health: Mapping[str, Any]) -> str:
+    """`%q` of BuildKit's *HealthcheckConfig, as `docker history` shows it."""
+    test = cast(list[str], health.get("Test", []))
+    durations = " ".join(formats.go_quote(formats.format_duration(int(health.get(key, 0))))
+                         for key in ("Interval", "Timeout", "StartPeriod", "StartInterval"))
+    return f"&{{{formats.go_quote_list(test)} {durations} {formats.go_quote_int(int(health.get('Retries', 0)))}}}"
+
+
+def plan_from_dockerfile(context: Path, dockerfile_text: str, *, dockerfile_name: str = "Dockerfile",
+                         build_args: Mapping[str, str] | None = None, target: str | None = None,
+                         platform: Platform, build_platform: Platform | None = None,
+                         labels: Mapping[str, str] | None = None,
+                         dockerignore: Sequence[str] = ()) -> BuildPlan:
+    """The BuildPlan for building `target` (default: the last stage) of a Dockerfile for `platform`.
+    Raises DockerfileError (`NAME:LINE: message`) for anything Docker would reject, and for RUN in a
+    stage the target needs."""
+    frontend = _Frontend(dockerfile_text, Source(dockerfile_name), build_args or {}, platform,
+                         build_platform or Platform.host())
+    stages = frontend.plan(target)
+    if labels:
+        last = stages[-1]
+        stages[-1] = replace(last, steps=(*last.steps, ConfigStep(ConfigEdit(labels=tuple(labels.items())))))
+    return BuildPlan(context=context, stages=tuple(stages), platform=str(platform),
+                     dockerignore=tuple(dockerignore), source=dockerfile_name)
