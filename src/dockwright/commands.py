@@ -185,14 +185,16 @@ def run_build(args: argparse.Namespace) -> int:
         log.warning("no output given (-t with --push, -o, --load): the image is built but not saved")
     from dockwright.build import Builder
     from dockwright.cache import Cache, default_cache_dir
+    from dockwright.progress import Progress
     from dockwright.registry import Registries
 
     registries = Registries(insecure=options.insecure_registries, jobs=options.jobs)
     cache = Cache(None if not options.use_cache else (options.cache_dir or default_cache_dir()))
     try:
-        with tempfile.TemporaryDirectory(prefix="dockwright-build-") as workdir:
+        with tempfile.TemporaryDirectory(prefix="dockwright-build-") as workdir, \
+                Progress.for_stderr(args.quiet) as progress:
             result = Builder(options, cache, registries, Path(workdir)).build(planner)
-            summary = _write_outputs(result, outputs, tags, registries, options, Path(workdir))
+            summary = _write_outputs(result, outputs, tags, registries, options, Path(workdir), progress)
     finally:
         cache.close()
         registries.close()
@@ -205,23 +207,23 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def _write_outputs(result: Any, outputs: list[Output], tags: list[Reference], registries: Any,
-                   options: BuildOptions, workdir: Path) -> _Summary:
+                   options: BuildOptions, workdir: Path, progress: Any) -> _Summary:
     from dockwright.outputs import layout
 
     summary = _Summary([], [])
     for output in outputs:
         if output.kind in ("docker", "oci"):
             layout.write_archive(result, Path(output.dest or ""), tags, docker=output.kind == "docker",
-                                 mtime=options.source_date_epoch)
+                                 mtime=options.source_date_epoch, progress=progress)
             log.info("wrote %s archive %s", output.kind, output.dest)
         elif output.kind == "oci-dir":
-            layout.write_layout_dir(result, Path(output.dest or ""), tags)
+            layout.write_layout_dir(result, Path(output.dest or ""), tags, progress)
             log.info("wrote OCI layout %s", output.dest)
     for output in outputs:
         if output.kind == "registry":
             from dockwright.outputs.registry import push
 
-            lines, stats = push(result, tags, registries, options.jobs)
+            lines, stats = push(result, tags, registries, options.jobs, progress)
             log.info("pushed: %d blobs uploaded, %d mounted, %d already there",
                      stats.uploaded, stats.mounted, stats.existing)
             summary.pushed.extend(lines)
@@ -229,7 +231,8 @@ def _write_outputs(result: Any, outputs: list[Output], tags: list[Reference], re
             from dockwright.outputs.engine import load_archive
 
             archive = workdir / "load.tar"
-            layout.write_archive(result, archive, tags, docker=True, mtime=options.source_date_epoch)
+            layout.write_archive(result, archive, tags, docker=True, mtime=options.source_date_epoch,
+                                 progress=progress)
             message = load_archive(archive)
             log.info("loaded into the engine: %s", message)
     summary.stdout = summary.pushed or [result.top.descriptor.digest]

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dockwright import image
-from dockwright.blobs import BlobSource
+from dockwright.blobs import BlobSource, BytesBlob
 from dockwright.build import BuildResult
 from dockwright.digest import check_digest
 from dockwright.errors import DockwrightError, ImageFormatError, UsageError
+from dockwright.progress import Progress
 from dockwright.reference import Reference
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
@@ -48,11 +49,14 @@ def all_blobs(result: BuildResult) -> list[tuple[str, int, BlobSource]]:
 
 
 def write_layout(result: BuildResult, sink: Sink, tags: list[Reference],
-                 existing_index: dict[str, Any] | None = None) -> None:
+                 existing_index: dict[str, Any] | None = None, progress: Progress | None = None) -> None:
     """Write blobs, then index.json naming the top document once per tag (or unnamed without tags)."""
+    progress = progress or Progress("off")
     for digest, size, source in all_blobs(result):
         if not sink.has_blob(digest, size):
-            sink.put_blob(digest, size, source.open())
+            chunks = source.open() if isinstance(source, BytesBlob) else progress.track(
+                f"write {digest[7:19]}", size, source.open())
+            sink.put_blob(digest, size, chunks)
     top = result.top.descriptor.to_json()
     entries: list[dict[str, Any]] = []
     for tag in tags:
@@ -189,7 +193,8 @@ def _atomic_write(path: Path, chunks: Iterable[bytes]) -> None:
         raise
 
 
-def write_archive(result: BuildResult, dest: Path, tags: list[Reference], *, docker: bool, mtime: int) -> None:
+def write_archive(result: BuildResult, dest: Path, tags: list[Reference], *, docker: bool, mtime: int,
+                  progress: Progress | None = None) -> None:
     """Write an OCI archive (or, with docker=True, a docker-archive) to `dest` atomically."""
     manifest_json = docker_manifest_json(result, tags) if docker else None
     dest = dest.absolute()
@@ -197,7 +202,7 @@ def write_archive(result: BuildResult, dest: Path, tags: list[Reference], *, doc
     try:
         with temp.open("wb") as handle:
             sink = TarSink(handle, mtime)
-            write_layout(result, sink, tags)
+            write_layout(result, sink, tags, progress=progress)
             if manifest_json is not None:
                 sink.put_file("manifest.json", manifest_json)
             sink.close()
@@ -212,7 +217,7 @@ def write_archive(result: BuildResult, dest: Path, tags: list[Reference], *, doc
         raise
 
 
-def write_layout_dir(result: BuildResult, root: Path, tags: list[Reference]) -> None:
+def write_layout_dir(result: BuildResult, root: Path, tags: list[Reference], progress: Progress | None = None) -> None:
     """Add the image to the OCI layout at `root` (created when missing), tagged with `tags`."""
     existing = None
     index_path = root / "index.json"
@@ -227,6 +232,6 @@ def write_layout_dir(result: BuildResult, root: Path, tags: list[Reference]) -> 
         raise UsageError(f"{root} exists and is not an OCI layout (no index.json)",
                          hint="name an empty or new directory")
     try:
-        write_layout(result, DirSink(root), tags, existing)
+        write_layout(result, DirSink(root), tags, existing, progress)
     except OSError as exc:
         raise DockwrightError(f"cannot write OCI layout {root}: {exc.strerror}") from None

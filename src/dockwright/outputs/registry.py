@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from dockwright.blobs import BlobSource, RegistryBlob
 from dockwright.build import BuildResult
 from dockwright.outputs.layout import all_blobs
+from dockwright.progress import Progress
 from dockwright.reference import Reference
 
 if TYPE_CHECKING:
@@ -38,9 +39,11 @@ class _Target:
     repository: str
 
 
-def push(result: BuildResult, tags: list[Reference], registries: Registries, jobs: int) -> tuple[list[str], PushStats]:
+def push(result: BuildResult, tags: list[Reference], registries: Registries, jobs: int,
+         progress: Progress | None = None) -> tuple[list[str], PushStats]:
     """Push to every tag; returns the `REF@DIGEST` lines and what moved."""
     stats = PushStats()
+    progress = progress or Progress("off")
     top = result.top
     targets: dict[tuple[str, str], _Target] = {}
     for tag in tags:
@@ -49,7 +52,7 @@ def push(result: BuildResult, tags: list[Reference], registries: Registries, job
     if pending:
         blobs = [(target, digest, size, source) for target in pending for digest, size, source in _blobs_only(result)]
         with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="push") as pool:
-            for future in [pool.submit(_ensure_blob, stats, *job) for job in blobs]:
+            for future in [pool.submit(_ensure_blob, stats, progress, *job) for job in blobs]:
                 future.result()
         for target in pending:
             for img in result.images:
@@ -87,7 +90,8 @@ def _blobs_only(result: BuildResult) -> list[tuple[str, int, BlobSource]]:
     return [blob for blob in all_blobs(result) if blob[0] not in documents]
 
 
-def _ensure_blob(stats: PushStats, target: _Target, digest: str, size: int, source: BlobSource) -> None:
+def _ensure_blob(stats: PushStats, progress: Progress, target: _Target, digest: str, size: int,
+                 source: BlobSource) -> None:
     client, repository = target.client, target.repository
     if client.blob_exists(repository, digest):
         stats.existing += 1
@@ -97,7 +101,7 @@ def _ensure_blob(stats: PushStats, target: _Target, digest: str, size: int, sour
         log.info("mounted %s from %s into %s", digest[:19], source.repository, repository)  # type: ignore[union-attr]
         stats.mounted += 1
         return
-    log.info("uploading %s (%d bytes) to %s/%s", digest[:19], size, client.host, repository)
-    client.upload_blob(repository, digest, size, source.open)
+    label = f"push {digest[7:19]} to {client.host}/{repository}"
+    client.upload_blob(repository, digest, size, lambda: progress.track(label, size, source.open()))
     stats.uploaded += 1
     stats.bytes_uploaded += size
