@@ -27,7 +27,8 @@ _CLIENT_ID = "dockwright"
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _SEPARATORS = re.compile(r"[\s,]*")
 _SCHEME = re.compile(_TOKEN)
-_PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|({_TOKEN}))')
+# Unquoted values are read leniently (up to a comma or space): some registries send realm=https://...
+_PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]+))')
 _TOKEN68 = re.compile(r"\s+([A-Za-z0-9._~+/-]+=*)\s*(?=,|$)")
 _ESCAPE = re.compile(r"\\(.)")
 
@@ -59,7 +60,7 @@ def parse_challenges(header: str) -> list[Challenge]:
         challenges.append(Challenge(scheme.group(0).lower()))
         pos = scheme.end()
         token68 = _TOKEN68.match(header, pos)
-        if token68 and not _PARAM.match(header, pos):
+        if token68:
             challenges[-1].params[""] = token68.group(1)
             pos = token68.end()
 

@@ -202,22 +202,25 @@ class RegistryClient:
         import httpx
 
         path = f"{op.repository}/blobs/{op.digest}"
+        pending = bytearray()  # verified bytes not yet handed out: survives a broken connection
         failures = 0
         while True:
             offset = verifier.received
-            headers = {"Range": f"bytes={offset}-"} if offset else {}
+            # identity: a Range must address the blob's own bytes, never a re-encoding of them
+            headers = {"Accept-Encoding": "identity"} | ({"Range": f"bytes={offset}-"} if offset else {})
             response = self._send(op, "GET", path, scopes=[pull_scope(op.repository or "")], headers=headers,
                                   stream=True, follow_redirects=True)
             try:
                 skip = self._blob_start(response, op, verifier)
-                for chunk in response.iter_bytes(CHUNK_SIZE):
+                for piece in response.iter_bytes():
                     if skip:
-                        skipped = min(skip, len(chunk))
-                        chunk, skip = chunk[skipped:], skip - skipped
-                        if not chunk:
-                            continue
-                    verifier.update(chunk)
-                    yield chunk
+                        skipped = min(skip, len(piece))
+                        piece, skip = piece[skipped:], skip - skipped
+                    verifier.update(piece)
+                    pending += piece
+                    while len(pending) >= CHUNK_SIZE:
+                        yield bytes(pending[:CHUNK_SIZE])
+                        del pending[:CHUNK_SIZE]
             except httpx.TransportError as exc:
                 failures += 1
                 if failures >= MAX_ATTEMPTS:
@@ -226,6 +229,8 @@ class RegistryClient:
                 continue
             finally:
                 response.close()
+            if pending:
+                yield bytes(pending)
             verifier.finish()
             return
 

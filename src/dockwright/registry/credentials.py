@@ -108,8 +108,7 @@ def _auth_entry(config: dict[str, Any], registry: str) -> dict[str, Any] | None:
 
 
 def _credential_from_entry(entry: dict[str, Any], where: str) -> Credential | None:
-    if entry.get("identitytoken"):
-        return Credential(str(entry.get("username") or ""), str(entry["identitytoken"]), identity_token=True)
+    username, password = str(entry.get("username") or ""), str(entry.get("password") or "")
     if entry.get("auth"):
         try:
             decoded = base64.b64decode(str(entry["auth"]), validate=True).decode("utf-8")
@@ -120,10 +119,9 @@ def _credential_from_entry(entry: dict[str, Any], where: str) -> Credential | No
         username, sep, password = decoded.partition(":")
         if not sep:
             raise AuthError(f"'auth' value for {where} is not user:password", hint="run `dockwright login` again")
-        return Credential(username, password)
-    if entry.get("username") and entry.get("password"):
-        return Credential(str(entry["username"]), str(entry["password"]))
-    return None
+    if entry.get("identitytoken"):
+        return Credential(username, str(entry["identitytoken"]), identity_token=True)
+    return Credential(username, password) if username and password else None
 
 
 def run_helper(name: str, action: str, payload: str) -> str | None:
