@@ -157,29 +157,39 @@ class _Found:
 
 
 class _Collector:
-    def __init__(self, context: str, ignore: IgnoreMatcher | None, exclude: IgnoreMatcher | None,
-                 uid: int, gid: int, chmod: int | None, mtime: int) -> None:
+    """Gathers one COPY's items. `scoped`: sources live in an image root (symlinks resolve as in a
+    chroot, absolute targets from the root); otherwise in a build context (never leave it)."""
+
+    def __init__(self, context: str, where: str, ignore: IgnoreMatcher | None, exclude: IgnoreMatcher | None,
+                 uid: int, gid: int, chmod: int | None, mtime: int, *, scoped: bool = False,
+                 mode_mask: int = _DIR_MODE) -> None:
         self.context = context
+        self.where = where
         self.ignore = ignore if ignore else None
         self.exclude = exclude if exclude else None
         self.uid, self.gid, self.chmod, self.mtime = uid, gid, chmod, mtime
+        self.scoped = scoped
+        self.mode_mask = mode_mask
         self.found: dict[str, _Found] = {}  # in-image path -> host item; later sources win
         self.created: dict[str, int] = {}  # in-image dirs made for the copy (not from a host dir) -> mode
 
     def context_rel(self, real: str) -> str:
         return "" if real == self.context else real[len(self.context) + 1 :]
 
+    def host_path(self, rel: str) -> str:
+        """Where a context-relative path is on the host (symlinks resolved when scoped)."""
+        return resolve_in_root(self.context, rel) if self.scoped else os.path.join(self.context, rel)
+
     def resolve(self, rel: str, shown: str) -> tuple[str, os.stat_result]:
-        """Follow symlinks in a source path, inside the context only; (real path, its stat)."""
-        real = os.path.realpath(os.path.join(self.context, rel))
+        """Follow symlinks in a source path, inside the root only; (real path, its stat)."""
+        real = self.host_path(rel) if self.scoped else os.path.realpath(os.path.join(self.context, rel))
         if real != self.context and not real.startswith(self.context + "/"):
-            raise ContextError(f"COPY source {shown!r} resolves to {real}, outside the build context",
+            raise ContextError(f"COPY source {shown!r} resolves to {real}, outside {self.where}",
                                hint="a source may not leave the context, even through a symlink")
         try:
             st = os.stat(real)
         except OSError as exc:
-            raise ContextError(f"COPY source {shown!r} not found in the build context {self.context}: "
-                               f"{exc.strerror}") from None
+            raise ContextError(f"COPY source {shown!r} not found in {self.where}: {exc.strerror}") from None
         if self.ignore and self.ignore.matches(self.context_rel(real)):
             raise ContextError(f"COPY source {shown!r} is excluded by .dockerignore",
                                hint="remove it from .dockerignore or add an exception (!pattern)")
@@ -247,7 +257,7 @@ class _Collector:
             found = self.found[path]
             st = found.st
             mode = st.st_mode
-            perm = (mode & _DIR_MODE) if self.chmod is None else self.chmod
+            perm = (mode & self.mode_mask) if self.chmod is None else self.chmod
             if stat.S_ISDIR(mode):
                 result[path] = TarEntry(path, "dir", perm, self.uid, self.gid, mtime=self.mtime)
             elif stat.S_ISLNK(mode):
@@ -266,7 +276,39 @@ class _Collector:
         return [result[path] for path in sorted(result)]
 
 
-def _expand(context: str, pattern: str) -> list[str]:
+def resolve_in_root(root: str, rel: str) -> str:
+    """The host path of `rel` inside the image root `root`, following symlinks as a chroot would:
+    absolute targets start again at `root`, ".." stops at it. The result never leaves `root`."""
+    todo = list(reversed(rel.split("/")))
+    resolved: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            is_link = stat.S_ISLNK(os.lstat(candidate).st_mode)
+        except OSError:
+            is_link = False
+        if not is_link:
+            resolved.append(part)
+            continue
+        links += 1
+        if links > 255:
+            raise ContextError(f"too many levels of symbolic links resolving /{rel}")
+        target = os.readlink(candidate)
+        if target.startswith("/"):
+            resolved = []
+        todo.extend(reversed(target.split("/")))
+    return os.path.join(root, *resolved)
+
+
+def _expand(collector: _Collector, pattern: str) -> list[str]:
     """Context-relative paths matching a wildcard source, sorted (Go filepath.Match per component)."""
     candidates = [""]
     for part in pattern.split("/"):
@@ -277,13 +319,13 @@ def _expand(context: str, pattern: str) -> list[str]:
         matched: list[str] = []
         for cand in candidates:
             try:
-                with os.scandir(os.path.join(context, cand)) as it:
+                with os.scandir(collector.host_path(cand)) as it:
                     names = [e.name for e in it if regex.fullmatch(e.name)]
             except OSError:
                 continue
             matched.extend(f"{cand}/{name}" if cand else name for name in sorted(names))
         candidates = matched
-    return [c for c in candidates if os.path.lexists(os.path.join(context, c))]
+    return [c for c in candidates if os.path.lexists(collector.host_path(c))]
 
 
 def _split_pivot(source: str) -> tuple[str, str]:
@@ -299,7 +341,29 @@ def collect_copy(context: Path, sources: Sequence[str], dest: str, *, uid: int =
                  mtime: int = 0) -> list[TarEntry]:
     """The entries of one COPY layer: `sources` (context-relative, wildcards allowed; "/x" means "x")
     copied to the absolute in-image `dest`, with `excludes` (.dockerignore) and `extra_excludes`
-    (COPY --exclude, relative to each source). Sorted, parents of `dest` included, no duplicates."""
+    (COPY --exclude, relative to each source). Sorted, parents of `dest` included, no duplicates.
+    Permission bits are masked with 0o755 unless `chmod` is given."""
+    try:
+        root = os.path.realpath(context, strict=True)
+    except OSError as exc:
+        raise ContextError(f"build context {context} cannot be used: {exc.strerror}") from None
+    collector = _Collector(root, f"the build context {root}", excludes,
+                           IgnoreMatcher(extra_excludes) if extra_excludes else None, uid, gid, chmod, mtime)
+    return _collect(collector, sources, dest, parents)
+
+
+def collect_from_root(root: Path, where: str, sources: Sequence[str], dest: str, *, uid: int = 0,
+                      gid: int = 0, chmod: int | None = None, extra_excludes: Sequence[str] = (),
+                      parents: bool = False, mtime: int = 0) -> list[TarEntry]:
+    """collect_copy for an extracted image root (COPY --from): symlinks in source paths resolve
+    inside `root` as in a chroot, and modes are kept as they are (setuid included)."""
+    collector = _Collector(os.path.realpath(root), where, None,
+                           IgnoreMatcher(extra_excludes) if extra_excludes else None, uid, gid, chmod, mtime,
+                           scoped=True, mode_mask=0o7777)
+    return _collect(collector, sources, dest, parents)
+
+
+def _collect(collector: _Collector, sources: Sequence[str], dest: str, parents: bool) -> list[TarEntry]:
     if not sources:
         raise ContextError("COPY needs at least one source")
     if not dest.startswith("/"):
@@ -310,22 +374,16 @@ def collect_copy(context: Path, sources: Sequence[str], dest: str, *, uid: int =
             f"COPY {' '.join(sources)} {dest}: when using COPY with more than one source file, "
             "the destination must be a directory and end with a /")
     dest_path = clean_path(dest)
-    try:
-        root = os.path.realpath(context, strict=True)
-    except OSError as exc:
-        raise ContextError(f"build context {context} cannot be used: {exc.strerror}") from None
-    collector = _Collector(root, excludes, IgnoreMatcher(extra_excludes) if extra_excludes else None,
-                           uid, gid, chmod, mtime)
     for source in sources:
         if posixpath.normpath(source.lstrip("/") or ".").startswith(".."):
-            raise ContextError(f"COPY source {source!r} is outside the build context")
+            raise ContextError(f"COPY source {source!r} is outside {collector.where}")
         full, kept = _split_pivot(source)
         if _MAGIC.search(full):
-            matches = _expand(root, full)
+            matches = _expand(collector, full)
             if collector.ignore:
                 matches = [m for m in matches if not collector.ignore.matches(m)]
             if not matches:
-                raise ContextError(f"COPY source {source!r}: no files in the build context match this pattern")
+                raise ContextError(f"COPY source {source!r}: nothing in {collector.where} matches this pattern")
             if len(matches) > 1:
                 dest_dir = True  # BuildKit treats the destination as a directory, as for several sources
             kept_prefix = full[: len(full) - len(kept)]
@@ -337,7 +395,7 @@ def collect_copy(context: Path, sources: Sequence[str], dest: str, *, uid: int =
     parents_of_dest = [p for p in _ancestors(dest_path if dest_dir else posixpath.dirname(dest_path))
                        if p not in collector.found and p not in collector.created]
     if dest_dir and dest_path and dest_path not in collector.found:
-        collector.created.setdefault(dest_path, chmod if chmod is not None else _DIR_MODE)
+        collector.created.setdefault(dest_path, collector.chmod if collector.chmod is not None else _DIR_MODE)
         parents_of_dest = [p for p in parents_of_dest if p != dest_path]
     return collector.entries(parents_of_dest)
 

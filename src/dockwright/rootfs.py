@@ -1,0 +1,365 @@
+"""Reading image layers back: streaming decompression, safe extraction with OCI whiteouts, and
+the user/group lookups that `--chown=NAME` needs.
+
+Extraction never trusts the archive: names are cleaned and may not climb out of the root, nothing
+is written through a symlink (every parent directory is checked with lstat), devices and FIFOs
+are skipped, hard links must point inside the root, and the decompressed size is capped.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from dockwright.context import collect_from_root, resolve_in_root
+from dockwright.errors import DockwrightError, ImageFormatError
+from dockwright.layer import TarEntry
+
+log = logging.getLogger(__name__)
+
+MAX_LAYER_BYTES = 32 << 30  # decompressed, per from_layers call: the gzip-bomb guard
+MAX_SMALL_FILE = 16 << 20  # RootFS.open
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_WHITEOUT = ".wh."
+_OPAQUE = ".wh..wh..opq"
+
+
+class LayerReader(io.RawIOBase):
+    """A read-only stream of a layer's tar bytes from its (gzip, zstd or plain) chunks.
+
+    The format is detected by magic bytes. More than `max_bytes` of decompressed data raises
+    ImageFormatError naming the layer; so does corrupt compressed data."""
+
+    def __init__(self, chunks: Iterable[bytes], name: str = "layer", max_bytes: int = MAX_LAYER_BYTES) -> None:
+        super().__init__()
+        self.name = name
+        self.max_bytes = max_bytes
+        self.total = 0
+        self._chunks = iter(chunks)
+        self._pending = b""
+        self._decompressed = self._decompress()
+
+    def _raw(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            if chunk:
+                yield chunk
+
+    def _decompress(self) -> Iterator[bytes]:
+        raw = self._raw()
+        head = b""
+        for chunk in raw:
+            head += chunk
+            if len(head) >= 4:
+                break
+        if head.startswith(_GZIP_MAGIC):
+            from isal import isal_zlib
+
+            yield from self._inflate(itertools.chain((head,), raw),
+                                     lambda: isal_zlib.decompressobj(wbits=31), (isal_zlib.error,))
+        elif head.startswith(_ZSTD_MAGIC):
+            import zstandard
+
+            yield from self._inflate(itertools.chain((head,), raw),
+                                     lambda: zstandard.ZstdDecompressor().decompressobj(),
+                                     (zstandard.ZstdError,))
+        else:
+            yield from itertools.chain((head,), raw)
+
+    def _inflate(self, raw: Iterable[bytes], make: Callable[[], Any],
+                 errors: tuple[type[Exception], ...]) -> Iterator[bytes]:
+        """Decompress member after member (concatenated gzip members / zstd frames are valid);
+        zero padding after a complete member is ignored, a truncated stream is an error."""
+        decoder = make()
+        try:
+            for data in raw:
+                while data:
+                    if decoder is None:  # a member ended: padding, or the next member
+                        if not data.strip(b"\0"):
+                            break
+                        decoder = make()
+                    out = decoder.decompress(data)
+                    if out:
+                        yield out
+                    data = b""
+                    if decoder.eof:
+                        data, decoder = decoder.unused_data, None
+        except (*errors, ValueError) as exc:
+            raise ImageFormatError(f"{self.name}: corrupt compressed data ({exc})") from None
+        if decoder is not None:
+            raise ImageFormatError(f"{self.name}: compressed data ends early (truncated download?)")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._pending:
+            chunk = next(self._decompressed, None)
+            if chunk is None:
+                return 0
+            self.total += len(chunk)
+            if self.total > self.max_bytes:
+                raise ImageFormatError(
+                    f"{self.name} expands to more than {self.max_bytes} bytes; refusing to read further",
+                    hint="the layer may be a decompression bomb",
+                )
+            self._pending = chunk
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+def iter_layer(chunks: Iterable[bytes], name: str = "layer",
+               max_bytes: int = MAX_LAYER_BYTES) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
+    """(member, content) for each tar member of a layer blob; content is a file object for regular
+    files, only valid until the next member is requested."""
+    return _members(LayerReader(chunks, name, max_bytes), name)
+
+
+def _members(reader: LayerReader, name: str) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
+    try:
+        with tarfile.open(fileobj=io.BufferedReader(reader, 1 << 20), mode="r|", errorlevel=1) as archive:
+            for member in archive:
+                yield member, archive.extractfile(member) if member.isreg() else None
+    except tarfile.TarError as exc:
+        raise ImageFormatError(f"{name} is not a valid tar archive: {exc}") from None
+
+
+class RootFS:
+    """The merged file tree of several layers, extracted into `root`."""
+
+    def __init__(self, root: Path, where: str = "the image") -> None:
+        self.root = root
+        self.where = where
+
+    @classmethod
+    def from_layers(cls, layers: Sequence[Callable[[], Iterable[bytes]]], workdir: Path, *,
+                    names: Sequence[str] | None = None, paths: Collection[str] | None = None,
+                    max_bytes: int = MAX_LAYER_BYTES, where: str = "the image") -> RootFS:
+        """Extract `layers` (bottom first; each a callable giving its blob's chunks) into `workdir`,
+        applying whiteouts. `paths` limits extraction to those in-image paths (e.g. etc/passwd)."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        extractor = _Extractor(str(workdir.resolve()), paths)
+        budget = max_bytes
+        for index, layer in enumerate(layers):
+            name = names[index] if names else f"layer {index + 1} of {where}"
+            reader = LayerReader(layer(), name, budget)
+            extractor.start_layer()
+            for member, content in _members(reader, name):
+                extractor.extract(member, content, name)
+            budget -= reader.total
+        return cls(workdir, where)
+
+    def open(self, path: str) -> bytes | None:
+        """The content of a small regular file (symlinks resolved inside the root), or None."""
+        real = resolve_in_root(str(self.root), path)
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            data = file.read(MAX_SMALL_FILE + 1)
+        if len(data) > MAX_SMALL_FILE:
+            raise ImageFormatError(f"/{path} in {self.where} is larger than {MAX_SMALL_FILE} bytes")
+        return data
+
+    def _table(self, path: str) -> list[list[str]]:
+        data = self.open(path)
+        if data is None:
+            return []
+        return [line.split(":") for line in data.decode("utf-8", "replace").splitlines()
+                if line and not line.startswith("#")]
+
+    def lookup_user(self, user: str) -> tuple[int, int]:
+        """A user name or number -> (uid, primary gid) from /etc/passwd. A number is used as it
+        is, with gid = uid, without consulting /etc/passwd (BuildKit's rule)."""
+        if user.isdecimal():
+            return int(user), int(user)
+        for fields in self._table("etc/passwd"):
+            if len(fields) >= 4 and fields[0] == user and fields[2].isdecimal() and fields[3].isdecimal():
+                return int(fields[2]), int(fields[3])
+        raise DockwrightError(f"user {user!r} not found in /etc/passwd of {self.where}",
+                              hint="use a numeric uid, or a user the image defines")
+
+    def lookup_group(self, group: str) -> int:
+        if group.isdecimal():
+            return int(group)
+        for fields in self._table("etc/group"):
+            if len(fields) >= 3 and fields[0] == group and fields[2].isdecimal():
+                return int(fields[2])
+        raise DockwrightError(f"group {group!r} not found in /etc/group of {self.where}",
+                              hint="use a numeric gid, or a group the image defines")
+
+    def collect(self, sources: Sequence[str], dest: str, *, uid: int = 0, gid: int = 0,
+                chmod: int | None = None, extra_excludes: Sequence[str] = (), parents: bool = False,
+                mtime: int = 0) -> list[TarEntry]:
+        """COPY --from: collect_copy semantics with sources relative to the image root; owner 0:0
+        unless given (Docker resets ownership), permission bits kept."""
+        return collect_from_root(self.root, self.where, sources, dest, uid=uid, gid=gid, chmod=chmod,
+                                 extra_excludes=extra_excludes, parents=parents, mtime=mtime)
+
+
+def resolve_chown(chown: str, rootfs: RootFS | None) -> tuple[int, int]:
+    """"USER[:GROUP]" -> (uid, gid). Numbers need no image; names are looked up in its
+    /etc/passwd and /etc/group. Without a group: gid = uid for a numeric user, the user's
+    primary group for a named one (BuildKit's rule)."""
+    user, _, group = chown.partition(":")
+    if not user or (":" in chown and not group):
+        raise DockwrightError(f"invalid --chown value {chown!r}", hint="use USER, USER:GROUP, UID or UID:GID")
+    for part in (user, group):
+        if part.isdecimal() and int(part) > 0xFFFFFFFE:
+            raise DockwrightError(f"invalid --chown value {chown!r}: {part} is out of range")
+    names = [p for p in (user, group) if p and not p.isdecimal()]
+    if names and rootfs is None:
+        raise DockwrightError(
+            f"--chown={chown} names a user or group, but the base image has no /etc/passwd to look it up",
+            hint="the image must contain /etc/passwd (and /etc/group), or use numeric ids",
+        )
+    if rootfs is None:
+        return int(user), int(group or user)
+    uid, primary = rootfs.lookup_user(user)
+    return uid, rootfs.lookup_group(group) if group else primary
+
+
+class _Extractor:
+    """Applies one layer after another to a directory; see the module docstring for the rules."""
+
+    def __init__(self, root: str, paths: Collection[str] | None) -> None:
+        self.root = root
+        self.safe_dirs: set[str] = {""}  # in-root dirs checked to be real directories
+        self.layer_paths: set[str] = set()  # paths written by the current layer
+        self.wanted: set[str] | None = None
+        if paths is not None:
+            self.wanted = set()
+            for path in paths:
+                parts = path.strip("/").split("/")
+                self.wanted.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+
+    def start_layer(self) -> None:
+        self.layer_paths = set()
+
+    def host(self, rel: str) -> str:
+        return os.path.join(self.root, rel) if rel else self.root
+
+    def extract(self, member: tarfile.TarInfo, content: IO[bytes] | None, layer: str) -> None:
+        rel = _clean_member_name(member.name, layer)
+        if not rel:
+            return
+        parent, _, base = rel.rpartition("/")
+        if base == _OPAQUE:
+            if self._parent_ok(parent, rel, create=False):
+                self._clear_lower(parent)
+            return
+        if base.startswith(_WHITEOUT):
+            target = f"{parent}/{base[len(_WHITEOUT):]}" if parent else base[len(_WHITEOUT):]
+            if target not in self.layer_paths and self._parent_ok(parent, rel, create=False):
+                self._remove(target)
+            return
+        if self.wanted is not None and rel not in self.wanted:
+            return
+        if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+            return  # devices, FIFOs: nothing COPY --from or a user lookup could use
+        if not self._parent_ok(parent, rel, create=True):
+            return
+        path = self.host(rel)
+        self.layer_paths.add(rel)
+        if member.isdir():
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                st = None
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                self._remove(rel)
+                st = None
+            if st is None:
+                os.mkdir(path, 0o700)
+            os.chmod(path, member.mode & 0o7777)
+            self.safe_dirs.add(rel)
+            return
+        self._remove(rel)
+        if member.issym():
+            os.symlink(member.linkname, path)
+        elif member.islnk():
+            target = _clean_member_name(member.linkname, layer)
+            target_parent = target.rpartition("/")[0]
+            if not target or not self._parent_ok(target_parent, target, create=False):
+                log.warning("%s: skipping hard link %s to %s", layer, rel, member.linkname)
+                return
+            try:
+                os.link(self.host(target), path, follow_symlinks=False)
+            except OSError as exc:
+                raise ImageFormatError(f"{layer}: hard link /{rel} -> /{target}: {exc.strerror}") from None
+        else:
+            assert content is not None
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(content, out, 1 << 20)
+                os.fchmod(fd, member.mode & 0o7777)
+
+    def _parent_ok(self, parent: str, rel: str, *, create: bool) -> bool:
+        """Is every directory above `rel` a real directory (no symlink)? Creates missing ones."""
+        if parent in self.safe_dirs:
+            return True
+        parts = parent.split("/")
+        for i in range(len(parts)):
+            prefix = "/".join(parts[: i + 1])
+            if prefix in self.safe_dirs:
+                continue
+            try:
+                mode = os.lstat(self.host(prefix)).st_mode
+            except FileNotFoundError:
+                if not create:
+                    return False
+                os.mkdir(self.host(prefix), 0o755)
+                mode = stat.S_IFDIR
+            if not stat.S_ISDIR(mode):
+                if create:
+                    log.warning("skipping /%s: /%s is not a directory (never written through)", rel, prefix)
+                return False
+            self.safe_dirs.add(prefix)
+        return True
+
+    def _remove(self, rel: str) -> None:
+        path = self.host(rel)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path)
+            self.safe_dirs = {d for d in self.safe_dirs if d != rel and not d.startswith(rel + "/")}
+        else:
+            os.unlink(path)
+
+    def _clear_lower(self, rel: str) -> None:
+        """Opaque directory: remove what lower layers put below `rel`, keep this layer's files."""
+        with os.scandir(self.host(rel)) as it:
+            children = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        for name, is_dir in children:
+            child = f"{rel}/{name}" if rel else name
+            if child not in self.layer_paths:
+                self._remove(child)
+            elif is_dir:
+                self._clear_lower(child)
+
+
+def _clean_member_name(name: str, layer: str) -> str:
+    """A member name as a clean root-relative path; names climbing out of the root are errors."""
+    stripped = name.lstrip("/")
+    normalized = posixpath.normpath(stripped) if stripped else "."
+    if normalized == ".." or normalized.startswith("../"):
+        raise ImageFormatError(f"{layer}: entry {name!r} points outside the image root",
+                               hint="the layer is malformed or malicious; it was not extracted further")
+    return "" if normalized == "." else normalized
