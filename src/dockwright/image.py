@@ -217,16 +217,22 @@ class Index:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_document(data: bytes, header_media_type: str | None, where: str) -> Manifest | Index:
-    """Parse a manifest or index strictly. `where` names the source for error messages."""
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise ImageFormatError(f"manifest from {where} is larger than {MAX_MANIFEST_BYTES} bytes")
+def _json_object(data: bytes, limit: int, what: str) -> dict[str, Any]:
+    """Bounded, strict JSON object parse; `what` names the document for error messages."""
+    if len(data) > limit:
+        raise ImageFormatError(f"{what} is larger than {limit} bytes")
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ImageFormatError(f"manifest from {where} is not valid JSON: {exc}") from None
+        raise ImageFormatError(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
-        raise ImageFormatError(f"manifest from {where} is not a JSON object")
+        raise ImageFormatError(f"{what} is not a JSON object")
+    return doc
+
+
+def parse_document(data: bytes, header_media_type: str | None, where: str) -> Manifest | Index:
+    """Parse a manifest or index strictly. `where` names the source for error messages."""
+    doc = _json_object(data, MAX_MANIFEST_BYTES, f"manifest from {where}")
     mt = doc.get("mediaType") or header_media_type or ""
     if mt in DOCKER_SCHEMA1 or doc.get("schemaVersion") == 1:
         raise ImageFormatError(
@@ -267,14 +273,7 @@ def parse_document(data: bytes, header_media_type: str | None, where: str) -> Ma
 
 def parse_config(data: bytes, where: str) -> dict[str, Any]:
     """Parse an image config; checks the fields every runtime needs."""
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ImageFormatError(f"image config from {where} is larger than {MAX_CONFIG_BYTES} bytes")
-    try:
-        config = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ImageFormatError(f"image config from {where} is not valid JSON: {exc}") from None
-    if not isinstance(config, dict):
-        raise ImageFormatError(f"image config from {where} is not a JSON object")
+    config = _json_object(data, MAX_CONFIG_BYTES, f"image config from {where}")
     rootfs = config.get("rootfs")
     if not isinstance(rootfs, dict) or not isinstance(rootfs.get("diff_ids"), list):
         raise ImageFormatError(f"image config from {where} has no rootfs.diff_ids")
