@@ -1,0 +1,202 @@
+"""COPY semantics over a real directory tree."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from dockwright.context import IgnoreMatcher, collect_copy
+from dockwright.errors import ContextError
+from dockwright.layer import TarEntry
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Path:
+    root = tmp_path / "ctx"
+    (root / "src" / "pkg").mkdir(parents=True)
+    (root / "src" / "main.py").write_text("main")
+    (root / "src" / "pkg" / "mod.py").write_text("mod")
+    (root / "src" / "notes.txt").write_text("notes")
+    (root / "README.md").write_text("readme")
+    (root / "a.txt").write_text("a")
+    (root / "b.txt").write_text("b")
+    return root
+
+
+def paths(entries: list[TarEntry]) -> list[str]:
+    return [e.path for e in entries]
+
+
+def by_path(entries: list[TarEntry]) -> dict[str, TarEntry]:
+    return {e.path: e for e in entries}
+
+
+def test_directory_contents_go_into_dest_with_parents(ctx: Path) -> None:
+    entries = collect_copy(ctx, ["src"], "/opt/app")
+    assert paths(entries) == ["opt", "opt/app", "opt/app/main.py", "opt/app/notes.txt", "opt/app/pkg",
+                              "opt/app/pkg/mod.py"]
+    main = by_path(entries)["opt/app/main.py"]
+    assert (main.kind, main.size, Path(main.source).read_text()) == ("file", 4, "main")
+
+
+def test_file_onto_dest_or_into_dest_dir(ctx: Path) -> None:
+    assert paths(collect_copy(ctx, ["a.txt"], "/etc/renamed")) == ["etc", "etc/renamed"]
+    assert paths(collect_copy(ctx, ["a.txt"], "/etc/")) == ["etc", "etc/a.txt"]
+    assert paths(collect_copy(ctx, ["/a.txt"], "/")) == ["a.txt"]  # "/x" is "x" in the context
+
+
+def test_several_sources_need_a_directory_dest(ctx: Path) -> None:
+    with pytest.raises(ContextError, match="must be a directory and end with a /"):
+        collect_copy(ctx, ["a.txt", "b.txt"], "/dest")
+    assert paths(collect_copy(ctx, ["a.txt", "b.txt"], "/dest/")) == ["dest", "dest/a.txt", "dest/b.txt"]
+
+
+def test_wildcards(ctx: Path) -> None:
+    assert paths(collect_copy(ctx, ["*.txt"], "/d/")) == ["d", "d/a.txt", "d/b.txt"]
+    assert paths(collect_copy(ctx, ["src/*.py"], "/d/")) == ["d", "d/main.py"]
+    assert paths(collect_copy(ctx, ["[a]?txt"], "/d/")) == ["d", "d/a.txt"]
+    with pytest.raises(ContextError, match=r"'\*\.rs'"):
+        collect_copy(ctx, ["*.rs"], "/d/")
+
+
+def test_missing_source_is_named(ctx: Path) -> None:
+    with pytest.raises(ContextError, match=r"'nope\.txt' not found"):
+        collect_copy(ctx, ["nope.txt"], "/d/")
+
+
+def test_parents_keep_the_relative_path(ctx: Path) -> None:
+    entries = collect_copy(ctx, ["src/pkg/mod.py", "a.txt"], "/app/", parents=True)
+    assert paths(entries) == ["app", "app/a.txt", "app/src", "app/src/pkg", "app/src/pkg/mod.py"]
+    assert paths(collect_copy(ctx, ["src/./pkg/mod.py"], "/app/", parents=True)) == [
+        "app", "app/pkg", "app/pkg/mod.py"]
+
+
+def test_sources_may_not_leave_the_context(ctx: Path, tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("s")
+    with pytest.raises(ContextError, match="outside"):
+        collect_copy(ctx, ["../secret"], "/d/")
+    os.symlink(tmp_path, ctx / "up")
+    with pytest.raises(ContextError, match="outside the build context"):
+        collect_copy(ctx, ["up/secret"], "/d/")
+    os.symlink(tmp_path / "secret", ctx / "direct")
+    with pytest.raises(ContextError, match="outside the build context"):
+        collect_copy(ctx, ["direct"], "/d/")
+
+
+def test_source_symlink_inside_the_context_is_followed(ctx: Path) -> None:
+    os.symlink("src", ctx / "alias")
+    os.symlink("a.txt", ctx / "a-link")
+    assert paths(collect_copy(ctx, ["alias"], "/d"))[:3] == ["d", "d/main.py", "d/notes.txt"]
+    entry = by_path(collect_copy(ctx, ["a-link"], "/d/"))["d/a-link"]
+    assert (entry.kind, Path(entry.source).read_text()) == ("file", "a")
+
+
+def test_symlinks_inside_trees_are_kept_never_followed(ctx: Path, tmp_path: Path) -> None:
+    os.symlink("/etc/shadow", ctx / "src" / "outside")
+    os.symlink("missing", ctx / "src" / "dangling")
+    os.symlink("loop", ctx / "src" / "loop")
+    entries = by_path(collect_copy(ctx, ["src"], "/app"))
+    assert (entries["app/outside"].kind, entries["app/outside"].linkname) == ("symlink", "/etc/shadow")
+    assert entries["app/dangling"].linkname == "missing"
+    assert entries["app/loop"].linkname == "loop"
+
+
+def test_whiteout_names_fifos_and_sockets_are_rejected(ctx: Path) -> None:
+    (ctx / "src" / ".wh.secret").write_text("x")
+    with pytest.raises(ContextError, match=r"\.wh\.secret"):
+        collect_copy(ctx, ["src"], "/app")
+    (ctx / "src" / ".wh.secret").unlink()
+    os.mkfifo(ctx / "src" / "pipe")
+    with pytest.raises(ContextError, match=r"src/pipe: cannot copy a device, FIFO or socket"):
+        collect_copy(ctx, ["src"], "/app")
+
+
+def test_modes_are_masked_unless_chmod(ctx: Path) -> None:
+    tool = ctx / "src" / "tool"
+    tool.write_text("#!/bin/sh")
+    tool.chmod(0o4777)
+    (ctx / "src" / "pkg").chmod(0o1777)
+    entries = by_path(collect_copy(ctx, ["src"], "/app"))
+    assert entries["app/tool"].mode == 0o755
+    assert entries["app/pkg"].mode == 0o755
+    chmodded = collect_copy(ctx, ["src"], "/app", chmod=0o640, uid=1000, gid=1001)
+    assert all(e.mode == 0o640 and (e.uid, e.gid) == (1000, 1001) for e in chmodded)
+
+
+def test_owner_and_mtime(ctx: Path) -> None:
+    entries = by_path(collect_copy(ctx, ["a.txt"], "/srv/app/", uid=10, gid=20, mtime=1234))
+    assert (entries["srv"].uid, entries["srv"].mode) == (0, 0o755)  # parents: root-owned
+    assert (entries["srv/app"].uid, entries["srv/app"].gid) == (10, 20)  # dest gets the owner
+    assert (entries["srv/app/a.txt"].uid, entries["srv/app/a.txt"].gid) == (10, 20)
+    assert {e.mtime for e in entries.values()} == {1234}
+
+
+def test_hardlinks_become_link_entries(ctx: Path) -> None:
+    os.link(ctx / "src" / "main.py", ctx / "src" / "z-main")
+    entries = by_path(collect_copy(ctx, ["src"], "/app"))
+    assert entries["app/main.py"].kind == "file"
+    assert (entries["app/z-main"].kind, entries["app/z-main"].linkname) == ("hardlink", "app/main.py")
+
+
+def test_later_source_wins(ctx: Path) -> None:
+    (ctx / "other").mkdir()
+    (ctx / "other" / "main.py").write_text("other main")
+    entries = by_path(collect_copy(ctx, ["src", "other"], "/app/"))
+    assert Path(entries["app/main.py"].source).read_text() == "other main"
+
+
+def test_dockerignore_with_exceptions_and_doublestar(ctx: Path) -> None:
+    matcher = IgnoreMatcher.from_patterns(["**/*.txt", "!src/notes.txt", "src/pkg", "*.md"])
+    entries = paths(collect_copy(ctx, ["."], "/app", excludes=matcher))
+    assert entries == ["app", "app/src", "app/src/main.py", "app/src/notes.txt"]
+    with pytest.raises(ContextError, match=r"excluded by \.dockerignore"):
+        collect_copy(ctx, ["README.md"], "/app/", excludes=matcher)
+
+
+def test_dockerignore_exception_below_an_excluded_dir(ctx: Path) -> None:
+    matcher = IgnoreMatcher.from_patterns(["src", "!src/pkg/mod.py"])
+    assert paths(collect_copy(ctx, ["."], "/", excludes=matcher)) == [
+        "README.md", "a.txt", "b.txt", "src", "src/pkg", "src/pkg/mod.py"]
+
+
+def test_ignore_matcher_rules(tmp_path: Path) -> None:
+    file = tmp_path / ".dockerignore"
+    file.write_text("# comment\n/build/\n*.LOG\n!keep.LOG\n  \n.\n")
+    matcher = IgnoreMatcher.from_file(file)
+    assert matcher.matches("build") and matcher.matches("build/x/y")  # a dir match covers what is below
+    assert matcher.matches("a.LOG") and not matcher.matches("keep.LOG")
+    assert not matcher.matches("a.log")  # case-sensitive, as Docker on Linux
+    assert not matcher.matches("sub/a.LOG")  # "*" does not cross "/"
+    assert not matcher.matches("# comment")
+
+
+def test_copy_exclude_is_relative_to_the_source(ctx: Path) -> None:
+    entries = paths(collect_copy(ctx, ["src"], "/app", extra_excludes=["*.txt", "pkg"]))
+    assert entries == ["app", "app/main.py"]
+    assert paths(collect_copy(ctx, ["*.txt"], "/d/", extra_excludes=["a.txt"])) == ["d", "d/b.txt"]
+
+
+def test_non_utf8_names_survive(ctx: Path) -> None:
+    raw = os.path.join(os.fsencode(ctx / "src"), b"caf\xe9")
+    with open(raw, "wb") as file:
+        file.write(b"x")
+    entries = collect_copy(ctx, ["src"], "/app")
+    assert b"app/caf\xe9" in [os.fsencode(e.path) for e in entries]
+
+
+def test_unreadable_directory_is_named(ctx: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads everything")
+    (ctx / "src" / "pkg").chmod(0)
+    with pytest.raises(ContextError, match="pkg"):
+        collect_copy(ctx, ["src"], "/app")
+
+
+def test_entries_are_sorted_and_unique(ctx: Path) -> None:
+    entries = collect_copy(ctx, ["src", "src/pkg", "."], "/app/")
+    names = paths(entries)
+    assert names == sorted(names) and len(names) == len(set(names))
+    assert all(stat.S_IMODE(e.mode) == e.mode for e in entries)
