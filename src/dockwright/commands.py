@@ -69,6 +69,14 @@ def _outputs(args: argparse.Namespace, tags: list[Reference]) -> list[Output]:
     return outputs
 
 
+def _format(requested: str | None, outputs: list[Output]) -> str | None:
+    """--format, else OCI when an OCI archive or layout is written (skopeo, umoci and containerd
+    skip Docker-typed manifests in an OCI layout), else None: follow the base."""
+    if requested is None and any(o.kind in ("oci", "oci-dir") for o in outputs):
+        return "oci"
+    return requested
+
+
 def _source_date_epoch() -> int:
     value = os.environ.get("SOURCE_DATE_EPOCH")
     if value is None or value == "":
@@ -167,7 +175,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     parse_platforms(args.platform)  # validate before anything else
     options = BuildOptions(
-        tags=args.tag, outputs=outputs, platforms=args.platform, format=args.format,
+        tags=args.tag, outputs=outputs, platforms=args.platform, format=_format(args.format, outputs),
         insecure_registries=tuple(args.insecure_registry), compression=args.compression,
         compression_level=args.compression_level, jobs=max(1, args.jobs),
         cache_dir=Path(args.cache_dir) if args.cache_dir else None, use_cache=not args.no_cache,
