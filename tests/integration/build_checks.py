@@ -1,0 +1,101 @@
+"""What the `dockwright build` integration tests check again and again: a small app to build, the
+common build options, reading results back with skopeo, the registry's access log, and what a
+failed build must look like to a user."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from images import sh
+from servers import RegistryServer
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+EPOCH = "1700000000"  # SOURCE_DATE_EPOCH of every build here: 2023-11-14T22:13:20Z
+EPOCH_ENV = {"SOURCE_DATE_EPOCH": EPOCH}
+DIGEST_LINE = re.compile(r"^(?P<ref>\S+)@(?P<digest>sha256:[0-9a-f]{64})$")
+
+HELLO = """#!/bin/sh
+echo "greeting=$GREETING"
+echo "uid=$(id -u) gid=$(id -g)"
+echo "pwd=$(pwd)"
+echo "args=$*"
+"""
+
+
+def make_app(root: Path) -> Path:
+    """A build context with `app/hello.sh` (prints $GREETING, its uid/gid, cwd and arguments)
+    and `app/data.txt`; returns the context directory."""
+    app = root / "app"
+    app.mkdir(parents=True)
+    script = app / "hello.sh"
+    script.write_text(HELLO)
+    script.chmod(0o755)
+    (app / "data.txt").write_text("some data\n")
+    return root
+
+
+def cache_args(tmp_path: Path, name: str = "cache") -> list[str]:
+    """`--cache-dir` under the test's directory, so no test touches ~/.cache."""
+    return ["--cache-dir", str(tmp_path / name)]
+
+
+def digest_lines(stdout: str) -> list[tuple[str, str]]:
+    """The `REF@sha256:...` lines of a build's stdout as (ref, digest); fails on any other line."""
+    lines = stdout.splitlines()
+    matches = [DIGEST_LINE.match(line) for line in lines]
+    assert all(matches), f"stdout should hold only REF@sha256:... lines, got:\n{stdout}"
+    return [(m["ref"], m["digest"]) for m in matches if m]
+
+
+def skopeo_json(*args: str) -> dict[str, Any]:
+    """`skopeo ARGS` (no TLS verification for docker:// references) parsed as JSON."""
+    return json.loads(sh("skopeo", *args))
+
+
+def raw_manifest(ref: str) -> dict[str, Any]:
+    return skopeo_json("inspect", "--raw", "--tls-verify=false", f"docker://{ref}")
+
+
+def image_config(ref: str, *extra: str) -> dict[str, Any]:
+    return skopeo_json("inspect", "--config", "--tls-verify=false", *extra, f"docker://{ref}")
+
+
+def requests(server: RegistryServer, method: str, path_part: str = "") -> list[str]:
+    """Access-log request lines (`METHOD /v2/...`) of `server` with this method containing `path_part`."""
+    found = re.findall(r'"([A-Z]+) (/v2/\S*) HTTP/[0-9.]+"', server.log_text())
+    return [f"{m} {p}" for m, p in found if m == method and path_part in p]
+
+
+def tag_exists(server: RegistryServer, repository: str) -> bool:
+    """Whether `repository` has any tag (skopeo list-tags fails for an unknown repository)."""
+    proc = subprocess.run(
+        ["skopeo", "list-tags", "--tls-verify=false", f"docker://{server.host}/{repository}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.returncode == 0 and bool(json.loads(proc.stdout).get("Tags"))
+
+
+def assert_user_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """A failure as a user should see it: non-zero exit, nothing on stdout, an `error:` line that
+    holds every needle (an optional `hint:` line after it) and no Python traceback. Returns the line."""
+    assert proc.returncode != 0, f"expected a failure, got exit 0\n{proc.stdout}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout == "", proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, f"expected exactly one error line:\n{proc.stderr}"
+    for needle in needles:
+        assert needle in errors[0], f"{needle!r} not in the error line: {errors[0]}"
+    return errors[0]
