@@ -50,7 +50,8 @@ class BuildResult:
 @dataclass
 class _StageState:
     image: BaseImage
-    rootfs: RootFS | None = None
+    rootfs: RootFS | None = None  # the whole file system, for COPY --from
+    accounts: RootFS | None = None  # just /etc/passwd and /etc/group, for --chown names
 
 
 @dataclass
@@ -184,16 +185,25 @@ class Builder:
         from dockwright.rootfs import resolve_chown
 
         numeric = all(part.isdigit() for part in chown.split(":", 1))
-        return resolve_chown(chown, None if numeric else self._rootfs(state))
+        if numeric:
+            return resolve_chown(chown, None)
+        if state.accounts is None:
+            state.accounts = state.rootfs or self._extract(state, ("etc/passwd", "etc/group"))
+        return resolve_chown(chown, state.accounts)
 
     def _rootfs(self, state: _StageState) -> RootFS:
         """The merged file system of an image so far (downloads its layers: only when needed)."""
         if state.rootfs is None:
-            from dockwright.rootfs import RootFS
-
-            target = Path(self._mkdtemp("rootfs-"))
-            state.rootfs = RootFS.from_layers([layer.source.open for layer in state.image.layers], target)
+            state.rootfs = self._extract(state, None)
         return state.rootfs
+
+    def _extract(self, state: _StageState, paths: tuple[str, ...] | None) -> RootFS:
+        from dockwright.rootfs import RootFS
+
+        layers = state.image.layers
+        return RootFS.from_layers([layer.source.open for layer in layers], Path(self._mkdtemp("rootfs-")),
+                                  names=[layer.descriptor.digest for layer in layers], paths=paths,
+                                  where=state.image.name or "the base image")
 
     def _mkdtemp(self, prefix: str) -> str:
         import tempfile
@@ -251,7 +261,7 @@ class Builder:
         layer = self._make_layer(entries, state.image.format if self.options.format is None
                                  else self.options.format)  # type: ignore[arg-type]
         compose.append_layer(state.image, layer, self.created, created_by)
-        state.rootfs = None  # the file system changed; a later lookup re-extracts
+        state.rootfs = state.accounts = None  # the file system changed; a later lookup re-extracts
 
     def _make_layer(self, entries: list[TarEntry], fmt: Format) -> Layer:
         from dockwright.layer import fingerprint, layer_media_type, write_layer
