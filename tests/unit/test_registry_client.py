@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from dockwright.digest import digest_bytes
-from dockwright.errors import AuthError, DigestMismatchError, ImageFormatError, NotFoundError
+from dockwright.errors import AuthError, DigestMismatchError, ImageFormatError, NotFoundError, RegistryError
 from dockwright.image import MAX_MANIFEST_BYTES, OCI_MANIFEST
 from dockwright.registry import Registries, RegistryClient
 
@@ -160,7 +160,10 @@ class FakeRegistry:
         return httpx.Response(201, headers={"Docker-Content-Digest": digest})
 
 
-def connect(fake: FakeRegistry, tmp_path: Path, config: dict[str, object] | None = None) -> RegistryClient:
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def connect(fake: Handler, tmp_path: Path, config: dict[str, object] | None = None) -> RegistryClient:
     (tmp_path / "config.json").write_text(json.dumps(config or {}))
     registries = Registries(docker_config=tmp_path)
     registries.sleep = lambda seconds: None
@@ -350,3 +353,24 @@ def test_refused_mount_cancels_the_upload_it_opened(tmp_path: Path) -> None:
     assert not connect(fake, tmp_path).mount_blob("app", digest_bytes(b"absent"), "base")
     assert fake.uploads == {}
     assert [r.method for r in fake.requests][-2:] == ["POST", "DELETE"]
+
+
+def test_threads_share_one_token_and_one_ping(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    fake = FakeRegistry(auth="bearer")
+    fake.blobs[digest_bytes(b"x")] = b"x"
+    client = connect(fake, tmp_path)
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(lambda _: client.blob_exists("app", digest_bytes(b"x")), range(32)))
+    assert len(fake.token_scopes) == 1
+    assert [r.url.path for r in fake.requests].count("/v2/") == 1
+
+
+def test_unreachable_registry_is_one_clear_error(tmp_path: Path) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    client = connect(refuse, tmp_path)
+    with pytest.raises(RegistryError, match=r"cannot talk to registry\.example: \[Errno 111\] Connection refused"):
+        client.get_manifest("app", "v1")
