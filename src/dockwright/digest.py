@@ -8,11 +8,11 @@ import re
 from dockwright.errors import DigestMismatchError, ImageFormatError
 
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
-_DIGEST_RE = re.compile(r"^(sha256|sha512):([a-f0-9]+)$")
+_DIGEST_RE = re.compile(r"(sha256|sha512):([a-f0-9]+)")
 
 
 def is_digest(value: str) -> bool:
-    match = _DIGEST_RE.match(value)
+    match = _DIGEST_RE.fullmatch(value)  # not match(): "$" would accept a trailing newline
     return bool(match) and len(match.group(2)) == _HEX_LENGTH[match.group(1)]
 
 
