@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from dockwright.dockerfile.shell import ShellError, resolve_template
@@ -11,12 +11,15 @@ from dockwright.errors import DockerfileError
 from dockwright.plan import ConfigEdit
 
 
-def resolve_deferred(edit: ConfigEdit, inherited_env: Mapping[str, str],
+def resolve_deferred(edit: ConfigEdit, inherited_env: Mapping[str, str] | Sequence[str],
                      inherited_workdir: str = "") -> ConfigEdit:
-    """Expand a deferred edit against the Env and WorkingDir in force when it applies (the base's,
-    plus the edits before it). Returns the edit unchanged when it is not deferred."""
+    """Expand a deferred edit against the Env (a mapping, or the config's `K=V` list) and the
+    WorkingDir in force when it applies (the base's, plus the edits before it). Returns the edit
+    unchanged when it is not deferred."""
     if not edit.deferred:
         return edit
+    if not isinstance(inherited_env, Mapping):
+        inherited_env = dict(item.partition("=")[::2] for item in inherited_env)
     try:
         def resolve(template: str) -> str:
             return resolve_template(template, inherited_env.get)
