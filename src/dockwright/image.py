@@ -95,11 +95,11 @@ class Platform:
         return cls(os_, arch, variant)
 
     @classmethod
-    def from_json(cls, data: Any) -> Platform:
+    def from_json(cls, data: Any, where: str = "document") -> Platform:
         if not isinstance(data, dict) or not isinstance(data.get("os"), str) or not isinstance(
             data.get("architecture"), str
         ):
-            raise ImageFormatError(f"invalid platform object {str(data)[:200]}")
+            raise ImageFormatError(f"invalid platform object {str(data)[:200]} in {where}")
         return cls(data["os"], data["architecture"], data.get("variant") or None, data.get("os.version"))
 
     @classmethod
@@ -168,12 +168,8 @@ class Descriptor:
             raise ImageFormatError(f"descriptor without mediaType in {where}")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ImageFormatError(f"invalid size {size!r} in descriptor in {where}")
-        platform = Platform.from_json(data["platform"]) if "platform" in data else None
-        annotations = data.get("annotations")
-        if annotations is not None and not (
-            isinstance(annotations, dict) and all(isinstance(v, str) for v in annotations.values())
-        ):
-            raise ImageFormatError(f"invalid annotations in {where}")
+        platform = Platform.from_json(data["platform"], where) if "platform" in data else None
+        annotations = _annotations(data.get("annotations"), where) or None
         urls = data.get("urls")
         return cls(mt, check_digest(data.get("digest"), where), size, platform, annotations,
                    tuple(urls) if isinstance(urls, list) else None)
@@ -187,6 +183,15 @@ class Descriptor:
         if self.platform:
             data["platform"] = self.platform.to_json()
         return data
+
+
+def _annotations(value: Any, where: str) -> dict[str, str]:
+    """Annotations are a string-to-string map (image-spec); absent or null is empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ImageFormatError(f"invalid annotations in {where}: expected an object of strings")
+    return value
 
 
 def descriptor_for(data: bytes, media_type_: str, platform: Platform | None = None) -> Descriptor:
@@ -243,9 +248,7 @@ def parse_document(data: bytes, header_media_type: str | None, where: str) -> Ma
         raise ImageFormatError(f"manifest from {where} has schemaVersion {doc.get('schemaVersion')!r}, expected 2")
     if "manifests" in doc and ("layers" in doc or "config" in doc):
         raise ImageFormatError(f"document from {where} has both 'manifests' and 'layers'/'config': ambiguous")
-    annotations = doc.get("annotations") or {}
-    if not isinstance(annotations, dict):
-        raise ImageFormatError(f"invalid annotations in manifest from {where}")
+    annotations = _annotations(doc.get("annotations"), f"manifest from {where}")
     if "manifests" in doc:
         if not mt:
             mt = OCI_INDEX
