@@ -374,3 +374,17 @@ def test_unreachable_registry_is_one_clear_error(tmp_path: Path) -> None:
     client = connect(refuse, tmp_path)
     with pytest.raises(RegistryError, match=r"cannot talk to registry\.example: \[Errno 111\] Connection refused"):
         client.get_manifest("app", "v1")
+
+
+def test_identity_tokens_use_the_oauth2_refresh_grant(tmp_path: Path) -> None:
+    from urllib.parse import parse_qs
+
+    fake = FakeRegistry(auth="bearer")
+    fake.blobs[digest_bytes(b"x")] = b"x"
+    config = {"auths": {HOST: {"auth": base64.b64encode(b"ann:").decode(), "identitytoken": "refresh-123"}}}
+    assert connect(fake, tmp_path, config).blob_exists("app", digest_bytes(b"x"))
+    (token_request,) = [r for r in fake.requests if r.url.host == "auth.example"]
+    form = parse_qs(token_request.read().decode())
+    assert token_request.method == "POST" and "authorization" not in token_request.headers
+    assert form == {"grant_type": ["refresh_token"], "refresh_token": ["refresh-123"], "client_id": ["dockwright"],
+                    "scope": ["repository:app:pull"], "service": ["fake"]}

@@ -101,7 +101,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def backoff_delay(attempt: int) -> float:
-    """Exponential backoff with full jitter for retry number `attempt` (1-based), capped."""
+    """Exponential backoff for retry number `attempt` (1-based), capped, jittered to 50-100 % of the step."""
     return random.uniform(0.5, 1.0) * min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1))
 
 
