@@ -38,9 +38,12 @@ def apply_edit(config: dict[str, Any], edit: ConfigEdit) -> None:
             c.pop("Cmd", None)
     if edit.env:
         env: list[str] = list(c.get("Env") or [])
-        for key, value in edit.env:
-            env = [item for item in env if item.split("=", 1)[0] != key]
-            env.append(f"{key}={value}")
+        for key, value in edit.env:  # as Docker: replace a variable where it stands, else append
+            keys = [item.split("=", 1)[0] for item in env]
+            if key in keys:
+                env[keys.index(key)] = f"{key}={value}"
+            else:
+                env.append(f"{key}={value}")
         c["Env"] = env
     if edit.workdir is not None:
         c["WorkingDir"] = edit.workdir
