@@ -86,17 +86,6 @@ def _source_date_epoch() -> int:
     return int(value)
 
 
-def _build_args(values: list[str]) -> dict[str, str]:
-    result = {}
-    for value in values:
-        key, sep, val = value.partition("=")
-        if sep:
-            result[key] = val
-        elif key in os.environ:
-            result[key] = os.environ[key]
-    return result
-
-
 def _planner(args: argparse.Namespace, context: Path):  # type: ignore[no-untyped-def]
     """A function platform -> BuildPlan, for the flags or the Dockerfile frontend."""
     from dockwright import flags
@@ -129,10 +118,10 @@ def _planner(args: argparse.Namespace, context: Path):  # type: ignore[no-untype
                              hint="give a base with --from REF, or a Dockerfile with -f PATH") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read {path}: {exc}") from None
-    from dockwright.dockerfile import plan_from_dockerfile
+    from dockwright.dockerfile import parse_build_args, plan_from_dockerfile
 
     ignore = read_dockerignore(context, path)
-    build_args = _build_args(args.build_arg)
+    build_args = parse_build_args(args.build_arg)
     labels = dict(kv.split("=", 1) for kv in args.label if "=" in kv)
     overlay = flags.config_edit(entrypoint=args.entrypoint, cmd=args.cmd, env=args.env, workdir=args.workdir,
                                 user=args.user, expose=args.expose, volumes=args.volume, stop_signal=args.stop_signal)
