@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from dockwright.errors import UsageError
 from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, CopyStep, Stage
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
+_OCTAL_MODE = re.compile(r"0*[0-7]{1,4}")  # 0..7777, as COPY --chmod
 
 
 def command_form(flag: str, value: str) -> tuple[str, ...]:
@@ -74,11 +76,8 @@ def plan_from_flags(context: Path, base: str, copies: Sequence[str], edit: Confi
                     annotations: Sequence[str] = (), dockerignore: Sequence[str] = (),
                     layering: bool = False) -> BuildPlan:
     """The config edit comes first so that relative --copy destinations resolve against --workdir."""
-    if chmod is not None:
-        try:
-            int(chmod, 8)
-        except ValueError:
-            raise UsageError(f"--chmod {chmod!r}: expected an octal mode such as 755") from None
+    if chmod is not None and not _OCTAL_MODE.fullmatch(chmod):
+        raise UsageError(f"--chmod {chmod!r}: expected an octal mode from 0 to 7777, such as 755")
     steps: list[ConfigStep | CopyStep] = []
     if edit != ConfigEdit():
         steps.append(ConfigStep(edit))
