@@ -9,6 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from images import sh
 from servers import RegistryServer
@@ -72,9 +73,10 @@ def image_config(ref: str, *extra: str) -> dict[str, Any]:
 
 
 def requests(server: RegistryServer, method: str, path_part: str = "") -> list[str]:
-    """Access-log request lines (`METHOD /v2/...`) of `server` with this method containing `path_part`."""
-    found = re.findall(r'"([A-Z]+) (/v2/\S*) HTTP/[0-9.]+"', server.log_text())
-    return [f"{m} {p}" for m, p in found if m == method and path_part in p]
+    """dockwright's requests in `server`'s access log (`METHOD /v2/...`, other clients such as the
+    skopeo that seeded the base left out) with this method and `path_part` in the URL-decoded path."""
+    found = re.findall(r'"([A-Z]+) (/v2/\S*) HTTP/[0-9.]+" \d+ \d+ "[^"]*" "dockwright/', server.log_text())
+    return [f"{m} {unquote(p)}" for m, p in found if m == method and path_part in unquote(p)]
 
 
 def tag_exists(server: RegistryServer, repository: str) -> bool:

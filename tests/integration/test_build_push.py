@@ -3,6 +3,7 @@ by skopeo and run by runc: what the program printed, and what skopeo says about 
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,22 +20,28 @@ from build_checks import (
     image_config,
     make_app,
     raw_manifest,
+    requests,
 )
 from conftest import RunDockwright
 from images import APP_UID, BASE_LABEL, BASE_PATH_ENV, BusyboxBase, pull_to_layout, run_oci_image
+from servers import RegistryServer
 
 
-def _build_app(dockwright: RunDockwright, tmp_path: Path, base: str, tags: list[str], *extra: str) -> str:
-    context = make_app(tmp_path / "context")
+def _build_app(
+    dockwright: RunDockwright, tmp_path: Path, base: str, tags: list[str], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """Build and push the hello app. The same call twice builds the same image."""
+    context = tmp_path / "context"
+    if not context.exists():
+        make_app(context)
     tag_args = [arg for tag in tags for arg in ("-t", tag)]
-    proc = dockwright(
+    return dockwright(
         "build", context, "--from", base, "--copy", "app:/app",
         "--entrypoint", '["/app/hello.sh"]', "--cmd", '["one", "two"]',
         "--env", "GREETING=hello from dockwright", "--workdir", "/app", "--user", str(APP_UID),
         "--label", "org.example.app=hello", *tag_args, "--push", *cache_args(tmp_path), *extra,
         env=EPOCH_ENV,
     )  # fmt: skip
-    return proc.stdout
 
 
 @pytest.mark.requires("runc")
@@ -58,7 +65,7 @@ def test_app_pushed_onto_busybox_runs_with_its_config(
     base = busybox_base.docker_ref if flavour == "docker" else busybox_base.oci_ref
     tags = [f"{busybox_base.host}/apps/hello:1.0", f"{busybox_base.host}/apps/hello:latest"]
 
-    stdout = _build_app(dockwright, tmp_path, base, tags, *format_args)
+    stdout = _build_app(dockwright, tmp_path, base, tags, *format_args).stdout
 
     pushed = digest_lines(stdout)
     assert [ref for ref, _ in pushed] == tags
@@ -122,3 +129,26 @@ def test_shell_form_cmd_and_other_config_flags(
     assert config["WorkingDir"] == "/"
     layout = pull_to_layout(tag, tmp_path / "pulled", "shell")
     assert run_oci_image(layout, "shell", tmp_path).splitlines() == ["/root", "root"]
+
+
+def test_same_registry_push_moves_no_base_layer_and_a_repeat_pushes_nothing(
+    dockwright: RunDockwright, busybox_base: BusyboxBase, registry: RegistryServer, tmp_path: Path
+) -> None:
+    base_layers = [layer["digest"] for layer in raw_manifest(busybox_base.docker_ref)["layers"]]
+    tag = f"{registry.host}/apps/mounted:1"
+
+    first = _build_app(dockwright, tmp_path, busybox_base.docker_ref, [tag]).stdout
+
+    assert requests(registry, "GET", f"/v2/{busybox_base.repository}/manifests/")  # the log is read right
+    for digest in base_layers:
+        assert requests(registry, "GET", f"/blobs/{digest}") == [], f"base layer {digest} went through the client"
+        assert requests(registry, "PUT", f"digest={digest}") == []
+        assert requests(registry, "POST", f"mount={digest}")  # mounted from base/busybox instead
+    assert image_config(tag)["rootfs"]["diff_ids"][:2] == image_config(busybox_base.docker_ref)["rootfs"]["diff_ids"]
+
+    writes = [requests(registry, method, "/v2/apps/mounted/") for method in ("POST", "PATCH", "PUT")]
+    again = _build_app(dockwright, tmp_path, busybox_base.docker_ref, [tag])
+
+    assert again.stdout == first
+    assert "nothing to push" in again.stderr
+    assert [requests(registry, method, "/v2/apps/mounted/") for method in ("POST", "PATCH", "PUT")] == writes
