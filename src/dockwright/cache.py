@@ -75,7 +75,7 @@ class Cache:
         entry = self.layers / f"{fingerprint}.json"
         try:
             data = json.loads(entry.read_text())
-            if data.get("version") != FORMAT_VERSION or not all(
+            if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION or not all(
                 is_digest(data.get(k, "")) for k in ("digest", "diff_id")
             ):
                 raise ValueError("stale entry")
