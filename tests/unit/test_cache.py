@@ -1,0 +1,178 @@
+"""The local cache: what is stored is found again, a damaged entry is never used, concurrent builds
+sharing one cache directory leave it consistent."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from dockwright.blobs import FileBlob
+from dockwright.cache import STALE_TEMP_SECONDS, Cache, default_cache_dir, disk_usage, prune
+from dockwright.digest import digest_bytes
+
+
+def _fingerprint(n: int) -> str:
+    return digest_bytes(f"inputs-{n}".encode())
+
+
+def _store(cache: Cache, fingerprint: str, content: bytes) -> tuple[str, str]:
+    """Store `content` as a layer blob as the builder does; (digest, diff_id)."""
+    temp = cache.temp_path(".layer")
+    temp.write_bytes(content)
+    digest, diff_id = digest_bytes(content), digest_bytes(b"tar:" + content)
+    cache.store_layer(fingerprint, temp, digest, len(content), diff_id, "gzip")
+    return digest, diff_id
+
+
+def test_store_then_lookup_round_trip(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    digest, diff_id = _store(cache, _fingerprint(1), b"layer bytes")
+    again = Cache(tmp_path / "cache")  # another build, same directory
+    hit = again.lookup_layer(_fingerprint(1))
+    assert hit is not None
+    assert (hit.digest, hit.size, hit.diff_id, hit.media_type_key) == (digest, 11, diff_id, "gzip")
+    assert b"".join(FileBlob(hit.path, hit.digest, hit.size).open()) == b"layer bytes"
+    assert again.lookup_layer(_fingerprint(2)) is None
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+
+
+def test_record_whose_blob_is_missing_is_ignored(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    digest, _ = _store(cache, _fingerprint(1), b"content")
+    cache.discard_blob(digest)
+    assert cache.lookup_layer(_fingerprint(1)) is None
+    # and the layer can be stored again afterwards
+    _store(cache, _fingerprint(1), b"content")
+    assert cache.lookup_layer(_fingerprint(1)) is not None
+
+
+def test_record_whose_blob_has_the_wrong_size_is_ignored(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    digest, _ = _store(cache, _fingerprint(1), b"content")
+    cache.blob_path(digest).write_bytes(b"cont")  # truncated, e.g. by a full disk
+    assert cache.lookup_layer(_fingerprint(1)) is None
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "not json",
+        "[]",
+        json.dumps({"version": "0", "digest": "sha256:" + "a" * 64, "size": 1, "diff_id": "sha256:" + "b" * 64,
+                    "compression": "gzip"}),
+        json.dumps({"version": "1", "digest": "../../etc/passwd", "size": 1, "diff_id": "sha256:" + "b" * 64,
+                    "compression": "gzip"}),
+        json.dumps({"version": "1", "digest": "sha256:" + "a" * 64, "size": "big",
+                    "diff_id": "sha256:" + "b" * 64, "compression": "gzip"}),
+        json.dumps({"version": "1", "digest": "sha256:" + "a" * 64, "size": 1}),
+    ],
+)
+def test_damaged_or_foreign_records_are_ignored(tmp_path: Path, record: str) -> None:
+    cache = Cache(tmp_path)
+    (cache.layers / f"{_fingerprint(1)}.json").write_text(record)
+    assert cache.lookup_layer(_fingerprint(1)) is None
+
+
+def _set_times(paths: list[Path], when: float) -> None:
+    for path in paths:
+        os.utime(path, (when, when))
+
+
+def test_prune_keeps_the_most_recently_used_entries_up_to_the_limit(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    now = time.time()
+    sizes = {}
+    for n in range(5):
+        content = bytes([n]) * (1000 * (n + 1))
+        digest, _ = _store(cache, _fingerprint(n), content)
+        record = cache.layers / f"{_fingerprint(n)}.json"
+        _set_times([cache.blob_path(digest), record], now - 1000 + n)  # entry 4 is the most recent
+        sizes[n] = len(content) + record.stat().st_size
+    keep = sizes[3] + sizes[4]
+    removed, freed = prune(tmp_path, keep)
+    assert removed == 6  # blob and record of entries 0, 1 and 2
+    assert freed == sizes[0] + sizes[1] + sizes[2]
+    assert [cache.lookup_layer(_fingerprint(n)) is not None for n in range(5)] == [False, False, False, True, True]
+
+
+def test_prune_to_zero_empties_the_cache_and_keeps_it_usable(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    _store(cache, _fingerprint(1), b"x" * 100)
+    prune(tmp_path, 0)
+    assert "0 blobs, 0 layer records, 0 bytes" in disk_usage(tmp_path)
+    assert cache.lookup_layer(_fingerprint(1)) is None
+    _store(cache, _fingerprint(1), b"x" * 100)
+    assert cache.lookup_layer(_fingerprint(1)) is not None
+
+
+def test_prune_removes_only_abandoned_temporary_files(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    old, fresh = cache.temp_path(".layer"), cache.temp_path(".layer")
+    _set_times([old], time.time() - STALE_TEMP_SECONDS - 60)
+    prune(tmp_path, 10**12)
+    assert not old.exists()
+    assert fresh.exists()  # a running build's file
+
+
+def test_disk_usage_counts_blobs_and_records(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    _store(cache, _fingerprint(1), b"a" * 10)
+    _store(cache, _fingerprint(2), b"b" * 20)
+    report = disk_usage(tmp_path)
+    assert report.startswith(f"{tmp_path}: 2 blobs, 2 layer records, ")
+
+
+def test_temporary_cache_is_removed_on_close() -> None:
+    cache = Cache(None)
+    _store(cache, _fingerprint(1), b"data")
+    root = cache.root
+    assert root.is_dir()
+    cache.close()
+    assert not root.exists()
+
+
+def test_persistent_cache_survives_close(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    _store(cache, _fingerprint(1), b"data")
+    cache.close()
+    assert Cache(tmp_path).lookup_layer(_fingerprint(1)) is not None
+
+
+def test_default_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "dockwright"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "dockwright"
+
+
+def _worker(root: str, content: bytes, rounds: int) -> str:
+    cache = Cache(Path(root))
+    for _ in range(rounds):
+        _store(cache, _fingerprint(7), content)
+        hit = cache.lookup_layer(_fingerprint(7))
+        assert hit is not None
+        assert b"".join(FileBlob(hit.path, hit.digest, hit.size).open()) == content
+    return "ok"
+
+
+def test_concurrent_stores_of_the_same_layer_leave_one_consistent_entry(tmp_path: Path) -> None:
+    root = tmp_path / "shared"
+    Cache(root)
+    content = os.urandom(256 * 1024)
+    with multiprocessing.get_context("spawn").Pool(8) as pool:
+        results = pool.starmap(_worker, [(str(root), content, 20)] * 8)
+    assert results == ["ok"] * 8
+    cache = Cache(root)
+    hit = cache.lookup_layer(_fingerprint(7))
+    assert hit is not None
+    assert hit.digest == digest_bytes(content)
+    assert hit.path.read_bytes() == content
+    assert [p.name for p in cache.blobs.iterdir()] == [digest_bytes(content)[7:]]
+    assert [p.name for p in cache.layers.iterdir()] == [f"{_fingerprint(7)}.json"]
+    assert list(cache.tmp.iterdir()) == []  # no torn or abandoned temporary file
