@@ -81,7 +81,9 @@ def _unpack(archive: Path, target: Path, shown: str) -> None:
 
 
 def _download(url: str, target: Path, checksum: str | None) -> None:
-    import httpx
+    from dockwright.httpimport import httpx as _load_httpx
+
+    httpx = _load_httpx()
 
     digest = hashlib.sha256()
     received = 0

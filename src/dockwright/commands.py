@@ -89,7 +89,7 @@ def _source_date_epoch() -> int:
 def _planner(args: argparse.Namespace, context: Path):  # type: ignore[no-untyped-def]
     """A function platform -> BuildPlan, for the flags or the Dockerfile frontend."""
     from dockwright import flags
-    from dockwright.dockerfile.ignore import read_dockerignore
+    from dockwright.dockerignore import read_dockerignore
     from dockwright.image import Platform
 
     if args.base:

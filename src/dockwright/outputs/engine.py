@@ -14,7 +14,9 @@ DEFAULT_HOST = "unix:///var/run/docker.sock"
 
 def load_archive(archive: Path) -> str:
     """Send a docker-archive to the engine; returns the engine's message (e.g. 'Loaded image: ...')."""
-    import httpx
+    from dockwright.httpimport import httpx as _load_httpx
+
+    httpx = _load_httpx()
 
     host = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
     if host.startswith("unix://"):
