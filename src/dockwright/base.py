@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from dockwright import image
 from dockwright.blobs import BlobSource, FileBlob, RegistryBlob
-from dockwright.digest import check_digest, verify_bytes
+from dockwright.digest import check_digest, digest_bytes, verify_bytes
 from dockwright.errors import ImageFormatError, UsageError
 from dockwright.image import Descriptor, Format, Index, Manifest, Platform
 from dockwright.plan import SCRATCH
 from dockwright.reference import parse_reference
 
 if TYPE_CHECKING:
+    from dockwright.cache import Cache
     from dockwright.registry import Registries
 
 OCI_LAYOUT_PREFIX = "oci-layout://"
@@ -55,7 +56,7 @@ Wanted = list[Platform] | Literal["all"]
 
 
 def resolve_base(spec: str, wanted: Wanted, *, explicit: bool, registries: Registries | None,
-                 workdir: Path, default_format: Format | None = None) -> list[BaseImage]:
+                 workdir: Path, default_format: Format | None = None, cache: Cache | None = None) -> list[BaseImage]:
     """Resolve `spec` for the wanted platforms. `explicit` is False when the platform is the host default:
     then a single-platform base is used whatever its platform, as `docker build` does."""
     if spec == SCRATCH:
@@ -73,7 +74,7 @@ def resolve_base(spec: str, wanted: Wanted, *, explicit: bool, registries: Regis
         return [base]
     if registries is None:
         raise UsageError(f"base {spec!r} needs a registry, but this build runs offline")
-    return _from_document_store(_RegistryStore(spec, registries), wanted, explicit)
+    return _from_document_store(_RegistryStore(spec, registries, cache), wanted, explicit)
 
 
 def _scratch(platform: Platform, fmt: Format) -> BaseImage:
@@ -102,8 +103,9 @@ class _DocumentStore(Protocol):
 
 
 class _RegistryStore:
-    def __init__(self, spec: str, registries: Registries) -> None:
+    def __init__(self, spec: str, registries: Registries, cache: Cache | None) -> None:
         self.ref = parse_reference(spec)
+        self.cache = cache
         self.client = registries.client(self.ref.api_host)
         self.where = str(self.ref)
         self.name = str(self.ref)
@@ -112,11 +114,18 @@ class _RegistryStore:
         return self.client.get_manifest(self.ref.repository, self.ref.identifier)
 
     def manifest(self, descriptor: Descriptor) -> bytes:
+        """A manifest by digest: immutable, so the cache answers when it can (verified)."""
+        if self.cache is not None and self.cache.has_blob(descriptor.digest, descriptor.size):
+            data = self.cache.blob_path(descriptor.digest).read_bytes()
+            if digest_bytes(data) == descriptor.digest:
+                return data
         data, _, _ = self.client.get_manifest(self.ref.repository, descriptor.digest)
+        if self.cache is not None:
+            self.cache.put_bytes(data, descriptor.digest)
         return data
 
     def blob(self, descriptor: Descriptor) -> BlobSource:
-        return RegistryBlob(self.client, self.ref.repository, descriptor.digest, descriptor.size)
+        return RegistryBlob(self.client, self.ref.repository, descriptor.digest, descriptor.size, self.cache)
 
 
 class _LayoutStore:

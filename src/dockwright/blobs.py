@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from dockwright.digest import Verifier
-from dockwright.errors import ContextError
+from dockwright.errors import ContextError, DigestMismatchError
 
 if TYPE_CHECKING:
+    from dockwright.cache import Cache
     from dockwright.registry import RegistryClient
 
 CHUNK = 1024 * 1024
@@ -65,16 +66,40 @@ class FileBlob:
 
 @dataclass(frozen=True)
 class RegistryBlob:
-    """A blob that lives in a registry repository; can be mounted or streamed without touching disk."""
+    """A blob that lives in a registry repository; can be mounted or streamed without touching disk.
+
+    With a cache, a blob that is read (for an archive output, a cross-registry push, COPY --from) is
+    kept there as it streams past, and later reads come from the cache."""
 
     client: RegistryClient
     repository: str
     digest: str
     size: int
+    cache: Cache | None = None
 
     @property
     def host(self) -> str:
         return self.client.host
 
     def open(self) -> Iterator[bytes]:
-        return self.client.open_blob(self.repository, self.digest, self.size)
+        if self.cache is None:
+            yield from self.client.open_blob(self.repository, self.digest, self.size)
+            return
+        if self.cache.has_blob(self.digest, self.size):
+            cached = FileBlob(self.cache.blob_path(self.digest), self.digest, self.size, "cached blob")
+            try:
+                yield from cached.open()
+            except DigestMismatchError as exc:
+                self.cache.discard_blob(self.digest)
+                raise DigestMismatchError(exc.message, hint="the corrupt cached copy was removed; run the "
+                                          "build again") from None
+            return
+        temp = self.cache.temp_path(".blob")
+        try:
+            with temp.open("wb") as handle:
+                for chunk in self.client.open_blob(self.repository, self.digest, self.size):
+                    handle.write(chunk)
+                    yield chunk
+            self.cache.adopt_blob(temp, self.digest)
+        finally:
+            temp.unlink(missing_ok=True)

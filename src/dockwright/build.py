@@ -10,7 +10,7 @@ import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from dockwright import compose, image
 from dockwright.base import BaseImage, Layer, resolve_base
@@ -94,8 +94,7 @@ class Builder:
     def _platforms_of_target(self, planner: Planner) -> list[Platform]:
         plan = planner(Platform.host())
         stage = _root_stage(plan, plan.target)
-        bases = resolve_base(stage.base, "all", explicit=True, registries=self.registries,
-                             workdir=self.workdir, default_format=self._fmt_option())
+        bases = self._resolve(stage.base, "all", explicit=True)
         for base in bases:
             self._bases[(stage.base, str(base.platform))] = base
         return [base.platform for base in bases]
@@ -109,20 +108,19 @@ class Builder:
             return
         missing = [platform for platform, _ in plans if (stage.base, str(platform)) not in self._bases]
         if missing:
-            bases = resolve_base(stage.base, missing, explicit=explicit, registries=self.registries,
-                                 workdir=self.workdir, default_format=self._fmt_option())
+            bases = self._resolve(stage.base, missing, explicit=explicit)
             for platform, base in zip(missing, bases, strict=True):
                 self._bases[(stage.base, str(platform))] = base
 
     def _base(self, spec: str, platform: Platform, explicit: bool) -> BaseImage:
         key = (spec, str(platform))
         if key not in self._bases:
-            (self._bases[key],) = resolve_base(spec, [platform], explicit=explicit, registries=self.registries,
-                                               workdir=self.workdir, default_format=self._fmt_option())
+            (self._bases[key],) = self._resolve(spec, [platform], explicit=explicit)
         return self._bases[key].clone()
 
-    def _fmt_option(self) -> Format | None:
-        return self.options.format  # type: ignore[return-value]
+    def _resolve(self, spec: str, wanted: list[Platform] | Literal["all"], *, explicit: bool) -> list[BaseImage]:
+        return resolve_base(spec, wanted, explicit=explicit, registries=self.registries, workdir=self.workdir,
+                            default_format=self.options.format, cache=self.cache)  # type: ignore[arg-type]
 
     def _format_for(self, plan: BuildPlan, img: BaseImage) -> Format:
         return self.options.format or img.format  # type: ignore[return-value]

@@ -71,6 +71,12 @@ class Cache:
         os.replace(temp, final)
         return final
 
+    def put_bytes(self, data: bytes, digest: str) -> None:
+        """Store a small verified document (a manifest) under its digest."""
+        temp = self.temp_path()
+        temp.write_bytes(data)
+        self.adopt_blob(temp, digest)
+
     def lookup_layer(self, fingerprint: str) -> CachedLayer | None:
         entry = self.layers / f"{fingerprint}.json"
         try:

@@ -208,6 +208,8 @@ def _write_outputs(result: Any, outputs: list[Output], tags: list[Reference], re
     from dockwright.outputs import layout
 
     summary = _Summary([], [])
+    if any(output.kind in ("docker", "oci", "oci-dir", "load") for output in outputs):
+        layout.prefetch(result, options.jobs, progress)
     for output in outputs:
         if output.kind in ("docker", "oci"):
             layout.write_archive(result, Path(output.dest or ""), tags, docker=output.kind == "docker",
