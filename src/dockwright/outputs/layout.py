@@ -85,8 +85,9 @@ def write_layout(result: BuildResult, sink: Sink, tags: list[Reference],
         entries.append(top)
     index = existing_index or {"schemaVersion": 2, "mediaType": image.OCI_INDEX, "manifests": []}
     names = {e["annotations"][REF_NAME] for e in entries if "annotations" in e}
-    kept = [m for m in index.get("manifests", [])
-            if (m.get("annotations") or {}).get(REF_NAME) not in names and m.get("digest") != top["digest"]]
+    # a tag moves to the new image; other tags stay, also when they name the same image
+    kept = [m for m in index.get("manifests", []) if (ref := (m.get("annotations") or {}).get(REF_NAME)) not in names
+            and (ref is not None or m.get("digest") != top["digest"])]
     index["manifests"] = kept + entries
     sink.put_file("oci-layout", OCI_LAYOUT)
     sink.put_file("index.json", json.dumps(index, indent=2, sort_keys=True).encode())
