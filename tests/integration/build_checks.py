@@ -81,13 +81,22 @@ def requests(server: RegistryServer, method: str, path_part: str = "") -> list[s
 
 def tag_exists(server: RegistryServer, repository: str) -> bool:
     """Whether `repository` has any tag (skopeo list-tags fails for an unknown repository)."""
+    creds = ["--creds", f"{server.username}:{server.password}"] if server.username else []
     proc = subprocess.run(
-        ["skopeo", "list-tags", "--tls-verify=false", f"docker://{server.host}/{repository}"],
+        ["skopeo", "list-tags", "--tls-verify=false", *creds, f"docker://{server.host}/{repository}"],
         capture_output=True,
         text=True,
         check=False,
     )
     return proc.returncode == 0 and bool(json.loads(proc.stdout).get("Tags"))
+
+
+def corrupt_blob(server: RegistryServer, digest: str) -> None:
+    """Change bytes of a stored blob, keeping its size: only a digest check can notice."""
+    path = server.blob_data_path(digest)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 def assert_user_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
