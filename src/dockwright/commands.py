@@ -39,7 +39,8 @@ def _parse_output(spec: str) -> Output:
     if kind in ("registry", "image"):
         return Output("registry")
     if kind not in ("docker", "oci"):
-        raise UsageError(f"-o {spec!r}: unknown type {kind!r}", hint="use type=registry, type=docker or type=oci")
+        problem = "no type= given" if kind is None else f"unknown type {kind!r}"
+        raise UsageError(f"-o {spec!r}: {problem}", hint="use type=registry, type=docker or type=oci")
     if not dest:
         raise UsageError(f"-o {spec!r}: type={kind} needs dest=PATH")
     if tar not in ("true", "false"):
