@@ -1,0 +1,215 @@
+"""The `dockwright build` command as a user runs it: argument errors are one line and exit 2, offline
+builds onto scratch are reproducible and follow SOURCE_DATE_EPOCH."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from dockwright.cli import main
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> Path:
+    root = tmp_path / "context"
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "hello.txt").write_text("hello\n")
+    (root / "app" / "run.sh").write_text("#!/bin/sh\necho hello\n")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No user cache, credentials or SOURCE_DATE_EPOCH from the machine running the tests."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+
+
+def _error(capsys: pytest.CaptureFixture[str], argv: list[str], code: int = 2) -> str:
+    """Run in-process; assert the exit code and a one-line error (plus an optional hint line)."""
+    assert main(argv) == code
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = [line for line in captured.err.splitlines() if not line.startswith("no output given")]
+    assert lines and lines[0].startswith("error: "), captured.err
+    assert len(lines) <= 2 and all(line.startswith("  hint: ") for line in lines[1:]), captured.err
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("output", "says"),
+    [
+        ("type=bogus,dest=x.tar", "unknown type 'bogus'"),
+        ("dest=x.tar", "no type= given"),
+        ("type=docker", "needs dest=PATH"),
+        ("type=oci,dest=", "needs dest=PATH"),
+        ("type=docker,dest=x.tar,tar=false", "tar=false is only for type=oci"),
+        ("type=oci,dest=x,tar=maybe", "tar must be true or false"),
+        ("type=oci,dest=x.tar,compression=zstd", "unknown option(s) compression"),
+        ("x.tar", "expected key=value pairs"),
+    ],
+)
+def test_bad_output_specs(capsys: pytest.CaptureFixture[str], context: Path, output: str, says: str) -> None:
+    line = _error(capsys, ["build", str(context), "--from", "scratch", "-o", output])
+    assert says in line
+    assert repr(output) in line
+
+
+def test_duplicate_destinations(capsys: pytest.CaptureFixture[str], context: Path, tmp_path: Path) -> None:
+    same = tmp_path / "out.tar"
+    line = _error(capsys, ["build", str(context), "--from", "scratch", "-o", f"type=oci,dest={same}",
+                           "-o", f"type=docker,dest={os.path.relpath(same)}"])
+    assert "same destination" in line
+    assert not same.exists()
+
+
+def test_push_needs_a_tag(capsys: pytest.CaptureFixture[str], context: Path) -> None:
+    assert "--push needs at least one -t" in _error(capsys, ["build", str(context), "--from", "scratch", "--push"])
+    assert "--push needs" in _error(capsys, ["build", str(context), "--from", "scratch", "-o", "type=registry"])
+
+
+@pytest.mark.parametrize("output", [["-o", "type=docker,dest=x.tar"], ["--load"]])
+@pytest.mark.parametrize("platforms", ["linux/amd64,linux/arm64", "all"])
+def test_several_platforms_do_not_fit_a_docker_archive(capsys: pytest.CaptureFixture[str], context: Path,
+                                                       output: list[str], platforms: str) -> None:
+    line = _error(capsys, ["build", str(context), "--from", "scratch", "--platform", platforms, *output])
+    assert "one platform" in line
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "1e9", " 10"])
+def test_invalid_source_date_epoch(capsys: pytest.CaptureFixture[str], context: Path,
+                                   monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", value)
+    assert f"SOURCE_DATE_EPOCH={value!r}" in _error(capsys, ["build", str(context), "--from", "scratch"])
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--from", "scratch", "-t", "Bad/Name"], "invalid image reference 'Bad/Name'"),
+        (["--from", "scratch", "--platform", "linux/bogus"], "unknown platform 'linux/bogus'"),
+        (["--from", "scratch", "--expose", "99999"], "--expose '99999'"),
+        (["--from", "scratch", "--env", "NOVALUE"], "--env 'NOVALUE'"),
+        (["--from", "scratch", "--workdir", "rel"], "--workdir 'rel'"),
+        (["--from", "scratch", "--cmd", "[1]"], "--cmd '[1]'"),
+        (["--from", "scratch", "--chmod", "9"], "--chmod '9'"),
+        (["--from", "scratch", "--copy", "app"], "--copy 'app'"),
+        (["--from", "scratch", "--target", "x"], "cannot be combined"),
+        (["--copy", "app:/app"], "--copy needs --from"),
+        ([], "no Dockerfile"),
+    ],
+)
+def test_argument_errors_name_the_argument(capsys: pytest.CaptureFixture[str], context: Path, args: list[str],
+                                           says: str) -> None:
+    assert says in _error(capsys, ["build", str(context), *args])
+
+
+def test_missing_context(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert "is not a directory" in _error(capsys, ["build", str(tmp_path / "nope"), "--from", "scratch"])
+
+
+def test_missing_copy_source_is_a_context_error(capsys: pytest.CaptureFixture[str], context: Path,
+                                                tmp_path: Path) -> None:
+    dest = tmp_path / "out.tar"
+    line = _error(capsys, ["build", str(context), "--from", "scratch", "--copy", "nope:/app",
+                           "-o", f"type=oci,dest={dest}"], code=1)
+    assert "'nope'" in line
+    assert not dest.exists()
+
+
+def test_dry_run_prints_the_plan(capsys: pytest.CaptureFixture[str], context: Path) -> None:
+    assert main(["build", str(context), "--from", "scratch", "--copy", "app:/app", "--env", "A=1",
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "FROM scratch" in out
+    assert "layer: app -> /app" in out
+    assert "('A', '1')" in out
+
+
+# --------------------------------------------------------------------------- as a subprocess
+
+
+def _dockwright(*args: str, cwd: Path, epoch: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    if epoch is not None:
+        env["SOURCE_DATE_EPOCH"] = epoch
+    return subprocess.run([sys.executable, "-m", "dockwright", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def _build(context: Path, out: Path, epoch: str | None, *extra: str) -> str:
+    proc = _dockwright("build", str(context), "--from", "scratch", "--copy", "app:/app", "--platform", "linux/amd64",
+                       "--cmd", '["/app/run.sh"]', "--no-cache", "-o", f"type=oci,dest={out}", *extra,
+                       cwd=context.parent, epoch=epoch)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    (digest,) = proc.stdout.splitlines()
+    return digest
+
+
+def test_offline_builds_are_reproducible_and_follow_source_date_epoch(context: Path, tmp_path: Path) -> None:
+    first = _build(context, tmp_path / "a.tar", None)
+    second = _build(context, tmp_path / "b.tar", None)
+    later = _build(context, tmp_path / "c.tar", "1700000000")
+    assert first.startswith("sha256:") and len(first) == 71
+    assert first == second
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+    assert later != first
+    with tarfile.open(tmp_path / "c.tar") as archive:
+        index = json.load(archive.extractfile("index.json"))  # type: ignore[arg-type]
+        assert index["manifests"][0]["digest"] == later
+        manifest = json.load(archive.extractfile("blobs/sha256/" + later[7:]))  # type: ignore[arg-type]
+        config = json.load(archive.extractfile(  # type: ignore[arg-type]
+            "blobs/sha256/" + manifest["config"]["digest"][7:]))
+    assert config["created"] == "2023-11-14T22:13:20Z"
+    assert config["config"]["Cmd"] == ["/app/run.sh"]
+    assert config["architecture"] == "amd64" and config["os"] == "linux"
+
+
+def test_changed_file_changes_the_digest(context: Path, tmp_path: Path) -> None:
+    before = _build(context, tmp_path / "a.tar", "0")
+    (context / "app" / "hello.txt").write_text("changed\n")
+    assert _build(context, tmp_path / "b.tar", "0") != before
+
+
+def test_metadata_and_iidfile(context: Path, tmp_path: Path) -> None:
+    digest = _build(context, tmp_path / "a.tar", "0", "--metadata-file", str(tmp_path / "meta.json"),
+                    "--iidfile", str(tmp_path / "iid"), "-t", "example.com/app:1")
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["containerimage.digest"] == digest == meta["digest"]
+    assert meta["platforms"] == ["linux/amd64"]
+    assert (tmp_path / "iid").read_text() == meta["config_digest"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["build", ".", "--from", "scratch", "-o", "type=bogus,dest=x"], 2, "unknown type 'bogus'"),
+        (["build", ".", "--from", "nginx@sha256:xyz"], 2, "invalid image reference"),
+        (["build", ".", "--from", "scratch", "--copy", "../etc:/etc", "-o", "type=oci,dest=x.tar"], 1, "outside"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr(context: Path, args: list[str], code: int, says: str) -> None:
+    proc = _dockwright(*args, cwd=context)
+    assert proc.returncode == code
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and says in errors[0], proc.stderr
+    assert not (context / "x.tar").exists()
+
+
+def test_usage_error_from_argparse_exits_2(context: Path) -> None:
+    proc = _dockwright("build", "--no-such-flag", cwd=context)
+    assert proc.returncode == 2
+    assert "unrecognized arguments: --no-such-flag" in proc.stderr
+    assert "Traceback" not in proc.stderr
