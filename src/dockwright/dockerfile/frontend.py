@@ -35,6 +35,7 @@ from dockwright.image import Platform
 from dockwright.plan import SCRATCH, BuildPlan, ConfigEdit, ConfigStep, CopyStep, Stage
 
 _HEREDOC_WORD = re.compile(r"^<<(-?)(['\"]?)([^'\"]+)\2$")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _MIN_DURATION_NS = 1_000_000  # HEALTHCHECK durations below 1ms are rejected, as Docker does
 
 
@@ -98,14 +99,12 @@ class _Frontend:
         self.active.add(raw.index)
         outer_line = self.line
         base_raw = find_stage(self.stages, raw.base, before=raw.index)
+        items: list[Item] = []
         if base_raw is not None:
             self.translate(base_raw)
             scope = self.done[base_raw.index].scope.inherit()
-        elif raw.base == SCRATCH:
-            scope = _Scope()
         else:
-            scope = _Scope(env_complete=False, workdir=None)
-        items: list[Item] = []
+            scope = self.initial_scope(raw.base == SCRATCH, items)
         for command in raw.commands:
             self.line = command.start_line
             items.extend(self.instruction(command, scope))
@@ -116,6 +115,18 @@ class _Frontend:
                       platform=raw.platform, line=raw.line)
         self.done[raw.index] = _Translated(stage, scope)
         self.order.append(raw.index)
+
+    def initial_scope(self, scratch: bool, items: list[Item]) -> _Scope:
+        """The scope a stage starts with, adding BuildKit's stage initialisation to `items`: a
+        scratch stage gets PATH and WorkingDir / (its emptyImage); any stage's base without PATH
+        gets the default PATH (not on Windows, where the OS sets it)."""
+        if scratch:
+            env = {} if self.windows else {"PATH": _Var(DEFAULT_PATH)}
+            items.append(ConfigStep(ConfigEdit(env=tuple((k, v.value) for k, v in env.items()), workdir="/")))
+            return _Scope(env=env)
+        if not self.windows:
+            items.append(ConfigStep(ConfigEdit(env=(("PATH", f"${{PATH-{DEFAULT_PATH}}}"),), deferred=True)))
+        return _Scope(env_complete=False, workdir=None)
 
     def plan(self, target: str | None) -> list[Stage]:
         self.translate(target_stage(self.stages, target, self.source))
