@@ -25,12 +25,12 @@ from dockwright.registry.credentials import CredentialStore
 from dockwright.registry.transport import (
     CONNECT_TIMEOUT,
     MAX_ATTEMPTS,
-    READ_TIMEOUT,
     RETRY_STATUSES,
     ConnectionFailed,
     Op,
     backoff_delay,
     login_name,
+    read_timeout,
     send_with_retries,
 )
 
@@ -75,7 +75,7 @@ class Registries:
                 client = httpx.Client(
                     verify=verify,
                     trust_env=True,
-                    timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+                    timeout=httpx.Timeout(read_timeout(), connect=CONNECT_TIMEOUT),
                     limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
                     headers={"User-Agent": self._user_agent},
                 )
@@ -268,13 +268,14 @@ class RegistryClient:
 
     def upload_blob(self, repository: str, digest: str, size: int,
                     chunks: Callable[[], Iterable[bytes]]) -> None:
-        """Upload a blob: POST a session, one streamed PATCH, PUT ?digest=. `chunks()` is called again on
-        each retry. Falls back to chunked PATCHes when the registry refuses the single PATCH."""
+        """Upload a blob: POST a session, one streamed PATCH, PUT ?digest=. A failed PATCH or PUT restarts
+        with a new session (`chunks()` is called again), at most MAX_ATTEMPTS times in all. Falls back to
+        chunked PATCHes when the registry refuses the single PATCH."""
         op = Op("pushing blob", self.host, repository, digest)
         chunked = False
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            location = self._start_upload(op)  # retried within _send: its failure ends the upload
             try:
-                location = self._start_upload(op)
                 if chunked:
                     location = self._patch_chunks(op, location, size, chunks)
                 else:
