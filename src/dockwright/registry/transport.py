@@ -6,6 +6,8 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import math
+import os
 import random
 import re
 import time
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dockwright.errors import AuthError, NotFoundError, RegistryError
+from dockwright.errors import AuthError, NotFoundError, RegistryError, UsageError
 
 if TYPE_CHECKING:
     import httpx
@@ -27,6 +29,9 @@ _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 8.0
 CONNECT_TIMEOUT = 15.0
 READ_TIMEOUT = 60.0
+# Environment knobs: the first backoff step, and how long one read may stall before it is retried
+RETRY_BASE_DELAY_ENV = "DOCKWRIGHT_RETRY_BASE_DELAY"
+HTTP_TIMEOUT_ENV = "DOCKWRIGHT_HTTP_TIMEOUT"
 
 Sleep = Callable[[float], None]
 
@@ -100,9 +105,30 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def seconds_from_env(name: str, default: float) -> float:
+    """A duration in seconds from the environment variable `name` (unset or empty: `default`)."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not math.isfinite(seconds) or seconds < 0:
+        raise UsageError(f"{name}={value!r} is not a number of seconds")
+    return seconds
+
+
+def read_timeout() -> float:
+    """Seconds a connection may stay silent before the exchange is retried ($DOCKWRIGHT_HTTP_TIMEOUT)."""
+    return seconds_from_env(HTTP_TIMEOUT_ENV, READ_TIMEOUT) or READ_TIMEOUT
+
+
 def backoff_delay(attempt: int) -> float:
-    """Exponential backoff for retry number `attempt` (1-based), capped, jittered to 50-100 % of the step."""
-    return random.uniform(0.5, 1.0) * min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1))
+    """Exponential backoff for retry number `attempt` (1-based), capped, jittered to 50-100 % of the step.
+    The first step is $DOCKWRIGHT_RETRY_BASE_DELAY seconds (default 0.5)."""
+    base = seconds_from_env(RETRY_BASE_DELAY_ENV, _BACKOFF_BASE)
+    return random.uniform(0.5, 1.0) * min(_BACKOFF_CAP, base * 2 ** (attempt - 1))
 
 
 def retry_delay(response: httpx.Response, attempt: int, op: Op) -> float:
