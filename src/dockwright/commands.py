@@ -70,10 +70,13 @@ def _outputs(args: argparse.Namespace, tags: list[Reference]) -> list[Output]:
     return outputs
 
 
-def _format(requested: str | None, outputs: list[Output]) -> str | None:
+def _format(requested: str | None, outputs: list[Output], annotations: list[str]) -> str | None:
     """--format, else OCI when an OCI archive or layout is written (skopeo, umoci and containerd
-    skip Docker-typed manifests in an OCI layout), else None: follow the base."""
-    if requested is None and any(o.kind in ("oci", "oci-dir") for o in outputs):
+    skip Docker-typed manifests in an OCI layout) or when --annotation is given (Docker manifests
+    cannot carry annotations; BuildKit switches to OCI too), else None: follow the base."""
+    if requested == "docker" and annotations:
+        log.warning("warning: --format docker manifests cannot carry annotations; --annotation is ignored")
+    if requested is None and (annotations or any(o.kind in ("oci", "oci-dir") for o in outputs)):
         return "oci"
     return requested
 
@@ -164,8 +167,9 @@ def run_build(args: argparse.Namespace) -> int:
     from dockwright.image import parse_platforms
 
     parse_platforms(args.platform)  # validate before anything else
+    fmt = _format(args.format, outputs, args.annotation)
     options = BuildOptions(
-        tags=args.tag, outputs=outputs, platforms=args.platform, format=_format(args.format, outputs),
+        tags=args.tag, outputs=outputs, platforms=args.platform, format=fmt,
         insecure_registries=tuple(args.insecure_registry), compression=args.compression,
         compression_level=args.compression_level, jobs=max(1, args.jobs),
         cache_dir=Path(args.cache_dir) if args.cache_dir else None, use_cache=not args.no_cache,
