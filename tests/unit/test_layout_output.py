@@ -23,13 +23,13 @@ from dockwright.reference import Reference, parse_reference
 EPOCH = 1_700_000_000
 
 
-def _build(tmp_path: Path, text: str = "hello\n", fmt: str | None = None) -> BuildResult:
+def _build(tmp_path: Path, text: str = "hello\n", fmt: str | None = None, base: str = "scratch") -> BuildResult:
     context = tmp_path / f"context-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
     (context / "app").mkdir(parents=True, exist_ok=True)
     (context / "app" / "hello.txt").write_text(text)
     (context / "app" / "run.sh").write_text("#!/bin/sh\necho hi\n")
     edit = flags.config_edit(cmd='["/app/run.sh"]', env=["A=1"])
-    plan = flags.plan_from_flags(context, "scratch", ["app:/app"], edit, annotations=["com.example.k=v"])
+    plan = flags.plan_from_flags(context, base, ["app:/app"], edit, annotations=["com.example.k=v"])
     options = BuildOptions(platforms="linux/amd64", format=fmt, source_date_epoch=EPOCH)
     workdir = tmp_path / "work"
     workdir.mkdir(exist_ok=True)
@@ -183,6 +183,24 @@ def test_layout_dir_moves_a_tag_to_the_new_image(tmp_path: Path) -> None:
     write_layout_dir(second, root, _tags("example.com/app:1"))
     index = _Files(root).json("index.json")
     assert [m["digest"] for m in index["manifests"]] == [second.top.descriptor.digest]
+
+
+def test_a_written_layout_is_a_usable_base(tmp_path: Path) -> None:
+    first = _build(tmp_path, "one\n")
+    root = tmp_path / "layout"
+    write_layout_dir(first, root, _tags("example.com/base:1", "example.com/base:2"))
+    child = _build(tmp_path, "two\n", base=f"oci-layout://{root}:2")
+    (img,) = child.images
+    assert [layer.descriptor.digest for layer in img.layers[:1]] == [first.images[0].layers[0].descriptor.digest]
+    assert len(img.layers) == 2
+    config = json.loads(img.config.data)
+    assert config["config"]["Env"] == ["A=1"]  # inherited and replaced in place, not duplicated
+    assert [h["created_by"] for h in config["history"] if not h.get("empty_layer")] == [
+        "dockwright --copy app:/app", "dockwright --copy app:/app"]
+    with pytest.raises(UsageError, match="no image tagged '3'"):
+        _build(tmp_path, "x\n", base=f"oci-layout://{root}:3")
+    with pytest.raises(UsageError, match="not an OCI layout"):
+        _build(tmp_path, "y\n", base=f"oci-layout://{tmp_path / 'nowhere'}")
 
 
 def test_layout_dir_refuses_a_directory_that_is_not_a_layout(result: BuildResult, tmp_path: Path) -> None:
