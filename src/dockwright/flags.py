@@ -38,12 +38,17 @@ def key_value(flag: str, value: str) -> tuple[str, str]:
     return key, val
 
 
-def port(value: str) -> str:
-    number, _, proto = value.partition("/")
-    proto = (proto or "tcp").lower()
-    if not number.isdigit() or not 0 < int(number) < 65536 or proto not in ("tcp", "udp", "sctp"):
-        raise UsageError(f"--expose {value!r}: expected PORT[/tcp|udp|sctp] with 1 <= PORT <= 65535")
-    return f"{int(number)}/{proto}"
+def ports(value: str) -> list[str]:
+    """`--expose` as Dockerfile EXPOSE reads it: PORT[/PROTO] or a range START-END[/PROTO]."""
+    from dockwright.dockerfile.formats import parse_port_specs
+
+    try:
+        result = parse_port_specs([value])
+        if any(p.startswith("0/") for p in result):
+            raise ValueError("port 0 cannot be exposed")
+        return result
+    except ValueError as exc:
+        raise UsageError(f"--expose {value!r}: {exc}", hint="e.g. --expose 8080, 53/udp, 8000-8002/tcp") from None
 
 
 def parse_copy(value: str) -> tuple[str, str]:
@@ -64,7 +69,7 @@ def config_edit(*, entrypoint: str | None = None, cmd: str | None = None, env: S
         env=tuple(key_value("--env", e) for e in env),
         workdir=workdir,
         user=user,
-        exposed_ports=tuple(port(p) for p in expose),
+        exposed_ports=tuple(p for spec in expose for p in ports(spec)),
         volumes=tuple(volumes),
         labels=tuple(key_value("--label", label) for label in labels),
         stop_signal=stop_signal,

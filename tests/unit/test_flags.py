@@ -53,13 +53,17 @@ def test_key_value_errors_name_flag_and_value(value: str) -> None:
                                                  ("0080", "80/tcp"), ("9/sctp", "9/sctp"), ("65535", "65535/tcp"),
                                                  ("80/", "80/tcp")])  # as Docker's nat.ParsePortSpec
 def test_port_normalisation(value: str, expected: str) -> None:
-    assert flags.port(value) == expected
+    assert flags.ports(value) == [expected]
+
+
+def test_port_ranges_expand_like_dockerfile_expose() -> None:
+    assert flags.ports("8000-8002/udp") == ["8000/udp", "8001/udp", "8002/udp"]
 
 
 @pytest.mark.parametrize("value", ["0", "65536", "http", "80/icmp", "-1", "", "/tcp", "8 0"])
 def test_port_validation(value: str) -> None:
     with pytest.raises(UsageError) as info:
-        flags.port(value)
+        flags.ports(value)
     assert repr(value) in str(info.value)
 
 
