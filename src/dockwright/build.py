@@ -16,7 +16,7 @@ from dockwright import compose, image
 from dockwright.base import BaseImage, Layer, resolve_base
 from dockwright.blobs import FileBlob
 from dockwright.cache import Cache
-from dockwright.errors import ContextError, UsageError
+from dockwright.errors import ContextError, DockwrightError, UsageError
 from dockwright.image import Descriptor, Format, Platform, parse_platforms
 from dockwright.plan import BuildOptions, BuildPlan, ConfigStep, CopyStep, MkdirStep, Stage
 
@@ -78,7 +78,7 @@ class Builder:
         finals = []
         for platform, plan in plans:
             target = self._build_plan(plan, platform, explicit)
-            fmt = self._format_for(plan, target.image)
+            fmt = self._format_for(target.image)
             finals.append(compose.finish(target.image, fmt, self.created, dict(plan.annotations)))
         self._result.images = finals
         if len(finals) > 1:
@@ -122,7 +122,7 @@ class Builder:
         return resolve_base(spec, wanted, explicit=explicit, registries=self.registries, workdir=self.workdir,
                             default_format=self.options.format, cache=self.cache)  # type: ignore[arg-type]
 
-    def _format_for(self, plan: BuildPlan, img: BaseImage) -> Format:
+    def _format_for(self, img: BaseImage) -> Format:
         return self.options.format or img.format  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ stages
@@ -139,12 +139,17 @@ class Builder:
             compose.pad_history(img.config, len(img.layers), self.created)
             state = _StageState(img)
             for step in stage.steps:
-                self._apply(plan, stage, step, state, states)
+                try:
+                    self._apply(plan, step, state, states)
+                except DockwrightError as exc:
+                    where = getattr(step, "created_by", "") or type(step).__name__
+                    if where not in exc.message:
+                        exc.message = f"{plan.source}: {where.removesuffix(' # buildkit')}: {exc.message}"
+                    raise
             states.append(state)
         return states[-1]
 
-    def _apply(self, plan: BuildPlan, stage: Stage, step: object, state: _StageState,
-               states: list[_StageState]) -> None:
+    def _apply(self, plan: BuildPlan, step: object, state: _StageState, states: list[_StageState]) -> None:
         config = state.image.config
         match step:
             case ConfigStep():
