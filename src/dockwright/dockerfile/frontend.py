@@ -31,8 +31,10 @@ from dockwright.dockerfile.stages import (
     target_stage,
 )
 from dockwright.dockerfile.workdir import CopyMark, Item, Workdir, finish_workdirs
+from dockwright.errors import InvalidReferenceError
 from dockwright.image import Platform
 from dockwright.plan import SCRATCH, BuildPlan, ConfigEdit, ConfigStep, CopyStep, Stage
+from dockwright.reference import parse_reference
 
 _HEREDOC_WORD = re.compile(r"^<<(-?)(['\"]?)([^'\"]+)\2$")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -104,6 +106,8 @@ class _Frontend:
             self.translate(base_raw)
             scope = self.done[base_raw.index].scope.inherit()
         else:
+            self.line = raw.line
+            self.image_reference(raw.base, "FROM")
             scope = self.initial_scope(raw.base == SCRATCH, items)
         for command in raw.commands:
             self.line = command.start_line
@@ -117,9 +121,8 @@ class _Frontend:
         self.order.append(raw.index)
 
     def initial_scope(self, scratch: bool, items: list[Item]) -> _Scope:
-        """The scope a stage starts with, adding BuildKit's stage initialisation to `items`: a
-        scratch stage gets PATH and WorkingDir / (its emptyImage); any stage's base without PATH
-        gets the default PATH (not on Windows, where the OS sets it)."""
+        """The scope a stage starts with; adds BuildKit's stage set-up to `items`: scratch gets PATH and
+        WorkingDir / (emptyImage), a base without PATH the default PATH (not on Windows: the OS sets it)."""
         if scratch:
             env = {} if self.windows else {"PATH": _Var(DEFAULT_PATH)}
             items.append(ConfigStep(ConfigEdit(env=tuple((k, v.value) for k, v in env.items()), workdir="/")))
@@ -141,6 +144,15 @@ class _Frontend:
         return stages
 
     # ------------------------------------------------------------------ helpers
+
+    def image_reference(self, text: str, what: str) -> None:
+        """Reject a malformed image reference now, naming the line (oci-layout:// etc. are read later)."""
+        if text == SCRATCH or "://" in text:
+            return
+        try:
+            parse_reference(text)
+        except InvalidReferenceError as exc:
+            self.error(f"{what}: {exc.message}", exc.hint)
 
     def error(self, message: str, hint: str | None = None) -> Any:
         self.source.error(self.line, message, hint)
@@ -446,6 +458,7 @@ class _Frontend:
         else:
             raw = find_stage(self.stages, value)
         if raw is None:
+            self.image_reference(value, "COPY --from")
             return None, value
         self.translate(raw)
         return raw.index, None
