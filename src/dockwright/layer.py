@@ -286,17 +286,15 @@ class _Sink:
             remaining = entry.size
             while remaining:
                 n = min(remaining, BLOCK_SIZE - self.pos)
-                got = os.readv(fd, [self.view[self.pos : self.pos + n]])
+                got = _read_into(fd, self.view[self.pos : self.pos + n], path)
                 if got == 0:
                     raise _changed(path)
                 self.pos += got
                 remaining -= got
                 if self.pos == BLOCK_SIZE:
-                    self.flush_block()
+                    self.flush_block()  # an OSError here is the layer file's: write_layer reports it
             if os.fstat(fd).st_size != entry.size:
                 raise _changed(path)
-        except OSError as exc:
-            raise ContextError(f"cannot read {path}: {exc.strerror}") from None
         finally:
             os.close(fd)
 
@@ -311,6 +309,13 @@ class _Sink:
         if self._closer is not None:
             with contextlib.suppress(Exception):  # the original error is the one to report
                 self._closer.close()
+
+
+def _read_into(fd: int, buffer: memoryview, path: str | Path) -> int:
+    try:
+        return os.readv(fd, [buffer])
+    except OSError as exc:
+        raise ContextError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _changed(path: str | Path) -> ContextError:
@@ -345,14 +350,16 @@ def write_layer(entries: Iterable[TarEntry], dest: Path, compression: Compressio
             sink.write(_ZERO_BLOCK[: -entry.content_size % 512])
         sink.write(_ZERO_BLOCK * 2)
         sink.close()
+        file.close()  # flushes: a full disk may only show here
         ok = True
     except OSError as exc:
-        raise DockwrightError(f"cannot write layer file {dest}: {exc.strerror}") from None
+        raise DockwrightError(f"cannot write layer file {dest}: {exc.strerror}",
+                              hint="free some space, or point --cache-dir at a larger disk") from None
     finally:
         if not ok:
             sink.abort()
-        file.close()
-        if not ok:
+            with contextlib.suppress(OSError):  # the original error is the one to report
+                file.close()
             dest.unlink(missing_ok=True)
     diff_id = "sha256:" + sink.hash.hexdigest()
     digest = "sha256:" + out.hash.hexdigest() if out.hash is not None else diff_id
