@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockwright.digest import check_digest, is_digest
+from dockwright.errors import DockwrightError
 
 FORMAT_VERSION = "1"
 STALE_TEMP_SECONDS = 3600
@@ -43,18 +44,45 @@ class Cache:
         self.blobs = self.root / "blobs" / "sha256"
         self.layers = self.root / "layers"
         self.tmp = self.root / "tmp"
-        for folder in (self.blobs, self.layers, self.tmp):
-            folder.mkdir(parents=True, exist_ok=True)
+        self._temps: set[Path] = set()  # made by this process; what is left of them goes on close
+        try:
+            for folder in (self.blobs, self.layers, self.tmp):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._error(exc) from None
 
     def close(self) -> None:
+        """Remove this process's leftover temporary files (an interrupted or failed write)."""
+        for temp in list(self._temps):
+            with contextlib.suppress(OSError):
+                temp.unlink()
+        self._temps.clear()
         if self._temporary:
             shutil.rmtree(self.root, ignore_errors=True)
 
+    def _error(self, exc: OSError) -> DockwrightError:
+        return DockwrightError(f"cannot write to the cache {self.root}: {exc.strerror}",
+                               hint="free some space, or use --cache-dir on another disk (or --no-cache)")
+
     def temp_path(self, suffix: str = "") -> Path:
         """A unique path in the cache's filesystem (so a rename into place is atomic)."""
-        fd, name = tempfile.mkstemp(dir=self.tmp, suffix=suffix)
+        try:
+            fd, name = tempfile.mkstemp(dir=self.tmp, suffix=suffix)
+        except OSError as exc:
+            raise self._error(exc) from None
         os.close(fd)
-        return Path(name)
+        path = Path(name)
+        self._temps.add(path)
+        return path
+
+    def _write_temp(self, data: bytes, suffix: str = "") -> Path:
+        temp = self.temp_path(suffix)
+        try:
+            temp.write_bytes(data)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise self._error(exc) from None
+        return temp
 
     def blob_path(self, digest: str) -> Path:
         return self.blobs / check_digest(digest, "cache").split(":", 1)[1]
@@ -69,13 +97,12 @@ class Cache:
         """Move a verified temporary file into the cache under its digest."""
         final = self.blob_path(digest)
         os.replace(temp, final)
+        self._temps.discard(temp)
         return final
 
     def put_bytes(self, data: bytes, digest: str) -> None:
         """Store a small verified document (a manifest) under its digest."""
-        temp = self.temp_path()
-        temp.write_bytes(data)
-        self.adopt_blob(temp, digest)
+        self.adopt_blob(self._write_temp(data), digest)
 
     def lookup_layer(self, fingerprint: str) -> CachedLayer | None:
         entry = self.layers / f"{fingerprint}.json"
@@ -100,9 +127,7 @@ class Cache:
         path = self.adopt_blob(temp, digest)
         record = {"version": FORMAT_VERSION, "digest": digest, "size": size, "diff_id": diff_id,
                   "compression": compression}
-        tmp = self.temp_path(".json")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, self.layers / f"{fingerprint}.json")
+        os.replace(self._write_temp(json.dumps(record).encode(), ".json"), self.layers / f"{fingerprint}.json")
         return CachedLayer(digest, size, diff_id, compression, path)
 
     def discard_blob(self, digest: str) -> None:
