@@ -101,8 +101,12 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     log.propagate = False
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM: unwound like Ctrl-C (temporary files removed, no tag pushed), exit status 128 + 15."""
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise _Terminated
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,10 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DockwrightError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted: nothing was tagged and no partial output was left", file=sys.stderr)
         sys.stderr.flush()
-        os._exit(130)  # do not wait for transfer threads; temporary files were removed on the way out
+        # do not wait for transfer threads; temporary files were removed on the way out
+        os._exit(143 if isinstance(exc, _Terminated) else 130)
     except BrokenPipeError:
         return 1
 
