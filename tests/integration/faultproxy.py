@@ -75,6 +75,16 @@ class Seen:
     rule: str | None = None  # the action applied, if any
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up (an interrupted build, a reset we made) are expected, not worth a traceback."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
 class BlobServer:
     """A second server, on another loopback address, that serves blobs straight from a registry's
     storage (the target of `FaultProxy.redirect`) and records the Authorization headers it was sent."""
@@ -145,7 +155,7 @@ class FaultProxy:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self.host = f"127.0.0.1:{self._httpd.server_address[1]}"
         threading.Thread(target=self._httpd.serve_forever, name="fault-proxy", daemon=True).start()
