@@ -9,6 +9,7 @@ import json
 import os
 import tarfile
 from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,6 +18,7 @@ from dockwright.blobs import BlobSource, BytesBlob, RegistryBlob
 from dockwright.build import BuildResult
 from dockwright.digest import check_digest
 from dockwright.errors import DockwrightError, ImageFormatError, UsageError
+from dockwright.outputs import run_parallel
 from dockwright.progress import Progress
 from dockwright.reference import Reference
 
@@ -51,8 +53,6 @@ def all_blobs(result: BuildResult) -> list[tuple[str, int, BlobSource]]:
 def prefetch(result: BuildResult, jobs: int, progress: Progress) -> None:
     """Download the registry blobs a local output needs, in parallel, into the cache, so that the
     archive is then written from local files at disk speed."""
-    from concurrent.futures import ThreadPoolExecutor
-
     missing = [(digest, size, source) for digest, size, source in all_blobs(result)
                if isinstance(source, RegistryBlob) and source.cache is not None
                and not source.cache.has_blob(digest, size)]
@@ -63,9 +63,7 @@ def prefetch(result: BuildResult, jobs: int, progress: Progress) -> None:
         for _ in progress.track(f"pull {digest[7:19]}", size, source.open()):
             pass
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pull") as pool:
-        for future in [pool.submit(fetch, *blob) for blob in missing]:
-            future.result()
+    run_parallel([partial(fetch, *blob) for blob in missing], jobs, "pull")
 
 
 def write_layout(result: BuildResult, sink: Sink, tags: list[Reference],

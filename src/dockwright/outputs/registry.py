@@ -9,12 +9,13 @@ then the tags. A failure before the tags leaves no tag pointing anywhere new.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from dockwright.blobs import BlobSource, RegistryBlob
 from dockwright.build import BuildResult
+from dockwright.outputs import run_parallel
 from dockwright.outputs.layout import all_blobs
 from dockwright.progress import Progress
 from dockwright.reference import Reference
@@ -51,9 +52,7 @@ def push(result: BuildResult, tags: list[Reference], registries: Registries, job
     pending = [t for t in targets.values() if not _already_there(t, tags, top.descriptor.digest)]
     if pending:
         blobs = [(target, digest, size, source) for target in pending for digest, size, source in _blobs_only(result)]
-        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="push") as pool:
-            for future in [pool.submit(_ensure_blob, stats, progress, *job) for job in blobs]:
-                future.result()
+        run_parallel([partial(_ensure_blob, stats, progress, *job) for job in blobs], jobs, "push")
         for target in pending:
             for img in result.images:
                 if result.index is not None:
