@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def _build(dockwright: RunDockwright, tmp_path: Path, base: str, tag: str, platf
     return dockwright(
         "build", context, "--from", base, "--platform", platform, "--copy", "app:/app",
         "--cmd", '["/app/hello.sh"]', "--env", "GREETING=multi", "-t", tag, "--push", *cache_args(tmp_path),
-        env=EPOCH_ENV, check=check,
+        "--metadata-file", tmp_path / "metadata.json", env=EPOCH_ENV, check=check,
     )  # fmt: skip
 
 
@@ -53,6 +54,10 @@ def test_two_platforms_push_an_index(
     assert raw_manifest(f"{busybox_base.host}/apps/multi@{digest}") == index
     assert _platforms(index) == BOTH
     assert {m["mediaType"] for m in index["manifests"]} == {OCI_MANIFEST}
+    metadata = json.loads((tmp_path / "metadata.json").read_text())
+    assert (metadata["digest"], metadata["media_type"], metadata["pushed"]) == (digest, OCI_INDEX, [f"{tag}@{digest}"])
+    assert sorted(metadata["platforms"]) == ["linux/amd64", "linux/arm64/v8"]
+    assert {m["digest"] for m in metadata["manifests"]} == {m["digest"] for m in index["manifests"]}
     for arch, variant in (("amd64", None), ("arm64", "v8")):
         config = image_config(tag, "--override-arch", arch, *(["--override-variant", variant] if variant else []))
         assert (config["architecture"], config.get("variant")) == (arch, variant)
@@ -78,5 +83,6 @@ def test_missing_platform_lists_the_bases_platforms_and_pushes_nothing(
                   check=False)
 
     assert_user_error(proc, "linux/s390x", "linux/amd64", "linux/arm64/v8", busybox_base.multi_ref)
+    assert not (tmp_path / "metadata.json").exists()
     assert not tag_exists(registry, "apps/nope")
     assert requests(registry, "PUT", "/v2/apps/") == requests(registry, "POST", "/v2/apps/") == []
