@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -326,15 +326,8 @@ def _changed(path: str | Path) -> ContextError:
 def write_layer(entries: Iterable[TarEntry], dest: Path, compression: Compression) -> LayerBlob:
     """Write the layer to `dest` (a temporary name the caller renames). Entries are written in the
     given order; a duplicate path is an error. On failure `dest` is removed."""
-    compression.resolved_level()  # validate before creating anything
-    try:
-        file = open(dest, "wb")  # noqa: SIM115 - closed in the finally below
-    except OSError as exc:
-        raise DockwrightError(f"cannot create layer file {dest}: {exc.strerror}") from None
-    out = _HashingFile(file, hashing=compression.algorithm != "none")
-    sink = _Sink(out, compression)
-    ok = False
-    try:
+
+    def feed(sink: _Sink) -> None:
         seen: set[str] = set()
         for entry in entries:
             if entry.path in seen:
@@ -349,6 +342,32 @@ def write_layer(entries: Iterable[TarEntry], dest: Path, compression: Compressio
                 sink.copy_file(entry)
             sink.write(_ZERO_BLOCK[: -entry.content_size % 512])
         sink.write(_ZERO_BLOCK * 2)
+
+    return _write_blob(dest, compression, feed)
+
+
+def compress_stream(chunks: Iterable[bytes], dest: Path, compression: Compression) -> LayerBlob:
+    """Compress an existing tar stream (a docker-archive layer) into `dest`, with its digest and
+    diff_id computed in the same pass. On failure `dest` is removed."""
+
+    def feed(sink: _Sink) -> None:
+        for chunk in chunks:
+            sink.write(chunk)
+
+    return _write_blob(dest, compression, feed)
+
+
+def _write_blob(dest: Path, compression: Compression, feed: Callable[[_Sink], None]) -> LayerBlob:
+    compression.resolved_level()  # validate before creating anything
+    try:
+        file = open(dest, "wb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise DockwrightError(f"cannot create layer file {dest}: {exc.strerror}") from None
+    out = _HashingFile(file, hashing=compression.algorithm != "none")
+    sink = _Sink(out, compression)
+    ok = False
+    try:
+        feed(sink)
         sink.close()
         file.close()  # flushes: a full disk may only show here
         ok = True
