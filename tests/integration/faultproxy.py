@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -410,8 +409,3 @@ def _rewrite_location(value: str, action: str, proxy_host: str) -> str:
         return value
     return f"http://{proxy_host}{value}"
 
-
-def blob_digests_in(root: Path) -> set[str]:
-    """The blob digests a registry's storage holds (to check that nothing partial was committed)."""
-    folder = root / "docker/registry/v2/blobs/sha256"
-    return {f"sha256:{p.name}" for p in folder.glob("*/*") if (p / "data").is_file()} if folder.is_dir() else set()
