@@ -159,7 +159,7 @@ def _targets(scenarios: dict[str, ScenarioResult], raw: RawLimit | None) -> list
             *(f"| {label} | {measured} | {_check(ok)} |" for label, measured, ok in rows), ""]
 
 
-def write_report(path: Path, *, quick: bool, runs: int, workloads: Workloads, versions: dict[str, str],
+def write_report(path: Path, *, command: str, quick: bool, runs: int, workloads: Workloads, versions: dict[str, str],
                  skipped: dict[str, str], scenarios: list[ScenarioResult], raw: RawLimit | None,
                  load: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
     """`load`: the 1/5/15-minute load averages before and after the measurements (other work on
@@ -168,7 +168,6 @@ def write_report(path: Path, *, quick: bool, runs: int, workloads: Workloads, ve
     versions = {**versions, "docker-registry": _version(["docker-registry", "--version"]),
                 "node": _version(["node", "--version"]), "isal (Python)": _isal_version()}
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = "python bench/run.py" + (" --quick" if quick else "")
     lines = [
         "# Benchmarks",
         "",

@@ -243,8 +243,9 @@ def main() -> int:
     raw = bench.layer_creation() if "layer" in wanted else None
     versions = {t.name: t.version() for t in tools
                 if t.name not in skipped and not (isinstance(t, Dockwright) and t.auto)}
-    write_report(output, quick=args.quick, runs=runs, workloads=workloads, versions=versions, skipped=skipped,
-                 scenarios=scenarios, raw=raw, load=(load_before, os.getloadavg()))
+    command = " ".join(["python bench/run.py", *sys.argv[1:]])
+    write_report(output, command=command, quick=args.quick, runs=runs, workloads=workloads, versions=versions,
+                 skipped=skipped, scenarios=scenarios, raw=raw, load=(load_before, os.getloadavg()))
     print(f"wrote {output}", flush=True)
     return 0
 
