@@ -52,6 +52,7 @@ class _StageState:
     image: BaseImage
     rootfs: RootFS | None = None  # the whole file system, for COPY --from
     accounts: RootFS | None = None  # just /etc/passwd and /etc/group, for --chown names
+    known_dirs: set[str] = field(default_factory=set)  # made by this stage's WORKDIRs: exist, root-owned
 
 
 @dataclass
@@ -160,6 +161,8 @@ class Builder:
                     inherited = config.get("config") or {}
                     edit = resolve_deferred(edit, inherited.get("Env") or [], inherited.get("WorkingDir") or "/")
                 compose.apply_edit(config, edit)
+                if edit.workdir is not None:
+                    state.known_dirs.add(config["config"]["WorkingDir"].rstrip("/") or "/")
                 if step.created_by:
                     compose.add_history(config, self.created, step.created_by, empty_layer=True)
             case CopyStep():
@@ -170,8 +173,7 @@ class Builder:
 
                 uid, gid = self._owner(step.chown, state)
                 path = self._absolute(step.path, state)
-                epoch = self.options.source_date_epoch
-                entries = [*_parents(path, epoch), TarEntry(path.strip("/"), "dir", 0o755, uid, gid, mtime=epoch)]
+                entries = [TarEntry(path.strip("/"), "dir", 0o755, uid, gid, mtime=self.options.source_date_epoch)]
                 self._add_layer(state, entries, step.created_by or f"WORKDIR {step.path}")
 
     def _absolute(self, dest: str, state: _StageState) -> str:
@@ -219,7 +221,8 @@ class Builder:
         chmod = int(step.chmod, 8) if step.chmod else None
         dest = self._absolute(step.dest, state)
         common = {"uid": uid, "gid": gid, "chmod": chmod, "extra_excludes": step.excludes,
-                  "parents": step.parents, "mtime": self.options.source_date_epoch}
+                  "parents": step.parents, "mtime": self.options.source_date_epoch,
+                  "dest_exists": dest.rstrip("/") in state.known_dirs}
         if step.inline_files:
             return self._inline_entries(step, dest, uid, gid, chmod)
         if step.from_stage is not None:
@@ -246,8 +249,6 @@ class Builder:
         entries: dict[str, TarEntry] = {}
         for name, data in step.inline_files:
             path = posixpath.join(dest, name) if dest.endswith("/") else dest
-            for parent in _parents(path, self.options.source_date_epoch):
-                entries.setdefault(parent.path, parent)
             entries[path.strip("/")] = TarEntry(path.strip("/"), "file", chmod if chmod is not None else 0o644,
                                                 uid, gid, size=len(data), data=data,
                                                 mtime=self.options.source_date_epoch)
@@ -299,11 +300,3 @@ def _root_stage(plan: BuildPlan, stage: Stage) -> Stage:
     while stage.base_stage is not None:
         stage = plan.stages[stage.base_stage]
     return stage
-
-
-def _parents(path: str, mtime: int) -> list[TarEntry]:
-    """Directory entries for every parent of an in-image path (mode 0755, root-owned)."""
-    from dockwright.layer import TarEntry
-
-    parts = path.strip("/").split("/")[:-1]
-    return [TarEntry("/".join(parts[: i + 1]), "dir", 0o755, mtime=mtime) for i in range(len(parts))]

@@ -93,12 +93,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:
+    """Plain messages on stderr. Idempotent, so that calling main() twice in one process (tests,
+    embedding) neither duplicates lines nor writes to a stream that has since been replaced."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    for handler in [h for h in log.handlers if getattr(h, "dockwright", False)]:
+        log.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
+    handler.dockwright = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(level)
-    log.propagate = False
 
 
 class _Terminated(KeyboardInterrupt):

@@ -172,6 +172,16 @@ class _Collector:
         self.mode_mask = mode_mask
         self.found: dict[str, _Found] = {}  # in-image path -> host item; later sources win
         self.created: dict[str, int] = {}  # in-image dirs made for the copy (not from a host dir) -> mode
+        self.dest_exists = False
+
+    @property
+    def owns_destination(self) -> bool:
+        """Whether the layer carries the destination directory itself. The layer never holds the
+        destination's ancestors, nor the destination unless --chown/--chmod set its owner or mode and it
+        is not known to exist: the base may already have them (/tmp at 1777, a user's home), and a
+        layer entry would replace their mode and owner, which Docker never does. Runtimes create
+        missing parents (0755 root), as Docker does."""
+        return not self.dest_exists and (self.chmod is not None or (self.uid, self.gid) != (0, 0))
 
     def context_rel(self, real: str) -> str:
         return "" if real == self.context else real[len(self.context) + 1 :]
@@ -246,10 +256,8 @@ class _Collector:
             if is_dir:
                 self.walk(child.path, image_path, rel, ign, exc)
 
-    def entries(self, dest_parents: Sequence[str]) -> list[TarEntry]:
+    def entries(self) -> list[TarEntry]:
         result: dict[str, TarEntry] = {}
-        for path in dest_parents:
-            result[path] = TarEntry(path, "dir", _DIR_MODE, mtime=self.mtime)
         for path, mode in self.created.items():
             result[path] = TarEntry(path, "dir", mode, self.uid, self.gid, mtime=self.mtime)
         first_link: dict[tuple[int, int], str] = {}
@@ -338,7 +346,7 @@ def _split_pivot(source: str) -> tuple[str, str]:
 def collect_copy(context: Path, sources: Sequence[str], dest: str, *, uid: int = 0, gid: int = 0,
                  chmod: int | None = None, excludes: IgnoreMatcher | None = None,
                  extra_excludes: Sequence[str] = (), parents: bool = False,
-                 mtime: int = 0) -> list[TarEntry]:
+                 mtime: int = 0, dest_exists: bool = False) -> list[TarEntry]:
     """The entries of one COPY layer: `sources` (context-relative, wildcards allowed; "/x" means "x")
     copied to the absolute in-image `dest`, with `excludes` (.dockerignore) and `extra_excludes`
     (COPY --exclude, relative to each source). Sorted, parents of `dest` included, no duplicates.
@@ -349,17 +357,19 @@ def collect_copy(context: Path, sources: Sequence[str], dest: str, *, uid: int =
         raise ContextError(f"build context {context} cannot be used: {exc.strerror}") from None
     collector = _Collector(root, f"the build context {root}", excludes,
                            IgnoreMatcher(extra_excludes) if extra_excludes else None, uid, gid, chmod, mtime)
+    collector.dest_exists = dest_exists
     return _collect(collector, sources, dest, parents)
 
 
 def collect_from_root(root: Path, where: str, sources: Sequence[str], dest: str, *, uid: int = 0,
                       gid: int = 0, chmod: int | None = None, extra_excludes: Sequence[str] = (),
-                      parents: bool = False, mtime: int = 0) -> list[TarEntry]:
+                      parents: bool = False, mtime: int = 0, dest_exists: bool = False) -> list[TarEntry]:
     """collect_copy for an extracted image root (COPY --from): symlinks in source paths resolve
     inside `root` as in a chroot, and modes are kept as they are (setuid included)."""
     collector = _Collector(os.path.realpath(root), where, None,
                            IgnoreMatcher(extra_excludes) if extra_excludes else None, uid, gid, chmod, mtime,
                            scoped=True, mode_mask=0o7777)
+    collector.dest_exists = dest_exists
     return _collect(collector, sources, dest, parents)
 
 
@@ -392,12 +402,9 @@ def _collect(collector: _Collector, sources: Sequence[str], dest: str, parents: 
             items = [(full, kept)]
         for rel, keep in items:
             _copy_one(collector, rel, keep, source, dest_path, dest_dir, parents)
-    parents_of_dest = [p for p in _ancestors(dest_path if dest_dir else posixpath.dirname(dest_path))
-                       if p not in collector.found and p not in collector.created]
-    if dest_dir and dest_path and dest_path not in collector.found:
+    if dest_dir and dest_path and dest_path not in collector.found and collector.owns_destination:
         collector.created.setdefault(dest_path, collector.chmod if collector.chmod is not None else _DIR_MODE)
-        parents_of_dest = [p for p in parents_of_dest if p != dest_path]
-    return collector.entries(parents_of_dest)
+    return collector.entries()
 
 
 def _ancestors(path: str) -> list[str]:
@@ -420,7 +427,7 @@ def _copy_one(collector: _Collector, rel: str, keep: str, shown: str, dest_path:
         base = posixpath.join(dest_path, posixpath.basename(rel)) if dest_dir else dest_path
     base = base.strip("/")
     if stat.S_ISDIR(st.st_mode):
-        if base:
+        if base and (base != dest_path.strip("/") or collector.owns_destination):
             collector.add(base, real, st)
         state = collector.ignore.state(collector.context_rel(real), None) if collector.ignore else None
         collector.walk(real, base, "", state, (False,) * len(collector.exclude.patterns)

@@ -204,11 +204,12 @@ class RootFS:
 
     def collect(self, sources: Sequence[str], dest: str, *, uid: int = 0, gid: int = 0,
                 chmod: int | None = None, extra_excludes: Sequence[str] = (), parents: bool = False,
-                mtime: int = 0) -> list[TarEntry]:
+                mtime: int = 0, dest_exists: bool = False) -> list[TarEntry]:
         """COPY --from: collect_copy semantics with sources relative to the image root; owner 0:0
         unless given (Docker resets ownership), permission bits kept."""
         return collect_from_root(self.root, self.where, sources, dest, uid=uid, gid=gid, chmod=chmod,
-                                 extra_excludes=extra_excludes, parents=parents, mtime=mtime)
+                                 extra_excludes=extra_excludes, parents=parents, mtime=mtime,
+                                 dest_exists=dest_exists)
 
 
 def resolve_chown(chown: str, rootfs: RootFS | None) -> tuple[int, int]:
