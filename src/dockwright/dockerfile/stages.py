@@ -57,16 +57,19 @@ def parse_commands(text: str, source: Source) -> list[Any]:
     at which the text stops parsing and name it."""
     import dockerfile
 
+    # The wheel raises UnicodeDecodeError when BuildKit's error message cuts a non-ASCII character.
+    failures = (dockerfile.GoParseError, UnicodeDecodeError)
     try:
         commands = list(dockerfile.parse_string(text))
-    except dockerfile.GoParseError as exc:
-        message = str(exc)
+    except failures as exc:
+        message = str(exc) if isinstance(exc, dockerfile.GoParseError) else "this line cannot be parsed"
         lines = text.splitlines(keepends=True)
         for count in range(1, len(lines) + 1):
             try:
                 dockerfile.parse_string("".join(lines[:count]))
-            except dockerfile.GoParseError as partial:
-                if str(partial) == message:
+            except failures as partial:
+                if type(partial) is type(exc) and (str(partial) == str(exc)
+                                                   or isinstance(exc, UnicodeDecodeError)):
                     source.error(count, message)
         source.error(None, message)
     for command in commands:
