@@ -143,9 +143,10 @@ class Builder:
                 try:
                     self._apply(plan, step, state, states)
                 except DockwrightError as exc:
-                    where = getattr(step, "created_by", "") or type(step).__name__
-                    if where not in exc.message:
-                        exc.message = f"{plan.source}: {where.removesuffix(' # buildkit')}: {exc.message}"
+                    line = getattr(step, "line", None)
+                    where = getattr(step, "created_by", "").removesuffix(" # buildkit") or type(step).__name__
+                    prefix = f"{plan.source}:{line}" if line else f"{plan.source}: {where}"
+                    exc.message = f"{prefix}: {exc.message}"
                     raise
             states.append(state)
         return states[-1]

@@ -79,6 +79,7 @@ class CopyStep:
     keep_git_dir: bool = False
     inline_files: tuple[tuple[str, bytes], ...] = ()
     created_by: str = ""
+    line: int | None = None  # Dockerfile line, for error messages
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def _fields(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
 
 def _step_to_json(step: Step) -> dict[str, Any]:
     kind = {ConfigStep: "config", CopyStep: "copy", MkdirStep: "mkdir"}[type(step)]
-    body = _fields(step.edit) if isinstance(step, ConfigStep) else _fields(step, skip=("created_by",))
+    body = _fields(step.edit) if isinstance(step, ConfigStep) else _fields(step, skip=("created_by", "line"))
     rendered: dict[str, Any] = {kind: body}
     if step.created_by:
         rendered["history"] = step.created_by

@@ -426,7 +426,7 @@ class _Frontend:
             from_image=from_image, link=bool(flags.get("link")), parents=bool(flags.get("parents")),
             excludes=tuple(self.word(e, scope).value for e in flags["exclude"]), add=add, checksum=checksum,
             keep_git_dir=bool(flags.get("keep-git-dir")), inline_files=tuple(inline),
-            created_by=" ".join(shown) + " # buildkit",
+            created_by=" ".join(shown) + " # buildkit", line=self.line,
         )
         target = _clean(dest) if dest.startswith("/") else (
             _clean(f"{scope.workdir}/{dest}") if scope.workdir is not None else None)
