@@ -87,6 +87,7 @@ class RegistryBlob:
             return
         if self.cache.has_blob(self.digest, self.size):
             cached = FileBlob(self.cache.blob_path(self.digest), self.digest, self.size, "cached blob")
+            self.cache.touch(cached.path)
             try:
                 yield from cached.open()
             except DigestMismatchError as exc:

@@ -120,7 +120,16 @@ class Cache:
             with contextlib.suppress(OSError):
                 entry.unlink()
             return None
+        self.touch(entry, layer.path)
         return layer
+
+    @staticmethod
+    def touch(*paths: Path) -> None:
+        """Mark entries as just used: prune removes the least recently used first (by mtime, since
+        access times are unreliable on most mounts)."""
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.utime(path)
 
     def store_layer(self, fingerprint: str, temp: Path, digest: str, size: int, diff_id: str,
                     compression: str) -> CachedLayer:
@@ -155,7 +164,7 @@ def disk_usage(root: Path) -> str:
 def prune(root: Path, keep_bytes: int) -> tuple[int, int]:
     """Remove the least recently used entries until at most `keep_bytes` remain. Records whose blob is
     gone are ignored by lookups, so removal order cannot leave a torn entry."""
-    entries = sorted(_entries(root), key=lambda item: item[1].st_atime)
+    entries = sorted(_entries(root), key=lambda item: item[1].st_mtime)
     total = sum(st.st_size for _, st in entries)
     removed = freed = 0
     for path, st in entries:

@@ -3,6 +3,7 @@ sharing one cache directory leave it consistent."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -176,3 +177,19 @@ def test_concurrent_stores_of_the_same_layer_leave_one_consistent_entry(tmp_path
     assert [p.name for p in cache.blobs.iterdir()] == [digest_bytes(content)[7:]]
     assert [p.name for p in cache.layers.iterdir()] == [f"{_fingerprint(7)}.json"]
     assert list(cache.tmp.iterdir()) == []  # no torn or abandoned temporary file
+
+
+def test_a_cache_hit_counts_as_recent_use_for_prune(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    for name, content in (("old", b"o" * 100), ("new", b"n" * 100)):
+        temp = cache.temp_path()
+        temp.write_bytes(content)
+        digest = "sha256:" + hashlib.sha256(content).hexdigest()
+        cache.store_layer(f"fp-{name}", temp, digest, 100, digest, "none")
+    for path in (*cache.layers.iterdir(), *cache.blobs.iterdir()):
+        os.utime(path, (1_000_000, 1_000_000))  # both long unused
+    old = cache.lookup_layer("fp-old")  # ... until the old one is used again
+    assert old is not None
+    prune(tmp_path, old.size + (cache.layers / "fp-old.json").stat().st_size)
+    assert cache.lookup_layer("fp-old") is not None
+    assert cache.lookup_layer("fp-new") is None
