@@ -179,11 +179,9 @@ class Builder:
 
     def _absolute(self, dest: str, state: _StageState) -> str:
         """Resolve a COPY destination against the WorkingDir in force, keeping a trailing slash."""
-        if dest.startswith("/"):
-            return dest
         workdir = (state.image.config.get("config") or {}).get("WorkingDir") or "/"
-        joined = posixpath.join(workdir, dest)
-        return joined + "/" if dest.endswith(("/", "/.")) or dest == "." else joined
+        joined = posixpath.normpath(posixpath.join(workdir, dest))  # an absolute dest ignores workdir
+        return joined.rstrip("/") + "/" if dest.endswith(("/", "/.")) or dest == "." else joined
 
     def _owner(self, chown: str | None, state: _StageState) -> tuple[int, int]:
         if not chown:
