@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faultproxy import FaultProxy
 from images import BusyboxBase, Podman, make_busybox_base
 from servers import RegistryServer, start_registry
 
@@ -181,3 +182,13 @@ def dockwright() -> RunDockwright:
         return proc
 
     return run
+
+
+@pytest.fixture
+def proxy(registry: RegistryServer) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the test's registry (which holds the seeded busybox base)."""
+    instance = FaultProxy(registry)
+    try:
+        yield instance
+    finally:
+        instance.close()

@@ -7,10 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from build_checks import EPOCH, cache_args, make_app, raw_manifest, tag_exists
 from conftest import SRC, DockerConfig
 from faultproxy import FaultProxy
@@ -19,15 +17,6 @@ from servers import RegistryServer
 
 _GUARD = 120  # seconds: a guard against a hang, not an assertion
 
-
-@pytest.fixture
-def proxy(registry: RegistryServer) -> Iterator[FaultProxy]:
-    """A fault proxy in front of the test's registry (which holds the seeded busybox base)."""
-    instance = FaultProxy(registry)
-    try:
-        yield instance
-    finally:
-        instance.close()
 
 
 def _start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:

@@ -25,14 +25,6 @@ FAST_RETRIES = {"DOCKWRIGHT_RETRY_BASE_DELAY": "0.05"}  # keeps backoff short; R
 APP = "apps/hello"
 
 
-@pytest.fixture
-def proxy(registry: RegistryServer) -> Iterator[FaultProxy]:
-    server = FaultProxy(registry)
-    try:
-        yield server
-    finally:
-        server.close()
-
 
 def build(dockwright: RunDockwright, host: str, tmp_path: Path, *extra: str, check: bool = True,
           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

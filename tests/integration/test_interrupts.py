@@ -24,14 +24,6 @@ _GUARD = 60  # seconds: a hung build fails the test instead of hanging it (not a
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
-@pytest.fixture
-def proxy(registry: RegistryServer) -> Iterator[FaultProxy]:
-    server = FaultProxy(registry)
-    try:
-        yield server
-    finally:
-        server.close()
-
 
 def big_context(root: Path, megabytes: int) -> Path:
     """A context with `app/blob.bin`: random (incompressible) bytes."""
