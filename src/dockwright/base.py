@@ -78,6 +78,8 @@ def resolve_base(spec: str, wanted: Wanted, *, explicit: bool, registries: Regis
 
 
 def _scratch(platform: Platform, fmt: Format) -> BaseImage:
+    os_, architecture, variant = platform.normalized()  # linux/arm is arm/v7, as Docker writes it
+    platform = Platform(os_, architecture, variant, platform.os_version)
     config: dict[str, Any] = {
         **platform.to_json(),
         "config": {},

@@ -164,9 +164,9 @@ def run_build(args: argparse.Namespace) -> int:
         raise UsageError(f"build context {context} is not a directory")
     tags = [parse_reference(t) for t in args.tag]
     outputs = _outputs(args, tags)
-    from dockwright.image import parse_platforms
+    from dockwright.image import Platform, parse_platforms
 
-    parse_platforms(args.platform)  # validate before anything else
+    wanted = parse_platforms(args.platform)  # validate before anything else
     fmt = _format(args.format, outputs, args.annotation)
     options = BuildOptions(
         tags=args.tag, outputs=outputs, platforms=args.platform, format=fmt,
@@ -179,9 +179,8 @@ def run_build(args: argparse.Namespace) -> int:
     )
     planner = _planner(args, context)
     if args.dry_run:
-        from dockwright.image import Platform
-
-        print(planner(Platform.host()).describe())
+        for platform in wanted if wanted != "all" else [Platform.host()]:
+            print(planner(platform).describe())
         return 0
     if not outputs:
         log.warning("no output given (-t with --push, -o, --load): the image is built but not saved")

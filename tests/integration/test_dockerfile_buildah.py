@@ -127,8 +127,6 @@ IGNORED_LABELS = ("io.buildah.version",)  # buildah's own label, not in the Dock
 # where dockwright differs from Docker (and buildah agrees with Docker): expected failures, so the
 # test turns red the day they are fixed and this list must shrink
 KNOWN_DEFECTS = {
-    "platform-args": "the config of a linux/arm build has no variant; Docker normalises it to v7 "
-                     "(base._scratch keeps the --platform as given)",
     "workdir-created-by-copy": "WORKDIR /tmp makes no /tmp directory; BuildKit creates every WORKDIR but / "
                                "(dockwright skips /tmp so as not to reset an existing /tmp's mode: see "
                                "test_existing_directories_keep_their_mode_and_owner)",
