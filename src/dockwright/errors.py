@@ -71,6 +71,7 @@ class RegistryError(DockwrightError):
         self.repository = repository
         self.status = status
         self.digest = digest
+        self.retry_after: float | None = None  # the registry's Retry-After hint, when it sent one
 
 
 class AuthError(RegistryError):

@@ -164,6 +164,21 @@ def test_429_waits_at_least_the_retry_after_hint(
     assert_pushed(proc, proxy.upstream, tmp_path)
 
 
+def test_429_on_a_blob_upload_waits_for_the_retry_after_hint(
+    dockwright: RunDockwright, busybox_base: BusyboxBase, proxy: FaultProxy, tmp_path: Path,
+) -> None:
+    rule = proxy.fail("PATCH", rf"/{APP}/blobs/uploads/", 429, headers={"Retry-After": "1"})
+
+    proc = build(dockwright, proxy.host, tmp_path)
+
+    assert rule.hits == 1
+    limited = proxy.seen("PATCH", f"/{APP}/blobs/uploads/")[0]
+    restarted = [r for r in proxy.seen("POST", f"/{APP}/blobs/uploads/") if r.time > limited.answered]
+    assert limited.status == 429 and restarted, "the upload restarts with a new session"
+    assert restarted[0].time - limited.answered >= 1.0
+    assert_pushed(proc, proxy.upstream, tmp_path)
+
+
 def test_429_asking_for_too_long_a_wait_fails_with_advice(
     dockwright: RunDockwright, busybox_base: BusyboxBase, proxy: FaultProxy, tmp_path: Path,
 ) -> None:

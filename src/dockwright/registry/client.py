@@ -32,6 +32,7 @@ from dockwright.registry.transport import (
     login_name,
     read_timeout,
     send_with_retries,
+    wait_before_retry,
 )
 
 if TYPE_CHECKING:
@@ -293,7 +294,8 @@ class RegistryClient:
                 retryable = isinstance(exc, ConnectionFailed) or exc.status in RETRY_STATUSES
                 if not retryable or attempt == MAX_ATTEMPTS:
                     raise
-            self._sleep(backoff_delay(attempt))
+                delay = wait_before_retry(exc.status, exc.retry_after, attempt, op)
+            self._sleep(delay)
         raise op.error("the registry refused both a streamed and a chunked upload")
 
     def _start_upload(self, op: Op) -> str:
@@ -421,7 +423,7 @@ class RegistryClient:
             return op.error("authentication required", status=401, cls=AuthError,
                             hint=f"dockwright sends no credentials over plain HTTP to {self.host}; "
                             "serve the registry over HTTPS")
-        return op.failed(response)
+        return op.failed_with_hint(response)
 
 
 def _read_bounded(response: httpx.Response, limit: int, what: str) -> bytes:

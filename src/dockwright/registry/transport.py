@@ -76,6 +76,12 @@ class Op:
             return self.error(detail, status=status, hint="the registry is failing; try again later")
         return self.error(detail, status=status)
 
+    def failed_with_hint(self, response: httpx.Response) -> RegistryError:
+        """failed(), carrying the registry's Retry-After hint for callers that retry on their own."""
+        error = self.failed(response)
+        error.retry_after = _asked_wait(response)
+        return error
+
 
 def registry_message(response: httpx.Response) -> str:
     """`CODE: message` from a distribution error body, or '' when the body has none."""
@@ -133,18 +139,28 @@ def backoff_delay(attempt: int) -> float:
 
 def retry_delay(response: httpx.Response, attempt: int, op: Op) -> float:
     """How long to wait before retrying `response`; raises when the registry asks for too long a wait."""
+    return wait_before_retry(response.status_code, _asked_wait(response), attempt, op)
+
+
+def _asked_wait(response: httpx.Response) -> float | None:
+    """The Retry-After hint of a 429 or 503, in seconds."""
     if response.status_code in (429, 503):
-        asked = parse_retry_after(response.headers.get("retry-after"))
-        if asked is not None:
-            if asked > RETRY_AFTER_CAP:
-                raise op.error(
-                    f"registry asks to retry after {asked:.0f} s",
-                    status=response.status_code,
-                    hint=f"rate limited: run `dockwright login {login_name(op.registry)}` for a higher limit, "
-                    "or use a mirror",
-                )
-            return asked
-    return backoff_delay(attempt)
+        return parse_retry_after(response.headers.get("retry-after"))
+    return None
+
+
+def wait_before_retry(status: int | None, asked: float | None, attempt: int, op: Op) -> float:
+    """The registry's Retry-After hint when it gave one (failing when it is beyond the cap), else backoff."""
+    if asked is None:
+        return backoff_delay(attempt)
+    if asked > RETRY_AFTER_CAP:
+        raise op.error(
+            f"registry asks to retry after {asked:.0f} s",
+            status=status,
+            hint=f"rate limited: run `dockwright login {login_name(op.registry)}` for a higher limit, "
+            "or use a mirror",
+        )
+    return asked
 
 
 def send_with_retries(
