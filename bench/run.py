@@ -164,7 +164,7 @@ class Bench:
         content = self.workloads.node
         warm_page_cache(content)
         state = self.runs_dir / "layer-creation"
-        raw, made = Measurement("tar | isal gzip + 2x sha256"), Measurement("dockwright")
+        raw, made = Measurement("raw limit: tar + ISA-L gzip + 2x sha256"), Measurement("dockwright")
         dockwright = ["dockwright", "build", str(content.root), "--from", "scratch",
                       "--copy", "node_modules:/app/node_modules", "--no-cache", "-q"]
         tar = f"tar -C {content.root} -cf - node_modules | {sys.executable} {BENCH / 'raw_limit.py'}"
