@@ -16,6 +16,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from dockwright.errors import ContextError
 from dockwright.layer import TarEntry
@@ -148,8 +149,7 @@ class IgnoreMatcher:
 # --------------------------------------------------------------------------- COPY
 
 
-@dataclass
-class _Found:
+class _Found(NamedTuple):
     """A walked host path, before ownership, dedup and hard-link decisions."""
 
     host: str

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, NamedTuple
 
 from dockwright.errors import ContextError, DockwrightError, UsageError
 from dockwright.image import OCI_LAYER_TAR, OCI_LAYER_ZSTD, Format, layer_media_type_for, media_type
@@ -40,9 +40,9 @@ _ZERO_BLOCK = bytes(512)
 _PAX_NAME = b"././@PaxHeader"
 
 
-@dataclass(frozen=True)
-class TarEntry:
-    """One tar member. `path` is relative, "/"-separated, without leading or trailing "/"."""
+class TarEntry(NamedTuple):
+    """One tar member. `path` is relative, "/"-separated, without leading or trailing "/".
+    A NamedTuple rather than a frozen dataclass: a build makes one per file, and this is ~5x cheaper."""
 
     path: str
     kind: EntryKind
@@ -106,17 +106,14 @@ def layer_media_type(compression: str, fmt: Format) -> str:
 def fingerprint(entries: Iterable[TarEntry], compression: Compression) -> str:
     """A key that changes whenever the layer's bytes could: entry metadata, host file identity,
     inline content, compression settings and the writer's format version (threads excluded)."""
-    h = hashlib.sha256()
-    h.update(f"{FORMAT_VERSION}\0{BLOCK_SIZE}\0{compression.algorithm}\0{compression.resolved_level()}\n".encode())
+    parts = [f"{FORMAT_VERSION}\0{BLOCK_SIZE}\0{compression.algorithm}\0{compression.resolved_level()}\n".encode()]
+    fsencode = os.fsencode
     for e in entries:
         content = hashlib.sha256(e.data).hexdigest() if e.data is not None else e.fingerprint
-        h.update(os.fsencode(e.path))
-        h.update(
-            f"\0{e.kind}\0{e.mode:o}\0{e.uid}\0{e.gid}\0{e.content_size}\0{e.mtime}\0{content}\0".encode()
-        )
-        h.update(os.fsencode(e.linkname))
-        h.update(b"\n")
-    return "sha256:" + h.hexdigest()
+        parts.append(b"%s\0%s\0%o\0%d\0%d\0%d\0%d\0%s\0%s\n" % (
+            fsencode(e.path), e.kind.encode(), e.mode, e.uid, e.gid, e.content_size, e.mtime, content.encode(),
+            fsencode(e.linkname)))
+    return "sha256:" + hashlib.sha256(b"".join(parts)).hexdigest()
 
 
 # --------------------------------------------------------------------------- tar headers
