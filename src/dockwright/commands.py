@@ -173,7 +173,6 @@ def run_build(args: argparse.Namespace) -> int:
         insecure_registries=tuple(args.insecure_registry), compression=args.compression,
         compression_level=args.compression_level, jobs=max(1, args.jobs),
         cache_dir=Path(args.cache_dir) if args.cache_dir else None, use_cache=not args.no_cache,
-        layering=args.layering,
         metadata_file=Path(args.metadata_file) if args.metadata_file else None,
         iidfile=Path(args.iidfile) if args.iidfile else None, source_date_epoch=_source_date_epoch(),
     )
@@ -246,8 +245,8 @@ def _write_outputs(result: Any, outputs: list[Output], tags: list[Reference], re
             from dockwright.outputs.registry import push
 
             lines, stats = push(result, tags, registries, options.jobs, progress)
-            log.info("pushed: %d blobs uploaded, %d mounted, %d already there",
-                     stats.uploaded, stats.mounted, stats.existing)
+            log.info("pushed: %d blobs uploaded (%d bytes), %d mounted, %d already there",
+                     stats.uploaded, stats.bytes_uploaded, stats.mounted, stats.existing)
             summary.pushed.extend(lines)
         elif output.kind == "load":
             from dockwright.outputs.engine import load_archive

@@ -90,7 +90,6 @@ class IgnoreMatcher:
                 continue
             regex = re.compile(_translate(text, doublestar=True), re.DOTALL)
             self.patterns.append(_Pattern(text, exclusion, regex, tuple(text.split("/"))))
-        self.has_exclusions = any(p.exclusion for p in self.patterns)
 
     @classmethod
     def from_patterns(cls, patterns: Sequence[str]) -> IgnoreMatcher:

@@ -80,9 +80,3 @@ class AuthError(RegistryError):
 
 class NotFoundError(RegistryError):
     """A manifest or blob does not exist."""
-
-
-class Interrupted(DockwrightError):
-    """SIGINT/SIGTERM: the build stopped and cleaned up."""
-
-    exit_code = 130

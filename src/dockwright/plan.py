@@ -167,7 +167,6 @@ class BuildOptions:
     jobs: int = 4
     cache_dir: Path | None = None
     use_cache: bool = True
-    layering: str = "off"  # "off" | "auto"
     metadata_file: Path | None = None
     iidfile: Path | None = None
     source_date_epoch: int = 0
