@@ -167,8 +167,13 @@ class Builder:
                 if step.created_by:
                     compose.add_history(config, self.created, step.created_by, empty_layer=True)
             case CopyStep():
-                entries = self._copy_entries(plan, step, state, states)
-                self._add_layer(state, entries, step.created_by or f"COPY {' '.join(step.sources)} {step.dest}")
+                created_by = step.created_by or f"COPY {' '.join(step.sources)} {step.dest}"
+                quick = self._quick_key(plan, step, state)
+                layer = self._layer_from_cache(quick, self._layer_format(state)) if quick else None
+                if layer is None:
+                    entries = self._copy_entries(plan, step, state, states)
+                    layer = self._make_layer(entries, self._layer_format(state), also_key=quick)
+                self._append_layer(state, layer, created_by)
             case MkdirStep():
                 from dockwright.layer import TarEntry
 
@@ -260,38 +265,85 @@ class Builder:
 
         return Compression(self.options.compression, self.options.compression_level)  # type: ignore[arg-type]
 
+    def _layer_format(self, state: _StageState) -> Format:
+        return self.options.format or state.image.format  # type: ignore[return-value]
+
     def _add_layer(self, state: _StageState, entries: list[TarEntry], created_by: str) -> None:
-        layer = self._make_layer(entries, state.image.format if self.options.format is None
-                                 else self.options.format)  # type: ignore[arg-type]
+        self._append_layer(state, self._make_layer(entries, self._layer_format(state)), created_by)
+
+    def _append_layer(self, state: _StageState, layer: Layer, created_by: str) -> None:
         compose.append_layer(state.image, layer, self.created, created_by)
         state.rootfs = state.accounts = None  # the file system changed; a later lookup re-extracts
 
-    def _make_layer(self, entries: list[TarEntry], fmt: Format) -> Layer:
+    def _quick_key(self, plan: BuildPlan, step: CopyStep, state: _StageState) -> str | None:
+        """quickkey.tree_key for a plain COPY of one context directory; None for any other step."""
+        if (not self.options.use_cache or len(step.sources) != 1 or step.add or step.inline_files
+                or step.from_stage is not None or step.from_image is not None):
+            return None
+        import json
+
+        from dockwright.layer import FORMAT_VERSION
+        from dockwright.quickkey import tree_key
+
+        dest = self._absolute(step.dest, state)
+        compression = self._compression()
+        settings = json.dumps([FORMAT_VERSION, compression.algorithm, compression.resolved_level(), step.sources,
+                               dest, dest.rstrip("/") in state.known_dirs, step.chown, self._owner(step.chown, state),
+                               step.chmod, step.excludes, step.parents, plan.dockerignore,
+                               self.options.source_date_epoch])
+        outright = any(p.startswith("!") for p in (*step.excludes, *plan.dockerignore))
+        skip = frozenset() if outright else frozenset(p for p in step.excludes if "/" not in p
+                                                      and not any(c in p for c in "*?[\\"))
+        return tree_key(str(plan.context), step.sources[0], settings, skip)
+
+    def _layer_from_cache(self, key: str, fmt: Format) -> Layer | None:
+        """The layer filed under `key` in this build or in the cache, with the media type for `fmt`."""
+        from dockwright.layer import layer_media_type
+
+        media_type = layer_media_type(self._compression().algorithm, fmt)
+        if key in self._layers:
+            known = self._layers[key]
+            return Layer(Descriptor(media_type, known.descriptor.digest, known.descriptor.size),
+                         known.diff_id, known.source)
+        hit = self.cache.lookup_layer(key) if self.options.use_cache else None
+        if hit is None:
+            return None
+        self._result.layers_cached += 1
+        log.info("cached layer %s", hit.digest[:19])
+        layer = Layer(Descriptor(media_type, hit.digest, hit.size), hit.diff_id,
+                      FileBlob(hit.path, hit.digest, hit.size, "cached layer"))
+        self._layers[key] = layer
+        return layer
+
+    def _make_layer(self, entries: list[TarEntry], fmt: Format, also_key: str | None = None) -> Layer:
+        """The layer of `entries`: from this build or the cache when its fingerprint is known, else written.
+        `also_key`: another key to file it under (the step's quick key)."""
         from dockwright.layer import fingerprint, layer_media_type, write_layer
 
         compression = self._compression()
         key = fingerprint(entries, compression)
-        media_type = layer_media_type(compression.algorithm, fmt)
-        if key in self._layers:
-            cached = self._layers[key]
-            return Layer(Descriptor(media_type, cached.descriptor.digest, cached.descriptor.size),
-                         cached.diff_id, cached.source)
-        hit = self.cache.lookup_layer(key) if self.options.use_cache else None
-        if hit is None:
+        layer = self._layer_from_cache(key, fmt)
+        if layer is None:
             temp = self.cache.temp_path(".layer")
             try:
                 blob = write_layer(entries, temp, compression)
-                hit = self.cache.store_layer(key, temp, blob.digest, blob.size, blob.diff_id, compression.algorithm)
+                stored = self.cache.store_layer(key, temp, blob.digest, blob.size, blob.diff_id,
+                                                compression.algorithm)
             finally:
                 temp.unlink(missing_ok=True)
             self._result.layers_built += 1
-            log.info("built layer %s (%d files, %s bytes)", hit.digest[:19], len(entries), hit.size)
-        else:
-            self._result.layers_cached += 1
-            log.info("cached layer %s (%d files)", hit.digest[:19], len(entries))
-        layer = Layer(Descriptor(media_type, hit.digest, hit.size), hit.diff_id,
-                      FileBlob(hit.path, hit.digest, hit.size, "cached layer"))
-        self._layers[key] = layer
+            log.info("built layer %s (%d files, %s bytes)", stored.digest[:19], len(entries), stored.size)
+            layer = Layer(Descriptor(layer_media_type(compression.algorithm, fmt), stored.digest, stored.size),
+                          stored.diff_id, FileBlob(stored.path, stored.digest, stored.size, "cached layer"))
+            self._layers[key] = layer
+        if also_key is not None and self.options.use_cache:
+            from dockwright.cache import CachedLayer
+
+            source = layer.source
+            assert isinstance(source, FileBlob)
+            self.cache.record_layer(also_key, CachedLayer(layer.descriptor.digest, layer.descriptor.size,
+                                                          layer.diff_id, compression.algorithm, source.path))
+            self._layers[also_key] = layer
         return layer
 
 

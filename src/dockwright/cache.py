@@ -133,11 +133,15 @@ class Cache:
 
     def store_layer(self, fingerprint: str, temp: Path, digest: str, size: int, diff_id: str,
                     compression: str) -> CachedLayer:
-        path = self.adopt_blob(temp, digest)
-        record = {"version": FORMAT_VERSION, "digest": digest, "size": size, "diff_id": diff_id,
-                  "compression": compression}
+        layer = CachedLayer(digest, size, diff_id, compression, self.adopt_blob(temp, digest))
+        self.record_layer(fingerprint, layer)
+        return layer
+
+    def record_layer(self, fingerprint: str, layer: CachedLayer) -> None:
+        """File a layer already in the cache under (another) fingerprint."""
+        record = {"version": FORMAT_VERSION, "digest": layer.digest, "size": layer.size, "diff_id": layer.diff_id,
+                  "compression": layer.media_type_key}
         os.replace(self._write_temp(json.dumps(record).encode(), ".json"), self.layers / f"{fingerprint}.json")
-        return CachedLayer(digest, size, diff_id, compression, path)
 
     def discard_blob(self, digest: str) -> None:
         with contextlib.suppress(OSError):

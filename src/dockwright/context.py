@@ -278,7 +278,9 @@ class _Collector:
                     first_link[st.st_dev, st.st_ino] = path
                 result[path] = TarEntry(
                     path, "file", perm, self.uid, self.gid, size=st.st_size, source=found.host,
-                    mtime=self.mtime, fingerprint=f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}",
+                    mtime=self.mtime,
+                    # ctime too: a rewrite that keeps size and mtime (touch -r, some extractors) changes it
+                    fingerprint=f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}",
                 )
         return [result[path] for path in sorted(result)]
 

@@ -54,7 +54,7 @@ class TarEntry(NamedTuple):
     source: str | Path | None = None  # host file; a str is fine (and saves Path()'s ~5 µs per file)
     data: bytes | None = None
     mtime: int = 0
-    fingerprint: str = ""  # host identity for caching (dev:ino:size:mtime_ns or a content hash)
+    fingerprint: str = ""  # host identity for caching (dev:ino:size:mtime_ns:ctime_ns or a content hash)
 
     @property
     def content_size(self) -> int:

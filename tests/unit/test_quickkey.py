@@ -1,0 +1,84 @@
+"""The quick cache key of a COPY: equal only when nothing that could change the layer changed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dockwright.quickkey import tree_key
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Path:
+    (tmp_path / "app" / "node_modules" / "pkg").mkdir(parents=True)
+    (tmp_path / "app" / "node_modules" / "pkg" / "index.js").write_text("module.exports = 1\n")
+    (tmp_path / "app" / "server.js").write_text("require('pkg')\n")
+    return tmp_path
+
+
+def test_same_tree_and_settings_give_the_same_key(ctx: Path) -> None:
+    assert tree_key(str(ctx), "app", "s") == tree_key(str(ctx), "app", "s")
+    assert tree_key(str(ctx), "app", "s") != tree_key(str(ctx), "app", "other settings")
+
+
+@pytest.mark.parametrize("change", ["content", "mode", "new-file", "removed", "symlink-target"])
+def test_any_change_below_the_source_changes_the_key(ctx: Path, change: str) -> None:
+    os.symlink("server.js", ctx / "app" / "link")
+    before = tree_key(str(ctx), "app", "s")
+    target = ctx / "app" / "node_modules" / "pkg" / "index.js"
+    if change == "content":
+        stat = target.stat()
+        target.write_text("module.exports = 2\n")  # same size; mtime restored: ctime still tells
+        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    elif change == "mode":
+        target.chmod(0o600)
+    elif change == "new-file":
+        (ctx / "app" / "node_modules" / "new.js").write_text("x")
+    elif change == "removed":
+        target.unlink()
+    else:
+        (ctx / "app" / "link").unlink()
+        os.symlink("node_modules", ctx / "app" / "link")
+    assert tree_key(str(ctx), "app", "s") != before
+
+
+def test_outright_excluded_names_do_not_count(ctx: Path) -> None:
+    before = tree_key(str(ctx), "app", "s", frozenset({"node_modules"}))
+    (ctx / "app" / "node_modules" / "pkg" / "index.js").write_text("changed, but excluded")
+    assert tree_key(str(ctx), "app", "s", frozenset({"node_modules"})) == before
+
+
+@pytest.mark.parametrize("source", ["app/*", "../app", "missing", "app/server.js"])
+def test_no_quick_key_for_wildcards_escapes_files_or_missing_sources(ctx: Path, source: str) -> None:
+    assert tree_key(str(ctx), source, "s") is None
+
+
+def test_no_quick_key_through_a_symlinked_directory(ctx: Path) -> None:
+    os.symlink("app", ctx / "alias")
+    assert tree_key(str(ctx), "alias", "s") is None
+
+
+def _build(ctx: Path, cache: Path) -> tuple[str, str]:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "dockwright", "build", str(ctx), "--from", "scratch",
+                           "--copy", "app:/srv", "--layering", "auto", "--cache-dir", str(cache)],
+                          capture_output=True, text=True, check=True, env={**os.environ, "SOURCE_DATE_EPOCH": "0"})
+    return proc.stdout.strip(), proc.stderr
+
+
+def test_a_rebuild_sees_a_change_inside_the_dependency_tree(ctx: Path, tmp_path: Path) -> None:
+    """The property users care about: a cached layer is never reused for changed files."""
+    cache = tmp_path / "cache"
+    first, _ = _build(ctx, cache)
+    again, log = _build(ctx, cache)
+    assert again == first and "2 from cache" in log
+    target = ctx / "app" / "node_modules" / "pkg" / "index.js"
+    stat = target.stat()
+    target.write_text("module.exports = 2\n")  # same size, same mtime
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    changed, log = _build(ctx, cache)
+    assert changed != first and "1 layers built" in log
