@@ -4,6 +4,7 @@ output directory, in the cache or in TMPDIR, and the cache still serves the next
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -144,7 +145,10 @@ def test_a_full_cache_disk_gives_one_error_and_no_torn_entry(
     again = dockwright(*args, env=EPOCH_ENV)
     [(_, digest)] = digest_lines(again.stdout)
     pull_to_layout(f"{busybox_base.host}/{APP}@{digest}", tmp_path / "pulled")  # every digest verified
-    assert len(files_under(small_disk / "layers")) == 1
+    records = [json.loads((small_disk / "layers" / name).read_text()) for name in files_under(small_disk / "layers")]
+    blobs = {"sha256:" + name.rsplit("/", 1)[-1] for name in files_under(small_disk / "blobs")}
+    assert records and {r["digest"] for r in records} <= blobs
+    assert len({r["digest"] for r in records}) == 1  # one layer, filed under its fingerprint and quick key
 
 
 @pytest.mark.parametrize("kind", ["oci", "docker", "oci-dir"])
