@@ -26,6 +26,7 @@ DOCKER_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
                   "application/vnd.docker.distribution.manifest.v1+prettyjws")
 
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+FOREIGN_LAYER_TYPES = (DOCKER_LAYER_FOREIGN, OCI_LAYER_NONDIST_GZIP)
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 ACCEPT_MANIFESTS = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024

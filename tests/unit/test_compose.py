@@ -269,3 +269,27 @@ def test_make_index(fmt: image.Format) -> None:
     assert ("annotations" in data) is (fmt == "oci")
     parsed = parse_document(index_doc.data, None, "index")
     assert isinstance(parsed, image.Index)
+
+
+def test_foreign_layers_are_not_pushed_as_blobs() -> None:
+    """Windows base layers (foreign, with urls) stay where their urls point; everything else goes up."""
+    from dockwright.base import BaseImage, Layer
+    from dockwright.blobs import BytesBlob
+    from dockwright.build import BuildResult
+    from dockwright.compose import finish
+    from dockwright.image import DOCKER_LAYER_FOREIGN, DOCKER_LAYER_GZIP, Descriptor, Platform
+    from dockwright.outputs.registry import _blobs_only
+
+    foreign = Descriptor(DOCKER_LAYER_FOREIGN, "sha256:" + "a" * 64, 10, urls=("https://example.invalid/l",))
+    own = Descriptor(DOCKER_LAYER_GZIP, "sha256:" + "b" * 64, 10)
+    config = {"architecture": "amd64", "os": "windows", "config": {},
+              "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "c" * 64, "sha256:" + "d" * 64]}}
+    base = BaseImage(Platform("windows", "amd64"), "docker", config,
+                     [Layer(foreign, "sha256:" + "c" * 64, BytesBlob(b"", foreign.digest)),
+                      Layer(own, "sha256:" + "d" * 64, BytesBlob(b"", own.digest))])
+    final = finish(base, "docker", "1970-01-01T00:00:00Z", {})
+    pushed = {digest for digest, _, _ in _blobs_only(BuildResult([final]))}
+    assert own.digest in pushed and foreign.digest not in pushed
+    assert final.config.descriptor.digest in pushed
+    manifest = final.manifest.data.decode()
+    assert "https://example.invalid/l" in manifest  # the urls stay in the manifest

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from dockwright.blobs import BlobSource, RegistryBlob
 from dockwright.build import BuildResult
+from dockwright.image import FOREIGN_LAYER_TYPES
 from dockwright.outputs import run_parallel
 from dockwright.outputs.layout import all_blobs
 from dockwright.progress import Progress
@@ -82,11 +83,14 @@ def _already_there(target: _Target, tags: list[Reference], digest: str) -> bool:
 
 
 def _blobs_only(result: BuildResult) -> list[tuple[str, int, BlobSource]]:
-    """Layers and configs; manifests and the index go up as manifests, not blobs."""
-    documents = {img.manifest.descriptor.digest for img in result.images}
+    """Layers and configs; manifests and the index go up as manifests, not blobs. Foreign layers (Windows
+    base layers with `urls`, which registries serve from elsewhere and may not accept) are not pushed."""
+    skipped = {img.manifest.descriptor.digest for img in result.images}
     if result.index:
-        documents.add(result.index.descriptor.digest)
-    return [blob for blob in all_blobs(result) if blob[0] not in documents]
+        skipped.add(result.index.descriptor.digest)
+    skipped.update(layer.descriptor.digest for img in result.images for layer in img.layers
+                   if layer.descriptor.urls and layer.descriptor.media_type in FOREIGN_LAYER_TYPES)
+    return [blob for blob in all_blobs(result) if blob[0] not in skipped]
 
 
 def _ensure_blob(stats: PushStats, progress: Progress, target: _Target, digest: str, size: int,
