@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dockwright.errors import UsageError
-from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, CopyStep, Stage
+from dockwright.plan import SCRATCH, BuildPlan, ConfigEdit, ConfigStep, CopyStep, Stage
+from dockwright.reference import parse_reference
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
 _OCTAL_MODE = re.compile(r"0*[0-7]{1,4}")  # 0..7777, as COPY --chmod
@@ -83,6 +84,8 @@ def plan_from_flags(context: Path, base: str, copies: Sequence[str], edit: Confi
     """The config edit comes first so that relative --copy destinations resolve against --workdir."""
     if chmod is not None and not _OCTAL_MODE.fullmatch(chmod):
         raise UsageError(f"--chmod {chmod!r}: expected an octal mode from 0 to 7777, such as 755")
+    if base != SCRATCH and not base.startswith(("oci-layout://", "docker-archive://")):
+        parse_reference(base)  # a malformed --from fails now, before anything is built
     steps: list[ConfigStep | CopyStep] = []
     if edit != ConfigEdit():
         steps.append(ConfigStep(edit))
