@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from dockwright.base import DOCKER_ARCHIVE_PREFIX, OCI_LAYOUT_PREFIX
 from dockwright.errors import UsageError
 from dockwright.plan import SCRATCH, BuildPlan, ConfigEdit, ConfigStep, CopyStep, Stage
 from dockwright.reference import parse_reference
@@ -84,7 +85,7 @@ def plan_from_flags(context: Path, base: str, copies: Sequence[str], edit: Confi
     """The config edit comes first so that relative --copy destinations resolve against --workdir."""
     if chmod is not None and not _OCTAL_MODE.fullmatch(chmod):
         raise UsageError(f"--chmod {chmod!r}: expected an octal mode from 0 to 7777, such as 755")
-    if base != SCRATCH and not base.startswith(("oci-layout://", "docker-archive://")):
+    if base != SCRATCH and not base.startswith((OCI_LAYOUT_PREFIX, DOCKER_ARCHIVE_PREFIX)):
         parse_reference(base)  # a malformed --from fails now, before anything is built
     steps: list[ConfigStep | CopyStep] = []
     if edit != ConfigEdit():
