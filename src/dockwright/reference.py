@@ -83,8 +83,11 @@ def _split_domain(name: str) -> tuple[str, str]:
 def parse_reference(text: str, *, default_tag: bool = True) -> Reference:
     """Parse `[registry/]path[:tag][@digest]`. Adds `latest` when neither tag nor digest is given."""
     original = text
-    if not text or len(text) > 512 or any(c.isspace() for c in text):
-        raise InvalidReferenceError(f"invalid image reference {original!r}: empty, too long or has spaces")
+    problem = ("it is empty" if not text else "it is too long (over 512 characters)" if len(text) > 512
+               else "it contains spaces or other white space" if any(c.isspace() for c in text) else None)
+    if problem:
+        raise InvalidReferenceError(f"invalid image reference {original[:100]!r}: {problem}",
+                                    hint="e.g. nginx:1.27, localhost:5000/app:1, ghcr.io/owner/app@sha256:...")
     digest = None
     if "@" in text:
         text, _, digest = text.partition("@")
