@@ -169,7 +169,7 @@ def test_429_on_a_blob_upload_waits_for_the_retry_after_hint(
 ) -> None:
     rule = proxy.fail("PATCH", rf"/{APP}/blobs/uploads/", 429, headers={"Retry-After": "1"})
 
-    proc = build(dockwright, proxy.host, tmp_path)
+    proc = build(dockwright, proxy.host, tmp_path, "--jobs", "1")  # one upload at a time: the next POST is the retry
 
     assert rule.hits == 1
     limited = proxy.seen("PATCH", f"/{APP}/blobs/uploads/")[0]
