@@ -22,6 +22,11 @@ def _is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
 
+def _is_git(source: str) -> bool:
+    """A git source as BuildKit recognises one: git@host:..., git://..., or an http(s) URL ending in .git."""
+    return source.startswith(("git@", "git://")) or (_is_url(source) and source.split("#")[0].endswith(".git"))
+
+
 def _is_archive(path: Path) -> bool:
     try:
         with path.open("rb") as handle:
@@ -36,6 +41,10 @@ def _is_archive(path: Path) -> bool:
 def collect_add(context: Path, step: CopyStep, dest: str, *, ignore: IgnoreMatcher | None, workdir: Path,
                 **common: Any) -> list[TarEntry]:
     """Entries for an ADD step; `common` are collect_copy's keyword arguments."""
+    for source in step.sources:
+        if _is_git(source):
+            raise ContextError(f"ADD {source}: adding a git repository is not supported",
+                               hint="clone it in your CI step before dockwright, then COPY the checkout")
     urls = [s for s in step.sources if _is_url(s)]
     archives = [s for s in step.sources if not _is_url(s) and _local_archive(context, s)]
     plain = [s for s in step.sources if s not in urls and s not in archives]

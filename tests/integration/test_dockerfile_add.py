@@ -99,3 +99,10 @@ def test_add_of_an_archive_climbing_out_of_its_root_names_the_archive(
     proc = _build(dockwright, tmp_path, "FROM scratch\nADD evil.tar.gz /opt/\n", check=False)
     assert_user_error(proc, "evil.tar.gz", "Dockerfile:2")
     assert not (tmp_path / "layout").exists()
+
+
+def test_add_of_a_git_repository_says_what_to_do_instead(dockwright: RunDockwright, tmp_path: Path) -> None:
+    proc = _build(dockwright, tmp_path, "FROM scratch\nADD https://example.invalid/org/repo.git /src\n", check=False)
+    assert_user_error(proc, "Dockerfile:2", "git repository is not supported")
+    assert "clone it" in proc.stderr  # the hint line
+    assert not (tmp_path / "layout").exists()
