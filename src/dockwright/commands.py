@@ -11,11 +11,13 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dockwright.errors import UsageError
+from dockwright.image import Platform
 from dockwright.plan import BuildOptions, BuildPlan, ConfigStep, Output
 from dockwright.reference import Reference, parse_reference
 
@@ -90,11 +92,10 @@ def _source_date_epoch() -> int:
     return int(value)
 
 
-def _planner(args: argparse.Namespace, context: Path):  # type: ignore[no-untyped-def]
+def _planner(args: argparse.Namespace, context: Path) -> Callable[[Platform], BuildPlan]:
     """A function platform -> BuildPlan, for the flags or the Dockerfile frontend."""
     from dockwright import flags
     from dockwright.dockerignore import read_dockerignore
-    from dockwright.image import Platform
 
     if args.base:
         if args.file or args.target or args.build_arg:
@@ -126,11 +127,11 @@ def _planner(args: argparse.Namespace, context: Path):  # type: ignore[no-untype
 
     ignore = read_dockerignore(context, path)
     build_args = parse_build_args(args.build_arg)
-    labels = dict(kv.split("=", 1) for kv in args.label if "=" in kv)
+    labels = dict(flags.key_value("--label", label) for label in args.label)
     overlay = flags.config_edit(entrypoint=args.entrypoint, cmd=args.cmd, env=args.env, workdir=args.workdir,
                                 user=args.user, expose=args.expose, volumes=args.volume, stop_signal=args.stop_signal)
 
-    def plan_for(platform: Any) -> BuildPlan:
+    def plan_for(platform: Platform) -> BuildPlan:
         plan = plan_from_dockerfile(context, text, dockerfile_name=name, build_args=build_args, target=args.target,
                                     platform=platform, labels=labels, dockerignore=ignore)
         return _with_overlay(plan, overlay, args.annotation)
@@ -164,7 +165,7 @@ def run_build(args: argparse.Namespace) -> int:
         raise UsageError(f"build context {context} is not a directory")
     tags = [parse_reference(t) for t in args.tag]
     outputs = _outputs(args, tags)
-    from dockwright.image import Platform, parse_platforms
+    from dockwright.image import parse_platforms
 
     wanted = parse_platforms(args.platform)  # validate before anything else
     fmt = _format(args.format, outputs, args.annotation)
