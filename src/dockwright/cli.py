@@ -136,11 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DockwrightError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # stdout closed early (| head): not worth a message
+        return 1
+    except OSError as exc:  # a file-system problem no module turned into a DockwrightError: still no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:
         print("interrupted: nothing was tagged and no partial output was left", file=sys.stderr)
         sys.stderr.flush()
         # do not wait for transfer threads; temporary files were removed on the way out
         os._exit(143 if isinstance(exc, _Terminated) else 130)
-    except BrokenPipeError:
-        return 1
 
