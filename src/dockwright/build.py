@@ -169,10 +169,10 @@ class Builder:
             case CopyStep():
                 created_by = step.created_by or f"COPY {' '.join(step.sources)} {step.dest}"
                 quick = self._quick_key(plan, step, state)
-                layer = self._layer_from_cache(quick, self._layer_format(state)) if quick else None
+                layer = self._layer_from_cache(quick, self._format_for(state.image)) if quick else None
                 if layer is None:
                     entries = self._copy_entries(plan, step, state, states)
-                    layer = self._make_layer(entries, self._layer_format(state), also_key=quick)
+                    layer = self._make_layer(entries, self._format_for(state.image), also_key=quick)
                 self._append_layer(state, layer, created_by)
             case MkdirStep():
                 from dockwright.layer import TarEntry
@@ -265,11 +265,8 @@ class Builder:
 
         return Compression(self.options.compression, self.options.compression_level)  # type: ignore[arg-type]
 
-    def _layer_format(self, state: _StageState) -> Format:
-        return self.options.format or state.image.format  # type: ignore[return-value]
-
     def _add_layer(self, state: _StageState, entries: list[TarEntry], created_by: str) -> None:
-        self._append_layer(state, self._make_layer(entries, self._layer_format(state)), created_by)
+        self._append_layer(state, self._make_layer(entries, self._format_for(state.image)), created_by)
 
     def _append_layer(self, state: _StageState, layer: Layer, created_by: str) -> None:
         compose.append_layer(state.image, layer, self.created, created_by)
