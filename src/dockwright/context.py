@@ -205,14 +205,10 @@ class _Collector:
         return real, st
 
     def add(self, image_path: str, host: str, st: os.stat_result) -> None:
-        name = image_path.rpartition("/")[2]
-        if name.startswith(".wh.") or host.rpartition("/")[2].startswith(".wh."):
-            raise ContextError(f"{host}: names starting with '.wh.' are reserved for layer whiteouts "
-                               f"(in-image path /{image_path})",
-                               hint="rename the file or exclude it in .dockerignore")
+        if image_path.rpartition("/")[2].startswith(".wh.") or host.rpartition("/")[2].startswith(".wh."):
+            raise _whiteout_name(host, image_path)
         if stat.S_IFMT(st.st_mode) not in _COPYABLE:
-            raise ContextError(f"{host}: cannot copy a device, FIFO or socket into an image",
-                               hint="exclude it in .dockerignore")
+            raise _uncopyable(host)
         self.found[image_path] = _Found(host, st)
 
     def walk(self, host_dir: str, image_dir: str, src_rel: str, ignore_state: tuple[bool, ...] | None,
@@ -225,6 +221,9 @@ class _Collector:
                 children = list(it)
         except OSError as exc:
             raise ContextError(f"cannot read directory {host_dir}: {exc.strerror}") from None
+        if self.ignore is None and self.exclude is None:
+            self._walk_all(children, image_dir + "/" if image_dir else "")
+            return
         for child in children:
             rel = f"{src_rel}/{child.name}" if src_rel else child.name
             ign = exc = None
@@ -238,10 +237,7 @@ class _Collector:
                 exc = self.exclude.state(rel, exclude_state)
                 if self.exclude.decide(exc):
                     excluded_by.append((self.exclude, rel))
-            try:
-                st = child.stat(follow_symlinks=False)
-            except OSError as error:
-                raise ContextError(f"cannot read {child.path}: {error.strerror}") from None
+            st = _lstat(child)
             image_path = f"{image_dir}/{child.name}" if image_dir else child.name
             is_dir = stat.S_ISDIR(st.st_mode)
             if excluded_by:
@@ -255,34 +251,65 @@ class _Collector:
             if is_dir:
                 self.walk(child.path, image_path, rel, ign, exc)
 
+    def _walk_all(self, children: list[os.DirEntry[str]], prefix: str) -> None:
+        """walk() with nothing to exclude: the same checks as add(), without the per-file call
+        (a node_modules tree has tens of thousands of files)."""
+        found = self.found
+        for child in children:
+            name = child.name
+            st = _lstat(child)
+            kind = stat.S_IFMT(st.st_mode)
+            if name.startswith(".wh."):
+                raise _whiteout_name(child.path, prefix + name)
+            if kind not in _COPYABLE:
+                raise _uncopyable(child.path)
+            found[prefix + name] = _Found(child.path, st)
+            if kind == stat.S_IFDIR:
+                self.walk(child.path, prefix + name, "", None, None)
+
     def entries(self) -> list[TarEntry]:
         result: dict[str, TarEntry] = {}
+        uid, gid, chmod, mtime, mask = self.uid, self.gid, self.chmod, self.mtime, self.mode_mask
         for path, mode in self.created.items():
-            result[path] = TarEntry(path, "dir", mode, self.uid, self.gid, mtime=self.mtime)
+            result[path] = TarEntry(path, "dir", mode, uid, gid, mtime=mtime)
         first_link: dict[tuple[int, int], str] = {}
         for path in sorted(self.found):
-            found = self.found[path]
-            st = found.st
+            host, st = self.found[path]
             mode = st.st_mode
-            perm = (mode & self.mode_mask) if self.chmod is None else self.chmod
+            perm = (mode & mask) if chmod is None else chmod
             if stat.S_ISDIR(mode):
-                result[path] = TarEntry(path, "dir", perm, self.uid, self.gid, mtime=self.mtime)
+                result[path] = TarEntry(path, "dir", perm, uid, gid, mtime=mtime)
             elif stat.S_ISLNK(mode):
-                result[path] = TarEntry(path, "symlink", 0o777, self.uid, self.gid,
-                                        linkname=os.readlink(found.host), mtime=self.mtime)
+                result[path] = TarEntry(path, "symlink", 0o777, uid, gid, linkname=os.readlink(host), mtime=mtime)
             elif st.st_nlink > 1 and (st.st_dev, st.st_ino) in first_link:
-                result[path] = TarEntry(path, "hardlink", perm, self.uid, self.gid,
-                                        linkname=first_link[st.st_dev, st.st_ino], mtime=self.mtime)
+                result[path] = TarEntry(path, "hardlink", perm, uid, gid, linkname=first_link[st.st_dev, st.st_ino],
+                                        mtime=mtime)
             else:
                 if st.st_nlink > 1:
                     first_link[st.st_dev, st.st_ino] = path
-                result[path] = TarEntry(
-                    path, "file", perm, self.uid, self.gid, size=st.st_size, source=found.host,
-                    mtime=self.mtime,
-                    # ctime too: a rewrite that keeps size and mtime (touch -r, some extractors) changes it
-                    fingerprint=f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}",
-                )
+                # ctime too: a rewrite that keeps size and mtime (touch -r, some extractors) changes it
+                result[path] = TarEntry(path, "file", perm, uid, gid, st.st_size, "", host, None, mtime,
+                                        f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}")
+        if not self.created:
+            return list(result.values())  # already in order
         return [result[path] for path in sorted(result)]
+
+
+def _lstat(child: os.DirEntry[str]) -> os.stat_result:
+    try:
+        return child.stat(follow_symlinks=False)
+    except OSError as exc:
+        raise ContextError(f"cannot read {child.path}: {exc.strerror}") from None
+
+
+def _whiteout_name(host: str, image_path: str) -> ContextError:
+    return ContextError(f"{host}: names starting with '.wh.' are reserved for layer whiteouts "
+                        f"(in-image path /{image_path})", hint="rename the file or exclude it in .dockerignore")
+
+
+def _uncopyable(host: str) -> ContextError:
+    return ContextError(f"{host}: cannot copy a device, FIFO or socket into an image",
+                        hint="exclude it in .dockerignore")
 
 
 def resolve_in_root(root: str, rel: str) -> str:
