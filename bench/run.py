@@ -25,7 +25,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent / "tests" / "integration"))
 
 from measure import Measurement, Step, StepFailed, run_step, run_steps, shell  # noqa: E402
-from peers import Dockwright, Job, Tool, all_tools  # noqa: E402
+from peers import Dockwright, Job, Tool, all_tools, compile_dockwright, dockwright_command  # noqa: E402
 from report import RawLimit, ScenarioResult, write_report  # noqa: E402
 from servers import RegistryServer, start_registry  # noqa: E402
 from workloads import BASE_TAG, WORK, Content, Workloads, prepare, warm_page_cache  # noqa: E402
@@ -165,7 +165,7 @@ class Bench:
         warm_page_cache(content)
         state = self.runs_dir / "layer-creation"
         raw, made = Measurement("raw limit: tar + ISA-L gzip + 2x sha256"), Measurement("dockwright")
-        dockwright = ["dockwright", "build", str(content.root), "--from", "scratch",
+        dockwright = [dockwright_command(), "build", str(content.root), "--from", "scratch",
                       "--copy", "node_modules:/app/node_modules", "--no-cache", "-q"]
         tar = f"tar -C {content.root} -cf - node_modules | {sys.executable} {BENCH / 'raw_limit.py'}"
         for _ in range(self.runs):
@@ -227,6 +227,7 @@ def main() -> int:
     print(f"commands and their output: {log}", flush=True)
     started = time.perf_counter()
     workloads = prepare(args.quick, log)
+    compile_dockwright()
     print(f"workloads ready after {time.perf_counter() - started:.0f} s", flush=True)
     shutil.rmtree(WORK / "registries", ignore_errors=True)
     shutil.rmtree(WORK / "runs", ignore_errors=True)

@@ -9,7 +9,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from dockwright.context import IgnoreMatcher, clean_path, collect_copy
+from dockwright.context import collect_copy
+from dockwright.dockerignore import IgnoreMatcher, clean_path
 from dockwright.errors import ContextError, DockwrightError
 from dockwright.layer import TarEntry
 from dockwright.plan import CopyStep

@@ -235,7 +235,8 @@ class Builder:
             source_image = _StageState(self._base(step.from_image, Platform.parse(plan.platform)
                                                   if plan.platform else Platform.host(), False))
             return self._rootfs(source_image).collect(step.sources, dest, **common)
-        from dockwright.context import IgnoreMatcher, collect_copy
+        from dockwright.context import collect_copy
+        from dockwright.dockerignore import IgnoreMatcher
 
         ignore = IgnoreMatcher.from_patterns(list(plan.dockerignore)) if plan.dockerignore else None
         if step.add:

@@ -1,11 +1,4 @@
-"""The build context: `.dockerignore` matching and Dockerfile COPY semantics -> sorted TarEntry lists.
-
-Matching follows moby's patternmatcher (what BuildKit uses): patterns are cleaned like Go's
-filepath.Clean, `*` and `?` stop at "/", `**` spans directories, `\\` escapes, `!` re-includes,
-the last matching pattern wins, and a pattern that matches a directory matches everything below
-it. `docker.utils.build.PatternMatcher` was not used: it lower-cases names and patterns (Docker's
-matching is case-sensitive on Linux) and only checks one parent prefix.
-"""
+"""Dockerfile COPY semantics over the build context (or an image root) -> sorted TarEntry lists."""
 
 from __future__ import annotations
 
@@ -14,135 +7,16 @@ import posixpath
 import re
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from dockwright.dockerignore import IgnoreMatcher, clean_path, translate
 from dockwright.errors import ContextError
 from dockwright.layer import TarEntry
 
 _MAGIC = re.compile(r"[*?\[\\]")
 _DIR_MODE = 0o755
 _COPYABLE = frozenset((stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK))
-
-
-def clean_path(path: str) -> str:
-    """Go's filepath.Clean for a context-relative path, with any leading "/" dropped ("" = root)."""
-    cleaned = posixpath.normpath("/" + path).lstrip("/")
-    return "" if cleaned == "." else cleaned
-
-
-def _translate(pattern: str, doublestar: bool) -> str:
-    """A Go filepath.Match pattern (plus `**` when `doublestar`) as a regular expression."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        i += 1
-        if c == "*":
-            if doublestar and i < n and pattern[i] == "*":
-                i += 1
-                if i < n and pattern[i] == "/":
-                    i += 1
-                out.append(".*" if i >= n else "(?:.*/)?")
-            else:
-                out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "\\" and i < n:
-            out.append(re.escape(pattern[i]))
-            i += 1
-        elif c == "[":
-            end = pattern.find("]", i)
-            body = pattern[i:end] if end >= 0 else ""
-            negate = body.startswith("^")
-            body = body[1:] if negate else body
-            if not body:  # no closing "]" or an empty class: Go rejects it; take it literally
-                out.append(re.escape(c))
-            else:
-                out.append("[" + ("^" if negate else "") + body.replace("[", "\\[") + "]")
-                i = end + 1
-        else:
-            out.append(re.escape(c))
-    return "".join(out)
-
-
-@dataclass(frozen=True)
-class _Pattern:
-    text: str
-    exclusion: bool
-    regex: re.Pattern[str]
-    dirs: tuple[str, ...]
-
-
-class IgnoreMatcher:
-    """`.dockerignore` semantics over context-relative, "/"-separated paths."""
-
-    def __init__(self, patterns: Sequence[str]) -> None:
-        self.patterns: list[_Pattern] = []
-        for raw in patterns:
-            text = raw.strip()
-            exclusion = text.startswith("!")
-            if exclusion:
-                text = text[1:].strip()
-            text = clean_path(text)
-            if not text:  # "" and "." are ignored, as in Docker
-                continue
-            regex = re.compile(_translate(text, doublestar=True), re.DOTALL)
-            self.patterns.append(_Pattern(text, exclusion, regex, tuple(text.split("/"))))
-
-    @classmethod
-    def from_patterns(cls, patterns: Sequence[str]) -> IgnoreMatcher:
-        return cls(patterns)
-
-    @classmethod
-    def from_file(cls, path: Path) -> IgnoreMatcher:
-        """Read a .dockerignore: one pattern per line, lines starting with "#" are comments."""
-        try:
-            text = path.read_text(encoding="utf-8", errors="surrogateescape")
-        except OSError as exc:
-            raise ContextError(f"cannot read {path}: {exc.strerror}") from None
-        return cls([line for line in text.splitlines() if not line.startswith("#")])
-
-    def __bool__(self) -> bool:
-        return bool(self.patterns)
-
-    def state(self, relpath: str, parent: tuple[bool, ...] | None) -> tuple[bool, ...]:
-        """Per pattern: does it match `relpath` or one of its parents? `parent` is the state of
-        the parent directory (None: compute it), so a walk costs one regex match per pattern."""
-        if parent is None:
-            head = relpath.rpartition("/")[0]
-            parent = self.state(head, None) if head else (False,) * len(self.patterns)
-        return tuple(p_state or bool(p.regex.fullmatch(relpath))
-                     for p, p_state in zip(self.patterns, parent, strict=True))
-
-    def decide(self, state: tuple[bool, ...]) -> bool:
-        """Excluded? The last matching pattern wins."""
-        excluded = False
-        for pattern, matched in zip(self.patterns, state, strict=True):
-            if matched:
-                excluded = not pattern.exclusion
-        return excluded
-
-    def matches(self, relpath: str) -> bool:
-        """True when `relpath` is excluded (the context root never is)."""
-        relpath = clean_path(relpath)
-        return bool(self.patterns) and bool(relpath) and self.decide(self.state(relpath, None))
-
-    def may_include_below(self, reldir: str) -> bool:
-        """Could an exception (`!pattern`) re-include something under the excluded dir `reldir`?"""
-        parts = reldir.split("/")
-        for pattern in self.patterns:
-            if not pattern.exclusion:
-                continue
-            if "**" in pattern.text:
-                return True
-            if len(pattern.dirs) > len(parts) and all(
-                re.fullmatch(_translate(p, doublestar=False), d, re.DOTALL)
-                for p, d in zip(pattern.dirs, parts, strict=False)
-            ):
-                return True
-        return False
 
 
 # --------------------------------------------------------------------------- COPY
@@ -351,7 +225,7 @@ def _expand(collector: _Collector, pattern: str) -> list[str]:
         if not _MAGIC.search(part):
             candidates = [f"{c}/{part}" if c else part for c in candidates]
             continue
-        regex = re.compile(_translate(part, doublestar=False), re.DOTALL)
+        regex = re.compile(translate(part, doublestar=False), re.DOTALL)
         matched: list[str] = []
         for cand in candidates:
             try:

@@ -1,8 +1,17 @@
-"""Reading .dockerignore files the way Docker does (moby/patternmatcher/ignorefile)."""
+"""Reading and matching .dockerignore patterns the way Docker does (moby/patternmatcher and its
+ignorefile, which BuildKit uses): patterns are cleaned like Go's filepath.Clean, `*` and `?` stop
+at "/", `**` spans directories, `\\` escapes, `!` re-includes, the last matching pattern wins, and a
+pattern that matches a directory matches everything below it. `docker.utils.build.PatternMatcher`
+was not used: it lower-cases names and patterns (Docker's matching is case-sensitive on Linux) and
+only checks one parent prefix.
+"""
 
 from __future__ import annotations
 
 import posixpath
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from dockwright.errors import ContextError
@@ -43,3 +52,122 @@ def read_dockerignore(context: Path, dockerfile_path: Path | None) -> list[str]:
             except (OSError, UnicodeDecodeError) as exc:
                 raise ContextError(f"cannot read {candidate}: {exc}") from None
     return []
+
+
+def clean_path(path: str) -> str:
+    """Go's filepath.Clean for a context-relative path, with any leading "/" dropped ("" = root)."""
+    cleaned = posixpath.normpath("/" + path).lstrip("/")
+    return "" if cleaned == "." else cleaned
+
+
+def translate(pattern: str, doublestar: bool) -> str:
+    """A Go filepath.Match pattern (plus `**` when `doublestar`) as a regular expression."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            if doublestar and i < n and pattern[i] == "*":
+                i += 1
+                if i < n and pattern[i] == "/":
+                    i += 1
+                out.append(".*" if i >= n else "(?:.*/)?")
+            else:
+                out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "\\" and i < n:
+            out.append(re.escape(pattern[i]))
+            i += 1
+        elif c == "[":
+            end = pattern.find("]", i)
+            body = pattern[i:end] if end >= 0 else ""
+            negate = body.startswith("^")
+            body = body[1:] if negate else body
+            if not body:  # no closing "]" or an empty class: Go rejects it; take it literally
+                out.append(re.escape(c))
+            else:
+                out.append("[" + ("^" if negate else "") + body.replace("[", "\\[") + "]")
+                i = end + 1
+        else:
+            out.append(re.escape(c))
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    text: str
+    exclusion: bool
+    regex: re.Pattern[str]
+    dirs: tuple[str, ...]
+
+
+class IgnoreMatcher:
+    """`.dockerignore` semantics over context-relative, "/"-separated paths."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.patterns: list[_Pattern] = []
+        for raw in patterns:
+            text = raw.strip()
+            exclusion = text.startswith("!")
+            if exclusion:
+                text = text[1:].strip()
+            text = clean_path(text)
+            if not text:  # "" and "." are ignored, as in Docker
+                continue
+            regex = re.compile(translate(text, doublestar=True), re.DOTALL)
+            self.patterns.append(_Pattern(text, exclusion, regex, tuple(text.split("/"))))
+
+    @classmethod
+    def from_patterns(cls, patterns: Sequence[str]) -> IgnoreMatcher:
+        return cls(patterns)
+
+    @classmethod
+    def from_file(cls, path: Path) -> IgnoreMatcher:
+        """Read a .dockerignore: one pattern per line, lines starting with "#" are comments."""
+        try:
+            text = path.read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError as exc:
+            raise ContextError(f"cannot read {path}: {exc.strerror}") from None
+        return cls([line for line in text.splitlines() if not line.startswith("#")])
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def state(self, relpath: str, parent: tuple[bool, ...] | None) -> tuple[bool, ...]:
+        """Per pattern: does it match `relpath` or one of its parents? `parent` is the state of
+        the parent directory (None: compute it), so a walk costs one regex match per pattern."""
+        if parent is None:
+            head = relpath.rpartition("/")[0]
+            parent = self.state(head, None) if head else (False,) * len(self.patterns)
+        return tuple(p_state or bool(p.regex.fullmatch(relpath))
+                     for p, p_state in zip(self.patterns, parent, strict=True))
+
+    def decide(self, state: tuple[bool, ...]) -> bool:
+        """Excluded? The last matching pattern wins."""
+        excluded = False
+        for pattern, matched in zip(self.patterns, state, strict=True):
+            if matched:
+                excluded = not pattern.exclusion
+        return excluded
+
+    def matches(self, relpath: str) -> bool:
+        """True when `relpath` is excluded (the context root never is)."""
+        relpath = clean_path(relpath)
+        return bool(self.patterns) and bool(relpath) and self.decide(self.state(relpath, None))
+
+    def may_include_below(self, reldir: str) -> bool:
+        """Could an exception (`!pattern`) re-include something under the excluded dir `reldir`?"""
+        parts = reldir.split("/")
+        for pattern in self.patterns:
+            if not pattern.exclusion:
+                continue
+            if "**" in pattern.text:
+                return True
+            if len(pattern.dirs) > len(parts) and all(
+                re.fullmatch(translate(p, doublestar=False), d, re.DOTALL)
+                for p, d in zip(pattern.dirs, parts, strict=False)
+            ):
+                return True
+        return False

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.context import IgnoreMatcher, collect_copy
+from dockwright.context import collect_copy
+from dockwright.dockerignore import IgnoreMatcher
 from dockwright.errors import ContextError
 from dockwright.layer import TarEntry
 
