@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from dockwright import compose, image
 from dockwright.base import BaseImage, Layer, resolve_base
@@ -168,12 +168,7 @@ class Builder:
                     compose.add_history(config, self.created, step.created_by, empty_layer=True)
             case CopyStep():
                 created_by = step.created_by or f"COPY {' '.join(step.sources)} {step.dest}"
-                quick = self._quick_key(plan, step, state)
-                layer = self._layer_from_cache(quick, self._format_for(state.image)) if quick else None
-                if layer is None:
-                    entries = self._copy_entries(plan, step, state, states)
-                    layer = self._make_layer(entries, self._format_for(state.image), also_key=quick)
-                self._append_layer(state, layer, created_by)
+                self._append_layer(state, self._copy_layer(plan, step, state, states), created_by)
             case MkdirStep():
                 from dockwright.layer import TarEntry
 
@@ -219,16 +214,19 @@ class Builder:
 
         return tempfile.mkdtemp(prefix=prefix, dir=self.workdir)
 
+    def _copy_args(self, step: CopyStep, state: _StageState) -> tuple[str, dict[str, Any]]:
+        """(absolute destination, the keyword arguments of collect_copy and its kin) for a COPY step."""
+        uid, gid = self._owner(step.chown, state)
+        dest = self._absolute(step.dest, state)
+        return dest, {"uid": uid, "gid": gid, "chmod": int(step.chmod, 8) if step.chmod else None,
+                      "extra_excludes": step.excludes, "parents": step.parents,
+                      "mtime": self.options.source_date_epoch, "dest_exists": dest.rstrip("/") in state.known_dirs}
+
     def _copy_entries(self, plan: BuildPlan, step: CopyStep, state: _StageState,
                       states: list[_StageState]) -> list[TarEntry]:
-        uid, gid = self._owner(step.chown, state)
-        chmod = int(step.chmod, 8) if step.chmod else None
-        dest = self._absolute(step.dest, state)
-        common = {"uid": uid, "gid": gid, "chmod": chmod, "extra_excludes": step.excludes,
-                  "parents": step.parents, "mtime": self.options.source_date_epoch,
-                  "dest_exists": dest.rstrip("/") in state.known_dirs}
+        dest, common = self._copy_args(step, state)
         if step.inline_files:
-            return self._inline_entries(step, dest, uid, gid, chmod)
+            return self._inline_entries(step, dest, common["uid"], common["gid"], common["chmod"])
         if step.from_stage is not None:
             return self._rootfs(states[step.from_stage]).collect(step.sources, dest, **common)
         if step.from_image is not None:
@@ -273,16 +271,55 @@ class Builder:
         compose.append_layer(state.image, layer, self.created, created_by)
         state.rootfs = state.accounts = None  # the file system changed; a later lookup re-extracts
 
-    def _quick_key(self, plan: BuildPlan, step: CopyStep, state: _StageState) -> str | None:
-        """quickkey.tree_key for a plain COPY of one context directory; None for any other step."""
-        if (not self.options.use_cache or len(step.sources) != 1 or step.add or step.inline_files
+    def _copy_layer(self, plan: BuildPlan, step: CopyStep, state: _StageState, states: list[_StageState]) -> Layer:
+        """A COPY/ADD layer: from this build or the cache when its inputs are known, else written.
+
+        A plain COPY of one context directory is looked up by cheap keys before anything is collected:
+        its settings within this build, its quick key (quickkey.py) in the cache. On a miss, with no
+        .dockerignore or --exclude pattern about, its entries stream into the writer as the tree is
+        walked: the fingerprint could only repeat what the quick key said. With patterns, the layer is
+        looked up by fingerprint first (a changed ignored file misses the quick key, not the layer)."""
+        fmt = self._format_for(state.image)
+        tree = self._tree_step(plan, step, state)
+        if tree is None:
+            return self._make_layer(self._copy_entries(plan, step, state, states), fmt)
+        root, settings, skip = tree
+        import hashlib
+
+        # the same step twice in one build (several platforms) is one layer: no second walk
+        memo = "step:" + hashlib.sha256(f"{root}\0{settings}".encode()).hexdigest()
+        layer = self._known_layer(memo, fmt)
+        quick = None
+        if layer is None and self.options.use_cache:
+            from dockwright.quickkey import tree_key
+
+            quick = tree_key(root, settings, skip)
+            layer = self._layer_from_cache(quick, fmt)
+        if layer is None and (plan.dockerignore or step.excludes):
+            layer = self._make_layer(self._copy_entries(plan, step, state, states), fmt, also_key=quick)
+        elif layer is None:
+            from dockwright.context import stream_copy
+
+            dest, common = self._copy_args(step, state)
+            del common["extra_excludes"], common["parents"]  # none here
+            layer = self._write_layer(stream_copy(plan.context, step.sources[0], dest, **common), fmt, quick)
+        self._layers[memo] = layer
+        return layer
+
+    def _tree_step(self, plan: BuildPlan, step: CopyStep, state: _StageState) -> tuple[str, str, frozenset[str]] | None:
+        """(source directory, settings, names to skip) for a plain COPY of one context directory, the
+        inputs of its quick key; None for any other step."""
+        if (len(step.sources) != 1 or step.add or step.inline_files or step.parents
                 or step.from_stage is not None or step.from_image is not None):
             return None
         import json
 
         from dockwright.layer import FORMAT_VERSION
-        from dockwright.quickkey import tree_key
+        from dockwright.quickkey import tree_root
 
+        root = tree_root(str(plan.context), step.sources[0])
+        if root is None:
+            return None
         dest = self._absolute(step.dest, state)
         compression = self._compression()
         settings = json.dumps([FORMAT_VERSION, compression.algorithm, compression.resolved_level(), step.sources,
@@ -292,56 +329,74 @@ class Builder:
         outright = any(p.startswith("!") for p in (*step.excludes, *plan.dockerignore))
         skip = frozenset() if outright else frozenset(p for p in step.excludes if "/" not in p
                                                       and not any(c in p for c in "*?[\\"))
-        return tree_key(str(plan.context), step.sources[0], settings, skip)
+        return root, settings, skip
 
-    def _layer_from_cache(self, key: str, fmt: Format) -> Layer | None:
-        """The layer filed under `key` in this build or in the cache, with the media type for `fmt`."""
+    def _known_layer(self, key: str, fmt: Format) -> Layer | None:
+        """The layer this build made or found under `key`, with the media type for `fmt`."""
+        known = self._layers.get(key)
+        if known is None:
+            return None
         from dockwright.layer import layer_media_type
 
         media_type = layer_media_type(self._compression().algorithm, fmt)
-        if key in self._layers:
-            known = self._layers[key]
-            return Layer(Descriptor(media_type, known.descriptor.digest, known.descriptor.size),
-                         known.diff_id, known.source)
-        hit = self.cache.lookup_layer(key) if self.options.use_cache else None
+        return Layer(Descriptor(media_type, known.descriptor.digest, known.descriptor.size), known.diff_id,
+                     known.source)
+
+    def _layer_from_cache(self, key: str, fmt: Format) -> Layer | None:
+        """The layer filed under `key` in this build or in the cache, with the media type for `fmt`."""
+        known = self._known_layer(key, fmt)
+        if known is not None or not self.options.use_cache:
+            return known
+        hit = self.cache.lookup_layer(key)
         if hit is None:
             return None
+        from dockwright.layer import layer_media_type
+
         self._result.layers_cached += 1
         log.info("cached layer %s", hit.digest[:19])
-        layer = Layer(Descriptor(media_type, hit.digest, hit.size), hit.diff_id,
-                      FileBlob(hit.path, hit.digest, hit.size, "cached layer"))
+        layer = Layer(Descriptor(layer_media_type(self._compression().algorithm, fmt), hit.digest, hit.size),
+                      hit.diff_id, FileBlob(hit.path, hit.digest, hit.size, "cached layer"))
         self._layers[key] = layer
         return layer
 
     def _make_layer(self, entries: list[TarEntry], fmt: Format, also_key: str | None = None) -> Layer:
         """The layer of `entries`: from this build or the cache when its fingerprint is known, else written.
         `also_key`: another key to file it under (the step's quick key)."""
-        from dockwright.layer import fingerprint, layer_media_type, write_layer
+        from dockwright.layer import fingerprint
 
-        compression = self._compression()
-        key = fingerprint(entries, compression)
-        layer = self._layer_from_cache(key, fmt)
-        if layer is None:
-            temp = self.cache.temp_path(".layer")
-            try:
-                blob = write_layer(entries, temp, compression)
-                stored = self.cache.store_layer(key, temp, blob.digest, blob.size, blob.diff_id,
-                                                compression.algorithm)
-            finally:
-                temp.unlink(missing_ok=True)
-            self._result.layers_built += 1
-            log.info("built layer %s (%d files, %s bytes)", stored.digest[:19], len(entries), stored.size)
-            layer = Layer(Descriptor(layer_media_type(compression.algorithm, fmt), stored.digest, stored.size),
-                          stored.diff_id, FileBlob(stored.path, stored.digest, stored.size, "cached layer"))
-            self._layers[key] = layer
+        key = fingerprint(entries, self._compression())
+        layer = self._layer_from_cache(key, fmt) or self._write_layer(entries, fmt, key)
         if also_key is not None and self.options.use_cache:
             from dockwright.cache import CachedLayer
 
             source = layer.source
             assert isinstance(source, FileBlob)
             self.cache.record_layer(also_key, CachedLayer(layer.descriptor.digest, layer.descriptor.size,
-                                                          layer.diff_id, compression.algorithm, source.path))
+                                                          layer.diff_id, self._compression().algorithm, source.path))
             self._layers[also_key] = layer
+        return layer
+
+    def _write_layer(self, entries: Iterable[TarEntry], fmt: Format, key: str | None) -> Layer:
+        """Write a new layer into the cache, filed under `key` (None: kept for this build only)."""
+        from dockwright.layer import layer_media_type, write_layer
+
+        compression = self._compression()
+        temp = self.cache.temp_path(".layer")
+        try:
+            blob = write_layer(entries, temp, compression)
+            if key is None:
+                path = self.cache.adopt_blob(temp, blob.digest)
+            else:
+                path = self.cache.store_layer(key, temp, blob.digest, blob.size, blob.diff_id,
+                                              compression.algorithm).path
+        finally:
+            temp.unlink(missing_ok=True)
+        self._result.layers_built += 1
+        log.info("built layer %s (%d entries, %s bytes)", blob.digest[:19], blob.entries, blob.size)
+        layer = Layer(Descriptor(layer_media_type(compression.algorithm, fmt), blob.digest, blob.size),
+                      blob.diff_id, FileBlob(path, blob.digest, blob.size, "cached layer"))
+        if key is not None:
+            self._layers[key] = layer
         return layer
 
 

@@ -6,7 +6,8 @@ import os
 import posixpath
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -46,6 +47,7 @@ class _Collector:
         self.found: dict[str, _Found] = {}  # in-image path -> host item; later sources win
         self.created: dict[str, int] = {}  # in-image dirs made for the copy (not from a host dir) -> mode
         self.dest_exists = False
+        self.first_link: dict[tuple[int, int], str] = {}  # (dev, inode) of a hard-linked file -> its first path
 
     @property
     def owns_destination(self) -> bool:
@@ -79,94 +81,133 @@ class _Collector:
         return real, st
 
     def add(self, image_path: str, host: str, st: os.stat_result) -> None:
-        if image_path.rpartition("/")[2].startswith(".wh.") or host.rpartition("/")[2].startswith(".wh."):
-            raise _whiteout_name(host, image_path)
-        if stat.S_IFMT(st.st_mode) not in _COPYABLE:
-            raise _uncopyable(host)
-        self.found[image_path] = _Found(host, st)
+        self.found[image_path] = _checked(image_path, host, st)
 
     def walk(self, host_dir: str, image_dir: str, src_rel: str, ignore_state: tuple[bool, ...] | None,
-             exclude_state: tuple[bool, ...] | None) -> None:
-        """Add everything below `host_dir` under `image_dir`; symlinks are kept, never followed.
-        `src_rel` is the path relative to the COPY source (for --exclude); the states are the
-        matchers' per-pattern results for `host_dir` (see IgnoreMatcher.state)."""
+             exclude_state: tuple[bool, ...] | None) -> Iterator[tuple[str, _Found]]:
+        """Everything below `host_dir`, as (in-image path under `image_dir`, host item), in layer order:
+        sorted by whole path, which a walk gives when a directory's contents sort among its siblings as
+        "name/" (git orders its trees so). Symlinks are kept, never followed. `src_rel` is the path
+        relative to the COPY source (for --exclude); the states are the matchers' per-pattern results
+        for `host_dir` (see IgnoreMatcher.state). A stack of listings, not nested generators: each
+        level of `yield from` would cost every item below it."""
+        stack = [iter(self._listing(host_dir, image_dir, src_rel, ignore_state, exclude_state))]
+        while stack:
+            for _, path, found, below in stack[-1]:
+                if below is None:
+                    yield path, found
+                elif isinstance(below, list):
+                    yield from below
+                else:
+                    stack.append(iter(self._listing(found.host, path, *below)))
+                    break
+            else:
+                stack.pop()
+
+    def _listing(self, host_dir: str, image_dir: str, src_rel: str, ignore_state: tuple[bool, ...] | None,
+                 exclude_state: tuple[bool, ...] | None) -> list[tuple[str, str, _Found, _Below]]:
+        """One directory's items for walk(), sorted: (sort key, in-image path, item, below). `below` is
+        None for the item itself; for a directory's contents, walk()'s remaining arguments for it, or
+        the contents already walked."""
         try:
             with os.scandir(host_dir) as it:
                 children = list(it)
         except OSError as exc:
             raise ContextError(f"cannot read directory {host_dir}: {exc.strerror}") from None
+        prefix = image_dir + "/" if image_dir else ""
+        order: list[tuple[str, str, _Found, _Below]] = []
         if self.ignore is None and self.exclude is None:
-            self._walk_all(children, image_dir + "/" if image_dir else "")
-            return
-        for child in children:
-            rel = f"{src_rel}/{child.name}" if src_rel else child.name
-            ign = exc = None
-            # (matcher, path it sees) for each matcher that excludes this child
-            excluded_by: list[tuple[IgnoreMatcher, str]] = []
-            if self.ignore:
-                ign = self.ignore.state(self.context_rel(child.path), ignore_state)
-                if self.ignore.decide(ign):
-                    excluded_by.append((self.ignore, self.context_rel(child.path)))
-            if self.exclude:
-                exc = self.exclude.state(rel, exclude_state)
-                if self.exclude.decide(exc):
-                    excluded_by.append((self.exclude, rel))
-            st = _lstat(child)
-            image_path = f"{image_dir}/{child.name}" if image_dir else child.name
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if excluded_by:
-                if is_dir and all(matcher.may_include_below(path) for matcher, path in excluded_by):
-                    before = len(self.found)
-                    self.walk(child.path, image_path, rel, ign, exc)
-                    if len(self.found) > before:  # something re-included: its directory comes too
-                        self.add(image_path, child.path, st)
-                continue
-            self.add(image_path, child.path, st)
-            if is_dir:
-                self.walk(child.path, image_path, rel, ign, exc)
+            for child in children:  # the common case, kept lean: a node_modules tree has 10^4..10^5 files
+                name = child.name
+                st = _lstat(child)
+                kind = stat.S_IFMT(st.st_mode)
+                if name.startswith(".wh.") or kind not in _COPYABLE:
+                    _checked(prefix + name, child.path, st)  # raises the error
+                found = _Found(child.path, st)
+                order.append((name, prefix + name, found, None))
+                if kind == stat.S_IFDIR:
+                    order.append((name + "/", prefix + name, found, _WALK_ALL))
+        else:
+            for child in children:
+                self._order_filtered(child, prefix, src_rel, ignore_state, exclude_state, order)
+        order.sort(key=_sort_key)
+        return order
 
-    def _walk_all(self, children: list[os.DirEntry[str]], prefix: str) -> None:
-        """walk() with nothing to exclude: the same checks as add(), without the per-file call
-        (a node_modules tree has tens of thousands of files)."""
-        found = self.found
-        for child in children:
-            name = child.name
-            st = _lstat(child)
-            kind = stat.S_IFMT(st.st_mode)
-            if name.startswith(".wh."):
-                raise _whiteout_name(child.path, prefix + name)
-            if kind not in _COPYABLE:
-                raise _uncopyable(child.path)
-            found[prefix + name] = _Found(child.path, st)
-            if kind == stat.S_IFDIR:
-                self.walk(child.path, prefix + name, "", None, None)
+    def _order_filtered(self, child: os.DirEntry[str], prefix: str, src_rel: str,
+                        ignore_state: tuple[bool, ...] | None, exclude_state: tuple[bool, ...] | None,
+                        order: list[tuple[str, str, _Found, _Below]]) -> None:
+        """walk()'s step for one child when .dockerignore or --exclude patterns apply."""
+        name = child.name
+        rel = f"{src_rel}/{name}" if src_rel else name
+        ign = exc = None
+        # (matcher, path it sees) for each matcher that excludes this child
+        excluded_by: list[tuple[IgnoreMatcher, str]] = []
+        if self.ignore:
+            ign = self.ignore.state(self.context_rel(child.path), ignore_state)
+            if self.ignore.decide(ign):
+                excluded_by.append((self.ignore, self.context_rel(child.path)))
+        if self.exclude:
+            exc = self.exclude.state(rel, exclude_state)
+            if self.exclude.decide(exc):
+                excluded_by.append((self.exclude, rel))
+        st = _lstat(child)
+        path = prefix + name
+        if excluded_by:
+            if stat.S_ISDIR(st.st_mode) and all(matcher.may_include_below(p) for matcher, p in excluded_by):
+                below = list(self.walk(child.path, path, rel, ign, exc))
+                if below:  # something re-included: its directory comes too
+                    found = _checked(path, child.path, st)
+                    order.extend(((name, path, found, None), (name + "/", path, found, below)))
+            return
+        found = _checked(path, child.path, st)
+        order.append((name, path, found, None))
+        if stat.S_ISDIR(st.st_mode):
+            order.append((name + "/", path, found, (rel, ign, exc)))
+
+    def entry(self, path: str, host: str, st: os.stat_result) -> TarEntry:
+        """The tar entry of a walked item. Items must come in layer order: the first path of a file
+        with several hard links carries its content, later ones link to it."""
+        uid, gid, mtime = self.uid, self.gid, self.mtime
+        mode = st.st_mode
+        perm = (mode & self.mode_mask) if self.chmod is None else self.chmod
+        if stat.S_ISDIR(mode):
+            return TarEntry(path, "dir", perm, uid, gid, mtime=mtime)
+        if stat.S_ISLNK(mode):
+            try:
+                target = os.readlink(host)
+            except OSError as exc:
+                raise ContextError(f"cannot read symbolic link {host}: {exc.strerror}") from None
+            return TarEntry(path, "symlink", 0o777, uid, gid, linkname=target, mtime=mtime)
+        if st.st_nlink > 1:
+            first = self.first_link.setdefault((st.st_dev, st.st_ino), path)
+            if first != path:
+                return TarEntry(path, "hardlink", perm, uid, gid, linkname=first, mtime=mtime)
+        # ctime too: a rewrite that keeps size and mtime (touch -r, some extractors) changes it
+        return TarEntry(path, "file", perm, uid, gid, st.st_size, "", host, None, mtime,
+                        f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}")
 
     def entries(self) -> list[TarEntry]:
-        result: dict[str, TarEntry] = {}
-        uid, gid, chmod, mtime, mask = self.uid, self.gid, self.chmod, self.mtime, self.mode_mask
-        for path, mode in self.created.items():
-            result[path] = TarEntry(path, "dir", mode, uid, gid, mtime=mtime)
-        first_link: dict[tuple[int, int], str] = {}
-        for path in sorted(self.found):
-            host, st = self.found[path]
-            mode = st.st_mode
-            perm = (mode & mask) if chmod is None else chmod
-            if stat.S_ISDIR(mode):
-                result[path] = TarEntry(path, "dir", perm, uid, gid, mtime=mtime)
-            elif stat.S_ISLNK(mode):
-                result[path] = TarEntry(path, "symlink", 0o777, uid, gid, linkname=os.readlink(host), mtime=mtime)
-            elif st.st_nlink > 1 and (st.st_dev, st.st_ino) in first_link:
-                result[path] = TarEntry(path, "hardlink", perm, uid, gid, linkname=first_link[st.st_dev, st.st_ino],
-                                        mtime=mtime)
-            else:
-                if st.st_nlink > 1:
-                    first_link[st.st_dev, st.st_ino] = path
-                # ctime too: a rewrite that keeps size and mtime (touch -r, some extractors) changes it
-                result[path] = TarEntry(path, "file", perm, uid, gid, st.st_size, "", host, None, mtime,
-                                        f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}")
-        if not self.created:
-            return list(result.values())  # already in order
-        return [result[path] for path in sorted(result)]
+        result = {path: TarEntry(path, "dir", mode, self.uid, self.gid, mtime=self.mtime)
+                  for path, mode in self.created.items()}
+        for path in sorted(self.found):  # mostly sorted already: each walk yields in layer order
+            result[path] = self.entry(path, *self.found[path])
+        return [result[path] for path in sorted(result)] if self.created else list(result.values())
+
+
+_Below = tuple[str, tuple[bool, ...] | None, tuple[bool, ...] | None] | list[tuple[str, _Found]] | None
+_sort_key = itemgetter(0)
+_WALK_ALL = ("", None, None)  # walk()'s arguments below a directory when nothing is excluded
+
+
+def _checked(image_path: str, host: str, st: os.stat_result) -> _Found:
+    """A walked item, once its name and type are known to be allowed in a layer."""
+    if image_path.rpartition("/")[2].startswith(".wh.") or host.rpartition("/")[2].startswith(".wh."):
+        raise ContextError(f"{host}: names starting with '.wh.' are reserved for layer whiteouts "
+                           f"(in-image path /{image_path})", hint="rename the file or exclude it in .dockerignore")
+    if stat.S_IFMT(st.st_mode) not in _COPYABLE:
+        raise ContextError(f"{host}: cannot copy a device, FIFO or socket into an image",
+                           hint="exclude it in .dockerignore")
+    return _Found(host, st)
 
 
 def _lstat(child: os.DirEntry[str]) -> os.stat_result:
@@ -174,16 +215,6 @@ def _lstat(child: os.DirEntry[str]) -> os.stat_result:
         return child.stat(follow_symlinks=False)
     except OSError as exc:
         raise ContextError(f"cannot read {child.path}: {exc.strerror}") from None
-
-
-def _whiteout_name(host: str, image_path: str) -> ContextError:
-    return ContextError(f"{host}: names starting with '.wh.' are reserved for layer whiteouts "
-                        f"(in-image path /{image_path})", hint="rename the file or exclude it in .dockerignore")
-
-
-def _uncopyable(host: str) -> ContextError:
-    return ContextError(f"{host}: cannot copy a device, FIFO or socket into an image",
-                        hint="exclude it in .dockerignore")
 
 
 def resolve_in_root(root: str, rel: str) -> str:
@@ -251,8 +282,40 @@ def collect_copy(context: Path, sources: Sequence[str], dest: str, *, uid: int =
                  mtime: int = 0, dest_exists: bool = False) -> list[TarEntry]:
     """The entries of one COPY layer: `sources` (context-relative, wildcards allowed; "/x" means "x")
     copied to the absolute in-image `dest`, with `excludes` (.dockerignore) and `extra_excludes`
-    (COPY --exclude, relative to each source). Sorted, parents of `dest` included, no duplicates.
-    Permission bits are masked with 0o755 unless `chmod` is given."""
+    (COPY --exclude, relative to each source). Sorted, no duplicates; the destination's parents are
+    not included (see _Collector.owns_destination). Permission bits are masked with 0o755 unless
+    `chmod` is given."""
+    collector = _context_collector(context, excludes, extra_excludes, uid, gid, chmod, mtime, dest_exists)
+    return _collect(collector, sources, dest, parents)
+
+
+def stream_copy(context: Path, source: str, dest: str, *, uid: int = 0, gid: int = 0, chmod: int | None = None,
+                mtime: int = 0, dest_exists: bool = False) -> Iterator[TarEntry]:
+    """collect_copy of one source with nothing to exclude, as an iterator. For a directory the entries
+    come in layer order while the tree is walked, so the layer writer and its compressor threads
+    start at once rather than after the walk; the source itself is checked now."""
+    collector = _context_collector(context, None, (), uid, gid, chmod, mtime, dest_exists)
+    dest_path, _ = _destination([source], dest)
+    _check_source(collector, source)
+    full = clean_path(source)
+    if _MAGIC.search(full):
+        return iter(_collect(collector, [source], dest, parents=False))
+    real, st = collector.resolve(full, source)
+    if not stat.S_ISDIR(st.st_mode):
+        return iter(_collect(collector, [source], dest, parents=False))
+    return _stream_dir(collector, real, st, dest_path)
+
+
+def _stream_dir(collector: _Collector, real: str, st: os.stat_result, base: str) -> Iterator[TarEntry]:
+    """_copy_one's directory case for a single source, lazily (the same entries in the same order)."""
+    if base and collector.owns_destination:
+        yield collector.entry(base, *_checked(base, real, st))
+    for path, (host, item_st) in collector.walk(real, base, "", None, None):
+        yield collector.entry(path, host, item_st)
+
+
+def _context_collector(context: Path, excludes: IgnoreMatcher | None, extra_excludes: Sequence[str], uid: int,
+                       gid: int, chmod: int | None, mtime: int, dest_exists: bool) -> _Collector:
     try:
         root = os.path.realpath(context, strict=True)
     except OSError as exc:
@@ -260,7 +323,7 @@ def collect_copy(context: Path, sources: Sequence[str], dest: str, *, uid: int =
     collector = _Collector(root, f"the build context {root}", excludes,
                            IgnoreMatcher(extra_excludes) if extra_excludes else None, uid, gid, chmod, mtime)
     collector.dest_exists = dest_exists
-    return _collect(collector, sources, dest, parents)
+    return collector
 
 
 def collect_from_root(root: Path, where: str, sources: Sequence[str], dest: str, *, uid: int = 0,
@@ -275,7 +338,8 @@ def collect_from_root(root: Path, where: str, sources: Sequence[str], dest: str,
     return _collect(collector, sources, dest, parents)
 
 
-def _collect(collector: _Collector, sources: Sequence[str], dest: str, parents: bool) -> list[TarEntry]:
+def _destination(sources: Sequence[str], dest: str) -> tuple[str, bool]:
+    """(the cleaned destination, whether it names a directory), after checking the COPY's shape."""
     if not sources:
         raise ContextError("COPY needs at least one source")
     if not dest.startswith("/"):
@@ -285,10 +349,18 @@ def _collect(collector: _Collector, sources: Sequence[str], dest: str, parents: 
         raise ContextError(
             f"COPY {' '.join(sources)} {dest}: when using COPY with more than one source file, "
             "the destination must be a directory and end with a /")
-    dest_path = clean_path(dest)
+    return clean_path(dest), dest_dir
+
+
+def _check_source(collector: _Collector, source: str) -> None:
+    if posixpath.normpath(source.lstrip("/") or ".").startswith(".."):
+        raise ContextError(f"COPY source {source!r} is outside {collector.where}")
+
+
+def _collect(collector: _Collector, sources: Sequence[str], dest: str, parents: bool) -> list[TarEntry]:
+    dest_path, dest_dir = _destination(sources, dest)
     for source in sources:
-        if posixpath.normpath(source.lstrip("/") or ".").startswith(".."):
-            raise ContextError(f"COPY source {source!r} is outside {collector.where}")
+        _check_source(collector, source)
         full, kept = _split_pivot(source)
         if _MAGIC.search(full):
             matches = _expand(collector, full)
@@ -332,8 +404,8 @@ def _copy_one(collector: _Collector, rel: str, keep: str, shown: str, dest_path:
         if base and (base != dest_path.strip("/") or collector.owns_destination):
             collector.add(base, real, st)
         state = collector.ignore.state(collector.context_rel(real), None) if collector.ignore else None
-        collector.walk(real, base, "", state, (False,) * len(collector.exclude.patterns)
-                       if collector.exclude else None)
+        collector.found.update(collector.walk(real, base, "", state, (False,) * len(collector.exclude.patterns)
+                                              if collector.exclude else None))
         return
     if collector.exclude and collector.exclude.matches(posixpath.basename(rel)):
         return

@@ -15,12 +15,14 @@ runs with at least one worker.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
+import queue
 import sys
+import threading
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal, NamedTuple
 
@@ -67,7 +69,7 @@ class TarEntry(NamedTuple):
         return len(self.data) if self.data is not None else self.size
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Compression:
     algorithm: Literal["gzip", "zstd", "none"] = "gzip"
     level: int | None = None  # None: gzip 1 (ISA-L, 0-3), zstd 3 (1-22)
@@ -92,13 +94,14 @@ class Compression:
         return max(1, self.threads or os.cpu_count() or 1)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class LayerBlob:
     path: Path
     digest: str  # sha256 of the compressed bytes
     size: int
     diff_id: str  # sha256 of the uncompressed tar
     compression: str  # "gzip" | "zstd" | "none"
+    entries: int = 0  # tar members written (0 for a recompressed stream)
 
 
 def layer_media_type(compression: str, fmt: Format) -> str:
@@ -244,6 +247,33 @@ class _HashingFile:
         self.file.flush()
 
 
+class _BackgroundHash:
+    """sha256 on a thread of its own. The thread framing the tar stream is the writer's bottleneck
+    (Python, per file), and hashlib releases the GIL: the diff_id then costs it a queue put per block."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._thread = threading.Thread(target=self._run, name="dockwright-diff-id", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (block := self._queue.get()) is not None:
+            self._hash.update(block)
+
+    def update(self, block: bytes) -> None:
+        self._queue.put(block)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.stop()
+        return self._hash.hexdigest()
+
+
 class _Sink:
     """The uncompressed side: collects tar bytes into fixed blocks, hashes them, feeds the compressor."""
 
@@ -251,7 +281,7 @@ class _Sink:
         self.buffer = bytearray(BLOCK_SIZE)
         self.view = memoryview(self.buffer)
         self.pos = 0
-        self.hash = hashlib.sha256()
+        self.hash = _BackgroundHash()
         level = compression.resolved_level()
         threads = compression.resolved_threads()
         if compression.algorithm == "gzip":
@@ -287,7 +317,9 @@ class _Sink:
                 self.flush_block()
 
     def flush_block(self) -> None:
-        block = self.view[: self.pos]
+        # One copy, which the threaded compressor makes anyway (bytes(bytes) is not a copy): the hash
+        # thread and the compressor may hold the block while the buffer fills again.
+        block = bytes(self.view[: self.pos])
         self.hash.update(block)
         self._write(block)
         self.pos = 0
@@ -318,7 +350,8 @@ class _Sink:
             self._closer.close()
 
     def abort(self) -> None:
-        """Stop the compressor threads after an error, ignoring what they had left."""
+        """Stop the hash and compressor threads after an error, ignoring what they had left."""
+        self.hash.stop()
         if self._closer is not None:
             with contextlib.suppress(Exception):  # the original error is the one to report
                 self._closer.close()
@@ -371,8 +404,9 @@ def write_layer(entries: Iterable[TarEntry], dest: Path, compression: Compressio
     """Write the layer to `dest` (a temporary name the caller renames). Entries are written in the
     given order; a duplicate path is an error. On failure `dest` is removed."""
 
+    seen: set[str] = set()
+
     def feed(sink: _Sink) -> None:
-        seen: set[str] = set()
         for entry in entries:
             if entry.path in seen:
                 raise ContextError(f"duplicate path {entry.path!r} in one layer")
@@ -395,7 +429,7 @@ def write_layer(entries: Iterable[TarEntry], dest: Path, compression: Compressio
                 sink.write(padding)
         sink.write(_ZERO_BLOCK * 2)
 
-    return _write_blob(dest, compression, feed)
+    return dataclasses.replace(_write_blob(dest, compression, feed), entries=len(seen))
 
 
 def compress_stream(chunks: Iterable[bytes], dest: Path, compression: Compression) -> LayerBlob:

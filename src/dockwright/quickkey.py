@@ -16,16 +16,22 @@ import re
 _MAGIC = re.compile(r"[*?\[\\]")
 
 
-def tree_key(context: str, source: str, settings: str, skip_top: frozenset[str] = frozenset()) -> str | None:
-    """The key for copying `source` (relative to `context`), or None when the quick path does not apply:
-    wildcards, `..`, a source that is not a real directory, or one reached through a symlink.
-    `skip_top`: names directly below the source that the step excludes outright (no effect on the layer)."""
+def tree_root(context: str, source: str) -> str | None:
+    """The real directory a COPY of `source` (relative to `context`) reads, when the quick key applies:
+    not for wildcards, `..`, a source that is not a real directory, or one reached through a symlink."""
     if _MAGIC.search(source) or ".." in source.split("/"):
         return None
     root = os.path.realpath(context)
     path = os.path.normpath(os.path.join(root, source.lstrip("/")))
     if os.path.realpath(path) != path or not os.path.isdir(path):
         return None
+    return path
+
+
+def tree_key(path: str, settings: str, skip_top: frozenset[str] = frozenset()) -> str:
+    """The key for copying the directory `path` (from tree_root) with `settings`, the step's every other
+    input. `skip_top`: names directly below the source that the step excludes outright (no effect on the
+    layer)."""
     parts = [settings.encode(), b"\n"]
     _walk(path, b"", parts, skip_top)
     return "quick:" + hashlib.sha256(b"".join(parts)).hexdigest()

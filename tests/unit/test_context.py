@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.context import collect_copy
+from dockwright.context import collect_copy, stream_copy
 from dockwright.dockerignore import IgnoreMatcher
 from dockwright.errors import ContextError
 from dockwright.layer import TarEntry
@@ -202,3 +202,51 @@ def test_entries_are_sorted_and_unique(ctx: Path) -> None:
     names = paths(entries)
     assert names == sorted(names) and len(names) == len(set(names))
     assert all(stat.S_IMODE(e.mode) == e.mode for e in entries)
+
+
+@pytest.fixture
+def tricky(tmp_path: Path) -> Path:
+    """Names that sort around "/" ("a-b" and "a.b" before "a/x"), a hard link whose first path in
+    layer order is not its first in a walk, a symlink, an empty directory and a non-UTF-8 name."""
+    root = tmp_path / "tricky"
+    for folder in ("a/x", "a-b", "a.b/c", "empty", "z"):
+        (root / "src" / folder).mkdir(parents=True)
+    for name in ("a/x/f", "a-b/g", "a.b/c/h", "a0", "z/late"):
+        (root / "src" / name).write_text(name)
+    os.link(root / "src" / "z" / "late", root / "src" / "a" / "early")
+    os.symlink("../a0", root / "src" / "z" / "link")
+    (root / "src" / os.fsdecode(b"caf\xe9")).write_text("latin-1")
+    return root
+
+
+@pytest.mark.parametrize("dest,chown", [("/app", None), ("/app/", (10, 20)), ("/", None)])
+def test_streamed_entries_are_the_collected_ones_in_the_same_order(tricky: Path, dest: str,
+                                                                  chown: tuple[int, int] | None) -> None:
+    uid, gid = chown or (0, 0)
+    collected = collect_copy(tricky, ["src"], dest, uid=uid, gid=gid, mtime=7)
+    assert list(stream_copy(tricky, "src", dest, uid=uid, gid=gid, mtime=7)) == collected
+    assert paths(collected) == sorted(paths(collected))
+    entries = by_path(collected)
+    prefix = dest.strip("/") + "/" if dest.strip("/") else ""
+    assert (entries[prefix + "a/early"].kind, entries[prefix + "z/late"].kind) == ("file", "hardlink")
+    assert entries[prefix + "z/late"].linkname == prefix + "a/early"
+    assert (prefix.rstrip("/") in entries) == (chown is not None)  # the destination only when owned
+
+
+def test_streaming_a_file_or_a_wildcard_gives_the_collected_entries(tricky: Path) -> None:
+    assert list(stream_copy(tricky, "src/a0", "/d/")) == collect_copy(tricky, ["src/a0"], "/d/")
+    assert list(stream_copy(tricky, "src/a*", "/d/")) == collect_copy(tricky, ["src/a*"], "/d/")
+
+
+def test_a_streamed_source_is_checked_before_any_entry_is_asked_for(tricky: Path) -> None:
+    with pytest.raises(ContextError, match="not found"):
+        stream_copy(tricky, "nope", "/d/")
+    with pytest.raises(ContextError, match="outside"):
+        stream_copy(tricky, "../x", "/d/")
+
+
+def test_a_fifo_deep_in_a_streamed_tree_is_an_error_naming_it(tricky: Path) -> None:
+    os.mkfifo(tricky / "src" / "z" / "pipe")
+    entries = stream_copy(tricky, "src", "/app")
+    with pytest.raises(ContextError, match=r"z/pipe: cannot copy a device, FIFO or socket"):
+        list(entries)

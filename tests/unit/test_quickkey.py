@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.quickkey import tree_key
+from dockwright.quickkey import tree_key, tree_root
 
 
 @pytest.fixture
@@ -18,15 +18,21 @@ def ctx(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def key(ctx: Path, source: str, settings: str, skip: frozenset[str] = frozenset()) -> str:
+    root = tree_root(str(ctx), source)
+    assert root is not None
+    return tree_key(root, settings, skip)
+
+
 def test_same_tree_and_settings_give_the_same_key(ctx: Path) -> None:
-    assert tree_key(str(ctx), "app", "s") == tree_key(str(ctx), "app", "s")
-    assert tree_key(str(ctx), "app", "s") != tree_key(str(ctx), "app", "other settings")
+    assert key(ctx, "app", "s") == key(ctx, "app", "s")
+    assert key(ctx, "app", "s") != key(ctx, "app", "other settings")
 
 
 @pytest.mark.parametrize("change", ["content", "mode", "new-file", "removed", "symlink-target"])
 def test_any_change_below_the_source_changes_the_key(ctx: Path, change: str) -> None:
     os.symlink("server.js", ctx / "app" / "link")
-    before = tree_key(str(ctx), "app", "s")
+    before = key(ctx, "app", "s")
     target = ctx / "app" / "node_modules" / "pkg" / "index.js"
     if change == "content":
         stat = target.stat()
@@ -41,23 +47,23 @@ def test_any_change_below_the_source_changes_the_key(ctx: Path, change: str) -> 
     else:
         (ctx / "app" / "link").unlink()
         os.symlink("node_modules", ctx / "app" / "link")
-    assert tree_key(str(ctx), "app", "s") != before
+    assert key(ctx, "app", "s") != before
 
 
 def test_outright_excluded_names_do_not_count(ctx: Path) -> None:
-    before = tree_key(str(ctx), "app", "s", frozenset({"node_modules"}))
+    before = key(ctx, "app", "s", frozenset({"node_modules"}))
     (ctx / "app" / "node_modules" / "pkg" / "index.js").write_text("changed, but excluded")
-    assert tree_key(str(ctx), "app", "s", frozenset({"node_modules"})) == before
+    assert key(ctx, "app", "s", frozenset({"node_modules"})) == before
 
 
 @pytest.mark.parametrize("source", ["app/*", "../app", "missing", "app/server.js"])
 def test_no_quick_key_for_wildcards_escapes_files_or_missing_sources(ctx: Path, source: str) -> None:
-    assert tree_key(str(ctx), source, "s") is None
+    assert tree_root(str(ctx), source) is None
 
 
 def test_no_quick_key_through_a_symlinked_directory(ctx: Path) -> None:
     os.symlink("app", ctx / "alias")
-    assert tree_key(str(ctx), "alias", "s") is None
+    assert tree_root(str(ctx), "alias") is None
 
 
 def _build(ctx: Path, cache: Path) -> tuple[str, str]:
