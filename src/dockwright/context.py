@@ -9,7 +9,6 @@ import stat
 from collections.abc import Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
-from typing import NamedTuple
 
 from dockwright.dockerignore import IgnoreMatcher, clean_path, translate
 from dockwright.errors import ContextError
@@ -23,11 +22,9 @@ _COPYABLE = frozenset((stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK))
 # --------------------------------------------------------------------------- COPY
 
 
-class _Found(NamedTuple):
-    """A walked host path, before ownership, dedup and hard-link decisions."""
-
-    host: str
-    st: os.stat_result
+# A walked host item, before ownership, dedup and hard-link decisions: (host path, its lstat). A plain
+# tuple: a NamedTuple's __new__ runs Python code, and a walk makes one per file.
+_Found = tuple[str, os.stat_result]
 
 
 class _Collector:
@@ -99,7 +96,7 @@ class _Collector:
                 elif isinstance(below, list):
                     yield from below
                 else:
-                    stack.append(iter(self._listing(found.host, path, *below)))
+                    stack.append(iter(self._listing(found[0], path, *below)))
                     break
             else:
                 stack.pop()
@@ -123,7 +120,7 @@ class _Collector:
                 kind = stat.S_IFMT(st.st_mode)
                 if name.startswith(".wh.") or kind not in _COPYABLE:
                     _checked(prefix + name, child.path, st)  # raises the error
-                found = _Found(child.path, st)
+                found = (child.path, st)
                 order.append((name, prefix + name, found, None))
                 if kind == stat.S_IFDIR:
                     order.append((name + "/", prefix + name, found, _WALK_ALL))
@@ -182,9 +179,7 @@ class _Collector:
             first = self.first_link.setdefault((st.st_dev, st.st_ino), path)
             if first != path:
                 return TarEntry(path, "hardlink", perm, uid, gid, linkname=first, mtime=mtime)
-        # ctime too: a rewrite that keeps size and mtime (touch -r, some extractors) changes it
-        return TarEntry(path, "file", perm, uid, gid, st.st_size, "", host, None, mtime,
-                        f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}")
+        return TarEntry(path, "file", perm, uid, gid, st.st_size, "", host, None, mtime, st)
 
     def entries(self) -> list[TarEntry]:
         result = {path: TarEntry(path, "dir", mode, self.uid, self.gid, mtime=self.mtime)
@@ -207,7 +202,7 @@ def _checked(image_path: str, host: str, st: os.stat_result) -> _Found:
     if stat.S_IFMT(st.st_mode) not in _COPYABLE:
         raise ContextError(f"{host}: cannot copy a device, FIFO or socket into an image",
                            hint="exclude it in .dockerignore")
-    return _Found(host, st)
+    return host, st
 
 
 def _lstat(child: os.DirEntry[str]) -> os.stat_result:

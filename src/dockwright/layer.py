@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import os
 import queue
@@ -43,6 +44,10 @@ _TYPEFLAG = {"file": b"0", "hardlink": b"1", "symlink": b"2", "dir": b"5"}
 _TYPE_BITS = {"file": 0o100000, "hardlink": 0o100000, "symlink": 0o120000, "dir": 0o040000}
 _ZERO_BLOCK = bytes(512)
 _PAX_NAME = b"././@PaxHeader"
+_MAX_ID = 8**7  # the largest uid/gid USTAR's 8-byte octal fields hold, plus one
+_MAX_NUMBER = 8**11  # likewise for the 12-byte size and mtime fields
+_USTAR_MAGIC = b"ustar\x0000" + bytes(64) + b"0000000\0" * 2  # magic, version, uname, gname, devmajor, devminor
+_USTAR_PAD = bytes(12)
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
@@ -60,7 +65,7 @@ class TarEntry(NamedTuple):
     source: str | Path | None = None  # host file; a str is fine (and saves Path()'s ~5 µs per file)
     data: bytes | None = None
     mtime: int = 0
-    fingerprint: str = ""  # host identity for caching (dev:ino:size:mtime_ns:ctime_ns or a content hash)
+    host_stat: os.stat_result | None = None  # the source's identity for the cache key, read in fingerprint()
 
     @property
     def content_size(self) -> int:
@@ -121,7 +126,13 @@ def fingerprint(entries: Iterable[TarEntry], compression: Compression) -> str:
     parts = [f"{FORMAT_VERSION}\0{BLOCK_SIZE}\0{compression.algorithm}\0{compression.resolved_level()}\n".encode()]
     fsencode = _fsencode
     for e in entries:
-        content = hashlib.sha256(e.data).hexdigest() if e.data is not None else e.fingerprint
+        if e.data is not None:
+            content = hashlib.sha256(e.data).hexdigest()
+        elif (st := e.host_stat) is not None:
+            # ctime too: a rewrite that keeps size and mtime (touch -r, some extractors) changes it
+            content = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+        else:
+            content = ""
         parts.append(b"%s\0%s\0%o\0%d\0%d\0%d\0%d\0%s\0%s\n" % (
             fsencode(e.path), e.kind.encode(), e.mode, e.uid, e.gid, e.content_size, e.mtime, content.encode(),
             fsencode(e.linkname)))
@@ -129,14 +140,6 @@ def fingerprint(entries: Iterable[TarEntry], compression: Compression) -> str:
 
 
 # --------------------------------------------------------------------------- tar headers
-
-
-_MAX_ID = 8**7  # the largest uid/gid USTAR's 8-byte octal fields hold, plus one
-_MAX_NUMBER = 8**11  # likewise for the 12-byte size and mtime fields
-# name, mode, uid, gid, size, mtime, checksum placeholder, typeflag, linkname, magic+version,
-# uname+gname (empty), devmajor+devminor, prefix, padding
-_USTAR = (b"%s%07o\0%07o\0%07o\0%011o\0%011o\0        %s%sustar\x0000" + bytes(64) + b"0000000\0" * 2
-          + b"%s" + bytes(12))
 
 
 def _checksum(header: bytes) -> int:
@@ -171,19 +174,30 @@ def _split_name(name: bytes) -> tuple[bytes, bytes] | None:
 def _ustar(name: bytes, prefix: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
            typeflag: bytes, linkname: bytes) -> bytes:
     """One USTAR header block; every number must fit its field (callers put 0 where PAX holds it)."""
-    header = _USTAR % (name.ljust(100, b"\0"), mode, uid, gid, size, mtime, typeflag, linkname.ljust(100, b"\0"),
-                       prefix.ljust(155, b"\0"))
+    owner, stamp = _fixed_fields(mode, uid, gid, mtime)
+    header = b"".join((name.ljust(100, b"\0"), owner, b"%011o\0" % size, stamp, b"        ", typeflag,
+                       linkname.ljust(100, b"\0"), _USTAR_MAGIC, prefix.ljust(155, b"\0"), _USTAR_PAD))
     return b"%s%06o\0 %s" % (header[:148], _checksum(header), header[156:])
+
+
+@functools.lru_cache(maxsize=256)
+def _fixed_fields(mode: int, uid: int, gid: int, mtime: int) -> tuple[bytes, bytes]:
+    """The mode+uid+gid and mtime fields: a layer has few distinct ones, formatting them costs per file."""
+    return b"%07o\0%07o\0%07o\0" % (mode, uid, gid), b"%011o\0" % mtime
 
 
 def encode_header(entry: TarEntry) -> bytes:
     """The header block(s) for `entry`: a PAX extended header when needed, then the USTAR header."""
-    kind = entry.kind
-    name = _fsencode(entry.path) + b"/" if kind == "dir" else _fsencode(entry.path)
-    link = _fsencode(entry.linkname)
-    size = entry.content_size
-    uid, gid, mtime = entry.uid, entry.gid, entry.mtime
-    mode = entry.mode & 0o7777 | _TYPE_BITS[kind]
+    path, kind, mode, uid, gid, size, linkname, _, data, mtime, _ = entry  # unpacked: once per file
+    name = path.encode(_FS_ENCODING, _FS_ERRORS)
+    if kind == "dir":
+        name += b"/"
+    if kind != "file":
+        size = 0
+    elif data is not None:
+        size = len(data)
+    link = linkname.encode(_FS_ENCODING, _FS_ERRORS) if linkname else b""
+    mode = mode & 0o7777 | _TYPE_BITS[kind]
     if (len(name) <= 100 and len(link) <= 100 and name.isascii() and link.isascii() and 0 <= uid < _MAX_ID
             and 0 <= gid < _MAX_ID and 0 <= size < _MAX_NUMBER and 0 <= mtime < _MAX_NUMBER):
         return _ustar(name, b"", mode, uid, gid, size, mtime, _TYPEFLAG[kind], link)  # the common case
@@ -407,26 +421,25 @@ def write_layer(entries: Iterable[TarEntry], dest: Path, compression: Compressio
     seen: set[str] = set()
 
     def feed(sink: _Sink) -> None:
+        write = sink.write
         for entry in entries:
-            if entry.path in seen:
-                raise ContextError(f"duplicate path {entry.path!r} in one layer")
-            seen.add(entry.path)
+            path, kind, _, _, _, size, _, source, data, _, _ = entry
+            if path in seen:
+                raise ContextError(f"duplicate path {path!r} in one layer")
+            seen.add(path)
             header = encode_header(entry)
-            if entry.kind != "file":
-                sink.write(header)
-                continue
-            # header, content and padding in one write, unless the content is a large host file
-            padding = _ZERO_BLOCK[: -entry.content_size % 512]
-            if entry.data is not None:
-                sink.write(header + entry.data + padding)
-            elif entry.size == 0:
-                sink.write(header)
-            elif entry.size <= SMALL_FILE:
-                sink.write(header + _read_small(entry.source, entry.size) + padding)  # type: ignore[arg-type]
+            if kind != "file":
+                write(header)
+            elif data is not None:  # header, content and padding in one write, unless the content is large
+                write(header + data + _ZERO_BLOCK[: -len(data) % 512])
+            elif size == 0:
+                write(header)
+            elif size <= SMALL_FILE:
+                write(header + _read_small(source, size) + _ZERO_BLOCK[: -size % 512])  # type: ignore[arg-type]
             else:
-                sink.write(header)
-                sink.copy_file(entry.source, entry.size)  # type: ignore[arg-type]
-                sink.write(padding)
+                write(header)
+                sink.copy_file(source, size)  # type: ignore[arg-type]
+                write(_ZERO_BLOCK[: -size % 512])
         sink.write(_ZERO_BLOCK * 2)
 
     return dataclasses.replace(_write_blob(dest, compression, feed), entries=len(seen))
