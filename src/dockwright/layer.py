@@ -22,10 +22,10 @@ import os
 import queue
 import sys
 import threading
-import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO, Literal, NamedTuple
+from zlib import adler32
 
 from dockwright.errors import ContextError, DockwrightError, UsageError
 from dockwright.image import OCI_LAYER_TAR, OCI_LAYER_ZSTD, Format, layer_media_type_for, media_type
@@ -142,12 +142,6 @@ def fingerprint(entries: Iterable[TarEntry], compression: Compression) -> str:
 # --------------------------------------------------------------------------- tar headers
 
 
-def _checksum(header: bytes) -> int:
-    """The sum of the header's 512 bytes. Adler-32's low half is 1 + the byte sum mod 65521, and 256
-    bytes sum to at most 65280, so two C calls give the exact sum (Python's sum() costs ~4 us)."""
-    return (zlib.adler32(header[:256]) & 0xFFFF) + (zlib.adler32(header[256:]) & 0xFFFF) - 2
-
-
 def _pax_record(key: bytes, value: bytes) -> bytes:
     payload = b" %s=%s\n" % (key, value)
     length = len(payload) + len(str(len(payload)))
@@ -173,17 +167,26 @@ def _split_name(name: bytes) -> tuple[bytes, bytes] | None:
 
 def _ustar(name: bytes, prefix: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
            typeflag: bytes, linkname: bytes) -> bytes:
-    """One USTAR header block; every number must fit its field (callers put 0 where PAX holds it)."""
-    owner, stamp = _fixed_fields(mode, uid, gid, mtime)
-    header = b"".join((name.ljust(100, b"\0"), owner, b"%011o\0" % size, stamp, b"        ", typeflag,
-                       linkname.ljust(100, b"\0"), _USTAR_MAGIC, prefix.ljust(155, b"\0"), _USTAR_PAD))
-    return b"%s%06o\0 %s" % (header[:148], _checksum(header), header[156:])
+    """One USTAR header block; every number must fit its field (callers put 0 where PAX holds it).
+
+    The checksum is the sum of the block's bytes, its own field counted as spaces. The fields that
+    repeat within a layer come with their sum; the others are summed by Adler-32, whose low half is
+    1 + the byte sum mod 65521: exact while fewer than 257 bytes are summed at once (255 * 256 < 65521)."""
+    owner, stamp, fixed_sum = _fixed_fields(mode, uid, gid, mtime)
+    size_field = b"%011o\0" % size
+    checksum = fixed_sum + typeflag[0] + (adler32(linkname, adler32(size_field, adler32(name))) & 0xFFFF) - 1
+    if prefix:
+        checksum += (adler32(prefix) & 0xFFFF) - 1
+    return b"".join((name.ljust(100, b"\0"), owner, size_field, stamp, b"%06o\0 " % checksum, typeflag,
+                     linkname.ljust(100, b"\0"), _USTAR_MAGIC, prefix.ljust(155, b"\0"), _USTAR_PAD))
 
 
 @functools.lru_cache(maxsize=256)
-def _fixed_fields(mode: int, uid: int, gid: int, mtime: int) -> tuple[bytes, bytes]:
-    """The mode+uid+gid and mtime fields: a layer has few distinct ones, formatting them costs per file."""
-    return b"%07o\0%07o\0%07o\0" % (mode, uid, gid), b"%011o\0" % mtime
+def _fixed_fields(mode: int, uid: int, gid: int, mtime: int) -> tuple[bytes, bytes, int]:
+    """The mode+uid+gid and mtime fields, which a layer has few of, and the byte sum of the header's
+    constant parts with them (the checksum field counts as eight spaces)."""
+    owner, stamp = b"%07o\0%07o\0%07o\0" % (mode, uid, gid), b"%011o\0" % mtime
+    return owner, stamp, sum(owner) + sum(stamp) + sum(_USTAR_MAGIC) + 8 * 32
 
 
 def encode_header(entry: TarEntry) -> bytes:
