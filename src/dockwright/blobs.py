@@ -51,9 +51,12 @@ class FileBlob:
     digest: str
     size: int
     what: str = "blob"
+    # Written by this build, its digest computed from the bytes as they were written: streamed out with
+    # a size check only (a 500 MB layer is not hashed a second time on its way to the registry)
+    fresh: bool = False
 
     def open(self) -> Iterator[bytes]:
-        verifier = Verifier(self.digest, self.size, f"{self.what} {self.path}")
+        verifier = Verifier(self.digest, self.size, f"{self.what} {self.path}", content=not self.fresh)
         try:
             with self.path.open("rb") as handle:
                 while chunk := handle.read(CHUNK):

@@ -394,7 +394,7 @@ class Builder:
         self._result.layers_built += 1
         log.info("built layer %s (%d entries, %s bytes)", blob.digest[:19], blob.entries, blob.size)
         layer = Layer(Descriptor(layer_media_type(compression.algorithm, fmt), blob.digest, blob.size),
-                      blob.diff_id, FileBlob(path, blob.digest, blob.size, "cached layer"))
+                      blob.diff_id, FileBlob(path, blob.digest, blob.size, "built layer", fresh=True))
         if key is not None:
             self._layers[key] = layer
         return layer

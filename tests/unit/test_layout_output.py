@@ -25,9 +25,10 @@ EPOCH = 1_700_000_000
 
 def _build(tmp_path: Path, text: str = "hello\n", fmt: str | None = None, base: str = "scratch") -> BuildResult:
     context = tmp_path / f"context-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
-    (context / "app").mkdir(parents=True, exist_ok=True)
-    (context / "app" / "hello.txt").write_text(text)
-    (context / "app" / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    if not (context / "app").is_dir():  # written once: a rebuild of the same context may hit the cache
+        (context / "app").mkdir(parents=True)
+        (context / "app" / "hello.txt").write_text(text)
+        (context / "app" / "run.sh").write_text("#!/bin/sh\necho hi\n")
     edit = flags.config_edit(cmd='["/app/run.sh"]', env=["A=1"])
     plan = flags.plan_from_flags(context, base, ["app:/app"], edit, annotations=["com.example.k=v"])
     options = BuildOptions(platforms="linux/amd64", format=fmt, source_date_epoch=EPOCH)
@@ -38,6 +39,13 @@ def _build(tmp_path: Path, text: str = "hello\n", fmt: str | None = None, base: 
 
 @pytest.fixture
 def result(tmp_path: Path) -> BuildResult:
+    return _build(tmp_path)
+
+
+@pytest.fixture
+def cached(tmp_path: Path) -> BuildResult:
+    """The same build twice: the second one's layer comes from the cache."""
+    _build(tmp_path)
     return _build(tmp_path)
 
 
@@ -231,12 +239,25 @@ def test_docker_archive_refuses_several_platforms(result: BuildResult, tmp_path:
 
 
 def _corrupt_first_layer(result: BuildResult) -> None:
-    """Same size, wrong bytes: only a digest check can notice."""
+    """Same size, wrong bytes: only a digest check can notice. The layer must come from the cache (a
+    layer built in this process is trusted, its digest made from the bytes as they were written)."""
     source = result.images[0].layers[0].source
+    assert not source.fresh  # type: ignore[attr-defined]
     path: Path = source.path  # type: ignore[attr-defined]
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def test_a_layer_built_in_this_process_is_not_hashed_again_but_its_size_is_checked(result: BuildResult,
+                                                                                   tmp_path: Path) -> None:
+    source = result.images[0].layers[0].source
+    assert source.fresh  # type: ignore[attr-defined]
+    path: Path = source.path  # type: ignore[attr-defined]
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(DigestMismatchError, match="got .* bytes, descriptor declares"):
+        write_layout_dir(result, tmp_path / "layout", [])
+    assert not (tmp_path / "layout" / "index.json").exists()
 
 
 def _leftovers(folder: Path) -> Iterator[Path]:
@@ -244,7 +265,8 @@ def _leftovers(folder: Path) -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("docker", [False, True])
-def test_failing_blob_leaves_no_archive_and_no_temp_file(result: BuildResult, tmp_path: Path, docker: bool) -> None:
+def test_failing_blob_leaves_no_archive_and_no_temp_file(cached: BuildResult, tmp_path: Path, docker: bool) -> None:
+    result = cached
     out = tmp_path / "out"
     out.mkdir()
     _corrupt_first_layer(result)
@@ -253,7 +275,8 @@ def test_failing_blob_leaves_no_archive_and_no_temp_file(result: BuildResult, tm
     assert list(out.iterdir()) == []
 
 
-def test_failing_blob_keeps_the_previous_archive(result: BuildResult, tmp_path: Path) -> None:
+def test_failing_blob_keeps_the_previous_archive(cached: BuildResult, tmp_path: Path) -> None:
+    result = cached
     dest = tmp_path / "out" / "app.tar"
     dest.parent.mkdir()
     write_archive(result, dest, _tags("app:1"), docker=False, mtime=EPOCH)
@@ -265,7 +288,8 @@ def test_failing_blob_keeps_the_previous_archive(result: BuildResult, tmp_path: 
     assert list(_leftovers(dest.parent)) == []
 
 
-def test_failing_blob_leaves_no_index_and_no_temp_file_in_a_layout_dir(result: BuildResult, tmp_path: Path) -> None:
+def test_failing_blob_leaves_no_index_and_no_temp_file_in_a_layout_dir(cached: BuildResult, tmp_path: Path) -> None:
+    result = cached
     root = tmp_path / "layout"
     _corrupt_first_layer(result)
     with pytest.raises(DigestMismatchError):
