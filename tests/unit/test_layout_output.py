@@ -255,7 +255,7 @@ def test_a_layer_built_in_this_process_is_not_hashed_again_but_its_size_is_check
     assert source.fresh  # type: ignore[attr-defined]
     path: Path = source.path  # type: ignore[attr-defined]
     path.write_bytes(path.read_bytes()[:-1])
-    with pytest.raises(DigestMismatchError, match="got .* bytes, descriptor declares"):
+    with pytest.raises(DigestMismatchError, match=r"got .* bytes, descriptor declares"):
         write_layout_dir(result, tmp_path / "layout", [])
     assert not (tmp_path / "layout" / "index.json").exists()
 
