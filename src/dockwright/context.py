@@ -17,6 +17,7 @@ from dockwright.layer import TarEntry
 _MAGIC = re.compile(r"[*?\[\\]")
 _DIR_MODE = 0o755
 _COPYABLE = frozenset((stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK))
+_S_IFMT, _S_IFDIR = 0o170000, stat.S_IFDIR  # stat.S_IFMT(mode) is mode & 0o170000, without the call
 
 
 # --------------------------------------------------------------------------- COPY
@@ -116,14 +117,15 @@ class _Collector:
         if self.ignore is None and self.exclude is None:
             for child in children:  # the common case, kept lean: a node_modules tree has 10^4..10^5 files
                 name = child.name
+                path = prefix + name
                 st = _lstat(child)
-                kind = stat.S_IFMT(st.st_mode)
-                if name.startswith(".wh.") or kind not in _COPYABLE:
-                    _checked(prefix + name, child.path, st)  # raises the error
+                kind = st.st_mode & _S_IFMT
+                if kind not in _COPYABLE or name.startswith(".wh."):
+                    _checked(path, child.path, st)  # raises the error
                 found = (child.path, st)
-                order.append((name, prefix + name, found, None))
-                if kind == stat.S_IFDIR:
-                    order.append((name + "/", prefix + name, found, _WALK_ALL))
+                order.append((name, path, found, None))
+                if kind == _S_IFDIR:
+                    order.append((name + "/", path, found, _WALK_ALL))
         else:
             for child in children:
                 self._order_filtered(child, prefix, src_rel, ignore_state, exclude_state, order)
@@ -167,9 +169,10 @@ class _Collector:
         uid, gid, mtime = self.uid, self.gid, self.mtime
         mode = st.st_mode
         perm = (mode & self.mode_mask) if self.chmod is None else self.chmod
-        if stat.S_ISDIR(mode):
+        kind = mode & _S_IFMT
+        if kind == _S_IFDIR:
             return TarEntry(path, "dir", perm, uid, gid, mtime=mtime)
-        if stat.S_ISLNK(mode):
+        if kind == stat.S_IFLNK:
             try:
                 target = os.readlink(host)
             except OSError as exc:
@@ -303,10 +306,11 @@ def stream_copy(context: Path, source: str, dest: str, *, uid: int = 0, gid: int
 
 def _stream_dir(collector: _Collector, real: str, st: os.stat_result, base: str) -> Iterator[TarEntry]:
     """_copy_one's directory case for a single source, lazily (the same entries in the same order)."""
+    entry = collector.entry
     if base and collector.owns_destination:
-        yield collector.entry(base, *_checked(base, real, st))
+        yield entry(base, *_checked(base, real, st))
     for path, (host, item_st) in collector.walk(real, base, "", None, None):
-        yield collector.entry(path, host, item_st)
+        yield entry(path, host, item_st)
 
 
 def _context_collector(context: Path, excludes: IgnoreMatcher | None, extra_excludes: Sequence[str], uid: int,

@@ -48,6 +48,9 @@ _MAX_ID = 8**7  # the largest uid/gid USTAR's 8-byte octal fields hold, plus one
 _MAX_NUMBER = 8**11  # likewise for the 12-byte size and mtime fields
 _USTAR_MAGIC = b"ustar\x0000" + bytes(64) + b"0000000\0" * 2  # magic, version, uname, gname, devmajor, devminor
 _USTAR_PAD = bytes(12)
+# typeflag onwards for a header with no link name and no name prefix: most of a layer's
+_PLAIN_TAILS = {flag: flag + bytes(100) + _USTAR_MAGIC + bytes(155) + _USTAR_PAD
+                for flag in (*_TYPEFLAG.values(), b"x")}
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
@@ -177,8 +180,9 @@ def _ustar(name: bytes, prefix: bytes, mode: int, uid: int, gid: int, size: int,
     checksum = fixed_sum + typeflag[0] + (adler32(linkname, adler32(size_field, adler32(name))) & 0xFFFF) - 1
     if prefix:
         checksum += (adler32(prefix) & 0xFFFF) - 1
-    return b"".join((name.ljust(100, b"\0"), owner, size_field, stamp, b"%06o\0 " % checksum, typeflag,
-                     linkname.ljust(100, b"\0"), _USTAR_MAGIC, prefix.ljust(155, b"\0"), _USTAR_PAD))
+    tail = _PLAIN_TAILS[typeflag] if not linkname and not prefix else b"".join(
+        (typeflag, linkname.ljust(100, b"\0"), _USTAR_MAGIC, prefix.ljust(155, b"\0"), _USTAR_PAD))
+    return b"".join((name.ljust(100, b"\0"), owner, size_field, stamp, b"%06o\0 " % checksum, tail))
 
 
 @functools.lru_cache(maxsize=256)
