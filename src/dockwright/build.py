@@ -301,7 +301,7 @@ class Builder:
             from dockwright.context import stream_copy
 
             dest, common = self._copy_args(step, state)
-            del common["extra_excludes"], common["parents"]  # none here
+            del common["extra_excludes"]  # none here
             layer = self._write_layer(stream_copy(plan.context, step.sources[0], dest, **common), fmt, quick)
         self._layers[memo] = layer
         return layer
@@ -309,7 +309,7 @@ class Builder:
     def _tree_step(self, plan: BuildPlan, step: CopyStep, state: _StageState) -> tuple[str, str, frozenset[str]] | None:
         """(source directory, settings, names to skip) for a plain COPY of one context directory, the
         inputs of its quick key; None for any other step."""
-        if (len(step.sources) != 1 or step.add or step.inline_files or step.parents
+        if (len(step.sources) != 1 or step.add or step.inline_files
                 or step.from_stage is not None or step.from_image is not None):
             return None
         import json

@@ -288,26 +288,33 @@ def collect_copy(context: Path, sources: Sequence[str], dest: str, *, uid: int =
 
 
 def stream_copy(context: Path, source: str, dest: str, *, uid: int = 0, gid: int = 0, chmod: int | None = None,
-                mtime: int = 0, dest_exists: bool = False) -> Iterator[TarEntry]:
+                parents: bool = False, mtime: int = 0, dest_exists: bool = False) -> Iterator[TarEntry]:
     """collect_copy of one source with nothing to exclude, as an iterator. For a directory the entries
     come in layer order while the tree is walked, so the layer writer and its compressor threads
     start at once rather than after the walk; the source itself is checked now."""
-    collector = _context_collector(context, None, (), uid, gid, chmod, mtime, dest_exists)
-    dest_path, _ = _destination([source], dest)
+    args = (context, None, (), uid, gid, chmod, mtime, dest_exists)
+    collector = _context_collector(*args)
+    dest_path, dest_dir = _destination([source], dest)
     _check_source(collector, source)
-    full = clean_path(source)
-    if _MAGIC.search(full):
-        return iter(_collect(collector, [source], dest, parents=False))
-    real, st = collector.resolve(full, source)
-    if not stat.S_ISDIR(st.st_mode):
-        return iter(_collect(collector, [source], dest, parents=False))
-    return _stream_dir(collector, real, st, dest_path)
+    full, kept = _split_pivot(source)
+    if not _MAGIC.search(full):
+        real, st, base = _place(collector, full, kept, source, dest_path, dest_dir, parents)
+        if stat.S_ISDIR(st.st_mode):
+            return _stream_dir(collector, real, st, base, dest_path, dest_dir)
+    return iter(_collect(_context_collector(*args), [source], dest, parents))
 
 
-def _stream_dir(collector: _Collector, real: str, st: os.stat_result, base: str) -> Iterator[TarEntry]:
-    """_copy_one's directory case for a single source, lazily (the same entries in the same order)."""
+def _stream_dir(collector: _Collector, real: str, st: os.stat_result, base: str, dest_path: str,
+                dest_dir: bool) -> Iterator[TarEntry]:
+    """_collect of one directory, lazily: the same entries in the same order. The directories the copy
+    makes (the destination, --parents ancestors) are all above `base`, so they come first."""
+    made = dict(collector.created)
+    if dest_dir and dest_path and dest_path != base and collector.owns_destination:
+        made.setdefault(dest_path, collector.chmod if collector.chmod is not None else _DIR_MODE)
+    for path in sorted(made):
+        yield TarEntry(path, "dir", made[path], collector.uid, collector.gid, mtime=collector.mtime)
     entry = collector.entry
-    if base and collector.owns_destination:
+    if _carries(collector, base, dest_path):
         yield entry(base, *_checked(base, real, st))
     for path, (host, item_st) in collector.walk(real, base, "", None, None):
         yield entry(path, host, item_st)
@@ -386,8 +393,10 @@ def _ancestors(path: str) -> list[str]:
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def _copy_one(collector: _Collector, rel: str, keep: str, shown: str, dest_path: str, dest_dir: bool,
-              parents: bool) -> None:
+def _place(collector: _Collector, rel: str, keep: str, shown: str, dest_path: str, dest_dir: bool,
+           parents: bool) -> tuple[str, os.stat_result, str]:
+    """Resolve one source: (its real path, its stat, where it goes in the image). With --parents, the
+    kept part's parent directories are recorded as made by the copy."""
     real, st = collector.resolve(rel, shown)
     if parents:
         base = posixpath.join(dest_path, keep) if keep else dest_path
@@ -398,9 +407,19 @@ def _copy_one(collector: _Collector, rel: str, keep: str, shown: str, dest_path:
         base = dest_path
     else:
         base = posixpath.join(dest_path, posixpath.basename(rel)) if dest_dir else dest_path
-    base = base.strip("/")
+    return real, st, base.strip("/")
+
+
+def _carries(collector: _Collector, base: str, dest_path: str) -> bool:
+    """Whether a directory source's own entry is in the layer (not the destination, unless owned)."""
+    return bool(base) and (base != dest_path.strip("/") or collector.owns_destination)
+
+
+def _copy_one(collector: _Collector, rel: str, keep: str, shown: str, dest_path: str, dest_dir: bool,
+              parents: bool) -> None:
+    real, st, base = _place(collector, rel, keep, shown, dest_path, dest_dir, parents)
     if stat.S_ISDIR(st.st_mode):
-        if base and (base != dest_path.strip("/") or collector.owns_destination):
+        if _carries(collector, base, dest_path):
             collector.add(base, real, st)
         state = collector.ignore.state(collector.context_rel(real), None) if collector.ignore else None
         collector.found.update(collector.walk(real, base, "", state, (False,) * len(collector.exclude.patterns)

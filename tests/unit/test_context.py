@@ -250,3 +250,13 @@ def test_a_fifo_deep_in_a_streamed_tree_is_an_error_naming_it(tricky: Path) -> N
     entries = stream_copy(tricky, "src", "/app")
     with pytest.raises(ContextError, match=r"z/pipe: cannot copy a device, FIFO or socket"):
         list(entries)
+
+
+@pytest.mark.parametrize("source", ["./src", "src/./a", "src/./a.b/c", "src/./z"])
+@pytest.mark.parametrize("chown", [None, (10, 20)])
+def test_streamed_parents_copies_are_the_collected_ones(tricky: Path, source: str,
+                                                        chown: tuple[int, int] | None) -> None:
+    uid, gid = chown or (0, 0)
+    collected = collect_copy(tricky, [source], "/app/", uid=uid, gid=gid, parents=True)
+    assert list(stream_copy(tricky, source, "/app/", uid=uid, gid=gid, parents=True)) == collected
+    assert paths(collected) == sorted(paths(collected))

@@ -88,3 +88,24 @@ def test_a_rebuild_sees_a_change_inside_the_dependency_tree(ctx: Path, tmp_path:
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     changed, log = _build(ctx, cache)
     assert changed != first and "1 layers built" in log
+
+
+def test_an_unchanged_rebuild_collects_nothing(ctx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Both layers of --layering auto (the dependencies are a --parents copy) come by quick key: no
+    walk of the whole tree, no fingerprint."""
+    from dockwright import context
+    from dockwright.cli import main
+
+    cache = tmp_path / "cache"
+    first, _ = _build(ctx, cache)
+
+    def walked(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the tree was collected")
+
+    monkeypatch.setattr(context, "collect_copy", walked)
+    monkeypatch.setattr(context, "stream_copy", walked)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+    assert main(["build", str(ctx), "--from", "scratch", "--copy", "app:/srv", "--layering", "auto",
+                 "--cache-dir", str(cache)]) == 0
+    assert capsys.readouterr().out.strip() == first
