@@ -12,8 +12,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
+from operator import attrgetter
+from stat import S_ISDIR, S_ISLNK
 
 _MAGIC = re.compile(r"[*?\[\\]")
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+_name = attrgetter("name")
 
 
 def tree_root(context: str, source: str) -> str | None:
@@ -39,15 +44,15 @@ def tree_key(path: str, settings: str, skip_top: frozenset[str] = frozenset()) -
 
 def _walk(directory: str, prefix: bytes, parts: list[bytes], skip: frozenset[str]) -> None:
     with os.scandir(directory) as it:
-        children = sorted(it, key=lambda entry: entry.name)
+        children = sorted(it, key=_name)
     for child in children:
         if child.name in skip:
             continue
         st = child.stat(follow_symlinks=False)
-        name = prefix + os.fsencode(child.name)
-        link = os.fsencode(os.readlink(child.path)) if child.is_symlink() else b""
+        name = prefix + child.name.encode(_FS_ENCODING, _FS_ERRORS)  # os.fsencode, without its Python wrapper
+        mode = st.st_mode
+        link = os.readlink(child.path).encode(_FS_ENCODING, _FS_ERRORS) if S_ISLNK(mode) else b""
         parts.append(b"%s\0%o\0%d\0%d\0%d\0%d\0%d\0%d\0%s\n" % (
-            name, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, st.st_nlink,
-            link))
-        if child.is_dir(follow_symlinks=False):
+            name, mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, st.st_nlink, link))
+        if S_ISDIR(mode):
             _walk(child.path, name + b"/", parts, frozenset())
