@@ -7,6 +7,7 @@ import posixpath
 import re
 import stat
 from collections.abc import Iterator, Sequence
+from itertools import starmap
 from operator import itemgetter
 from pathlib import Path
 
@@ -79,11 +80,12 @@ class _Collector:
         return real, st
 
     def add(self, image_path: str, host: str, st: os.stat_result) -> None:
-        self.found[image_path] = _checked(image_path, host, st)
+        _check(image_path, host, st)
+        self.found[image_path] = (host, st)
 
     def walk(self, host_dir: str, image_dir: str, src_rel: str, ignore_state: tuple[bool, ...] | None,
-             exclude_state: tuple[bool, ...] | None) -> Iterator[tuple[str, _Found]]:
-        """Everything below `host_dir`, as (in-image path under `image_dir`, host item), in layer order:
+             exclude_state: tuple[bool, ...] | None) -> Iterator[tuple[str, str, os.stat_result]]:
+        """Everything below `host_dir`, as (in-image path under `image_dir`, host path, lstat), in layer order:
         sorted by whole path, which a walk gives when a directory's contents sort among its siblings as
         "name/" (git orders its trees so). Symlinks are kept, never followed. `src_rel` is the path
         relative to the COPY source (for --exclude); the states are the matchers' per-pattern results
@@ -91,20 +93,20 @@ class _Collector:
         level of `yield from` would cost every item below it."""
         stack = [iter(self._listing(host_dir, image_dir, src_rel, ignore_state, exclude_state))]
         while stack:
-            for _, path, found, below in stack[-1]:
+            for _, path, host, st, below in stack[-1]:
                 if below is None:
-                    yield path, found
+                    yield path, host, st
                 elif isinstance(below, list):
                     yield from below
                 else:
-                    stack.append(iter(self._listing(found[0], path, *below)))
+                    stack.append(iter(self._listing(host, path, *below)))
                     break
             else:
                 stack.pop()
 
     def _listing(self, host_dir: str, image_dir: str, src_rel: str, ignore_state: tuple[bool, ...] | None,
-                 exclude_state: tuple[bool, ...] | None) -> list[tuple[str, str, _Found, _Below]]:
-        """One directory's items for walk(), sorted: (sort key, in-image path, item, below). `below` is
+                 exclude_state: tuple[bool, ...] | None) -> list[_Item]:
+        """One directory's items for walk(), sorted: (sort key, in-image path, host path, lstat, below). `below` is
         None for the item itself; for a directory's contents, walk()'s remaining arguments for it, or
         the contents already walked."""
         try:
@@ -113,19 +115,19 @@ class _Collector:
         except OSError as exc:
             raise ContextError(f"cannot read directory {host_dir}: {exc.strerror}") from None
         prefix = image_dir + "/" if image_dir else ""
-        order: list[tuple[str, str, _Found, _Below]] = []
+        order: list[_Item] = []
         if self.ignore is None and self.exclude is None:
             for child in children:  # the common case, kept lean: a node_modules tree has 10^4..10^5 files
                 name = child.name
                 path = prefix + name
                 st = _lstat(child)
                 kind = st.st_mode & _S_IFMT
+                host = child.path
                 if kind not in _COPYABLE or name.startswith(".wh."):
-                    _checked(path, child.path, st)  # raises the error
-                found = (child.path, st)
-                order.append((name, path, found, None))
+                    _check(path, host, st)  # raises the error
+                order.append((name, path, host, st, None))
                 if kind == _S_IFDIR:
-                    order.append((name + "/", path, found, _WALK_ALL))
+                    order.append((name + "/", path, host, st, _WALK_ALL))
         else:
             for child in children:
                 self._order_filtered(child, prefix, src_rel, ignore_state, exclude_state, order)
@@ -134,7 +136,7 @@ class _Collector:
 
     def _order_filtered(self, child: os.DirEntry[str], prefix: str, src_rel: str,
                         ignore_state: tuple[bool, ...] | None, exclude_state: tuple[bool, ...] | None,
-                        order: list[tuple[str, str, _Found, _Below]]) -> None:
+                        order: list[_Item]) -> None:
         """walk()'s step for one child when .dockerignore or --exclude patterns apply."""
         name = child.name
         rel = f"{src_rel}/{name}" if src_rel else name
@@ -155,13 +157,13 @@ class _Collector:
             if stat.S_ISDIR(st.st_mode) and all(matcher.may_include_below(p) for matcher, p in excluded_by):
                 below = list(self.walk(child.path, path, rel, ign, exc))
                 if below:  # something re-included: its directory comes too
-                    found = _checked(path, child.path, st)
-                    order.extend(((name, path, found, None), (name + "/", path, found, below)))
+                    _check(path, child.path, st)
+                    order.extend(((name, path, child.path, st, None), (name + "/", path, child.path, st, below)))
             return
-        found = _checked(path, child.path, st)
-        order.append((name, path, found, None))
+        _check(path, child.path, st)
+        order.append((name, path, child.path, st, None))
         if stat.S_ISDIR(st.st_mode):
-            order.append((name + "/", path, found, (rel, ign, exc)))
+            order.append((name + "/", path, child.path, st, (rel, ign, exc)))
 
     def entry(self, path: str, host: str, st: os.stat_result) -> TarEntry:
         """The tar entry of a walked item. Items must come in layer order: the first path of a file
@@ -192,20 +194,20 @@ class _Collector:
         return [result[path] for path in sorted(result)] if self.created else list(result.values())
 
 
-_Below = tuple[str, tuple[bool, ...] | None, tuple[bool, ...] | None] | list[tuple[str, _Found]] | None
+_Below = tuple[str, tuple[bool, ...] | None, tuple[bool, ...] | None] | list[tuple[str, str, os.stat_result]] | None
+_Item = tuple[str, str, str, os.stat_result, _Below]
 _sort_key = itemgetter(0)
 _WALK_ALL = ("", None, None)  # walk()'s arguments below a directory when nothing is excluded
 
 
-def _checked(image_path: str, host: str, st: os.stat_result) -> _Found:
-    """A walked item, once its name and type are known to be allowed in a layer."""
+def _check(image_path: str, host: str, st: os.stat_result) -> None:
+    """Refuse an item whose name or type a layer may not hold."""
     if image_path.rpartition("/")[2].startswith(".wh.") or host.rpartition("/")[2].startswith(".wh."):
         raise ContextError(f"{host}: names starting with '.wh.' are reserved for layer whiteouts "
                            f"(in-image path /{image_path})", hint="rename the file or exclude it in .dockerignore")
     if stat.S_IFMT(st.st_mode) not in _COPYABLE:
         raise ContextError(f"{host}: cannot copy a device, FIFO or socket into an image",
                            hint="exclude it in .dockerignore")
-    return host, st
 
 
 def _lstat(child: os.DirEntry[str]) -> os.stat_result:
@@ -313,11 +315,10 @@ def _stream_dir(collector: _Collector, real: str, st: os.stat_result, base: str,
         made.setdefault(dest_path, collector.chmod if collector.chmod is not None else _DIR_MODE)
     for path in sorted(made):
         yield TarEntry(path, "dir", made[path], collector.uid, collector.gid, mtime=collector.mtime)
-    entry = collector.entry
     if _carries(collector, base, dest_path):
-        yield entry(base, *_checked(base, real, st))
-    for path, (host, item_st) in collector.walk(real, base, "", None, None):
-        yield entry(path, host, item_st)
+        _check(base, real, st)
+        yield collector.entry(base, real, st)
+    yield from starmap(collector.entry, collector.walk(real, base, "", None, None))
 
 
 def _context_collector(context: Path, excludes: IgnoreMatcher | None, extra_excludes: Sequence[str], uid: int,
@@ -422,8 +423,9 @@ def _copy_one(collector: _Collector, rel: str, keep: str, shown: str, dest_path:
         if _carries(collector, base, dest_path):
             collector.add(base, real, st)
         state = collector.ignore.state(collector.context_rel(real), None) if collector.ignore else None
-        collector.found.update(collector.walk(real, base, "", state, (False,) * len(collector.exclude.patterns)
-                                              if collector.exclude else None))
+        walked = collector.walk(real, base, "", state, (False,) * len(collector.exclude.patterns)
+                                if collector.exclude else None)
+        collector.found.update((path, (host, item_st)) for path, host, item_st in walked)
         return
     if collector.exclude and collector.exclude.matches(posixpath.basename(rel)):
         return
