@@ -109,3 +109,27 @@ def test_an_unchanged_rebuild_collects_nothing(ctx: Path, tmp_path: Path, monkey
     assert main(["build", str(ctx), "--from", "scratch", "--copy", "app:/srv", "--layering", "auto",
                  "--cache-dir", str(cache)]) == 0
     assert capsys.readouterr().out.strip() == first
+
+
+def test_a_changed_ignored_file_misses_the_quick_key_but_not_the_layer(tmp_path: Path) -> None:
+    """With .dockerignore patterns the layer is looked up by fingerprint after a quick-key miss (the
+    quick key counts ignored files); without patterns a miss means the tree changed, and it streams."""
+    import subprocess
+    import sys
+
+    ctx = tmp_path / "ctx"
+    (ctx / "app").mkdir(parents=True)
+    (ctx / "app" / "main.js").write_text("console.log(1)\n")
+    (ctx / "app" / "debug.log").write_text("one\n")
+    (ctx / ".dockerignore").write_text("**/*.log\n")
+
+    def build() -> tuple[str, str]:
+        proc = subprocess.run([sys.executable, "-m", "dockwright", "build", str(ctx), "--from", "scratch",
+                               "--copy", "app:/srv", "--cache-dir", str(tmp_path / "cache")],
+                              capture_output=True, text=True, check=True, env={**os.environ, "SOURCE_DATE_EPOCH": "0"})
+        return proc.stdout.strip(), proc.stderr
+
+    first, _ = build()
+    (ctx / "app" / "debug.log").write_text("two, and longer\n")
+    again, log = build()
+    assert again == first and "0 layers built, 1 from cache" in log
