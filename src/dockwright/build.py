@@ -21,6 +21,7 @@ from dockwright.image import Descriptor, Format, Platform, parse_platforms
 from dockwright.plan import BuildOptions, BuildPlan, ConfigStep, CopyStep, MkdirStep, Stage
 
 if TYPE_CHECKING:
+    from dockwright.dockerignore import IgnoreMatcher
     from dockwright.layer import Compression, TarEntry
     from dockwright.registry import Registries
     from dockwright.rootfs import RootFS
@@ -234,9 +235,8 @@ class Builder:
                                                   if plan.platform else Platform.host(), False))
             return self._rootfs(source_image).collect(step.sources, dest, **common)
         from dockwright.context import collect_copy
-        from dockwright.dockerignore import IgnoreMatcher
 
-        ignore = IgnoreMatcher.from_patterns(list(plan.dockerignore)) if plan.dockerignore else None
+        ignore = self._ignore(plan)
         if step.add:
             from dockwright.add import collect_add
 
@@ -275,10 +275,11 @@ class Builder:
         """A COPY/ADD layer: from this build or the cache when its inputs are known, else written.
 
         A plain COPY of one context directory is looked up by cheap keys before anything is collected:
-        its settings within this build, its quick key (quickkey.py) in the cache. On a miss, with no
-        .dockerignore or --exclude pattern about, its entries stream into the writer as the tree is
-        walked: the fingerprint could only repeat what the quick key said. With patterns, the layer is
-        looked up by fingerprint first (a changed ignored file misses the quick key, not the layer)."""
+        its settings within this build, its quick key (quickkey.py) in the cache. On a miss its entries
+        stream into the writer as the tree is walked: the fingerprint could only repeat what the quick
+        key said. Unless the quick key counts files the layer leaves out (.dockerignore or --exclude
+        patterns reaching into the source): then a miss may be a change to an ignored file only, and the
+        layer is looked up by fingerprint first."""
         fmt = self._format_for(state.image)
         tree = self._tree_step(plan, step, state)
         if tree is None:
@@ -295,16 +296,37 @@ class Builder:
 
             quick = tree_key(root, settings, skip)
             layer = self._layer_from_cache(quick, fmt)
-        if layer is None and (plan.dockerignore or step.excludes):
+        if layer is None and self._quick_key_sees_excluded_files(plan, step, root, skip):
             layer = self._make_layer(self._copy_entries(plan, step, state, states), fmt, also_key=quick)
         elif layer is None:
             from dockwright.context import stream_copy
 
             dest, common = self._copy_args(step, state)
-            del common["extra_excludes"]  # none here
-            layer = self._write_layer(stream_copy(plan.context, step.sources[0], dest, **common), fmt, quick)
+            layer = self._write_layer(stream_copy(plan.context, step.sources[0], dest, excludes=self._ignore(plan),
+                                                  **common), fmt, quick)
         self._layers[memo] = layer
         return layer
+
+    def _quick_key_sees_excluded_files(self, plan: BuildPlan, step: CopyStep, root: str,
+                                       skip: frozenset[str]) -> bool:
+        """Whether files the layer leaves out count in the step's quick key: .dockerignore patterns that
+        may match below the source, or --exclude patterns it does not skip. Then a quick-key miss may be
+        a change to an excluded file only, and the fingerprint of what the layer holds is worth a look."""
+        if not set(step.excludes) <= skip:
+            return True
+        ignore = self._ignore(plan)
+        if ignore is None:
+            return False
+        import os
+
+        below = os.path.relpath(root, os.path.realpath(plan.context))
+        return ignore.may_match_below("" if below == "." else below)
+
+    @staticmethod
+    def _ignore(plan: BuildPlan) -> IgnoreMatcher | None:
+        from dockwright.dockerignore import IgnoreMatcher
+
+        return IgnoreMatcher.from_patterns(list(plan.dockerignore)) if plan.dockerignore else None
 
     def _tree_step(self, plan: BuildPlan, step: CopyStep, state: _StageState) -> tuple[str, str, frozenset[str]] | None:
         """(source directory, settings, names to skip) for a plain COPY of one context directory, the

@@ -290,11 +290,12 @@ def collect_copy(context: Path, sources: Sequence[str], dest: str, *, uid: int =
 
 
 def stream_copy(context: Path, source: str, dest: str, *, uid: int = 0, gid: int = 0, chmod: int | None = None,
-                parents: bool = False, mtime: int = 0, dest_exists: bool = False) -> Iterator[TarEntry]:
-    """collect_copy of one source with nothing to exclude, as an iterator. For a directory the entries
-    come in layer order while the tree is walked, so the layer writer and its compressor threads
-    start at once rather than after the walk; the source itself is checked now."""
-    args = (context, None, (), uid, gid, chmod, mtime, dest_exists)
+                excludes: IgnoreMatcher | None = None, extra_excludes: Sequence[str] = (), parents: bool = False,
+                mtime: int = 0, dest_exists: bool = False) -> Iterator[TarEntry]:
+    """collect_copy of one source, as an iterator. For a directory the entries come in layer order
+    while the tree is walked, so the layer writer and its compressor threads start at once rather than
+    after the walk; the source itself is checked now."""
+    args = (context, excludes, extra_excludes, uid, gid, chmod, mtime, dest_exists)
     collector = _context_collector(*args)
     dest_path, dest_dir = _destination([source], dest)
     _check_source(collector, source)
@@ -318,7 +319,14 @@ def _stream_dir(collector: _Collector, real: str, st: os.stat_result, base: str,
     if _carries(collector, base, dest_path):
         _check(base, real, st)
         yield collector.entry(base, real, st)
-    yield from starmap(collector.entry, collector.walk(real, base, "", None, None))
+    yield from starmap(collector.entry, _walk_source(collector, real, base))
+
+
+def _walk_source(collector: _Collector, real: str, base: str) -> Iterator[tuple[str, str, os.stat_result]]:
+    """The walk below a directory source, with the matchers' states for the source itself."""
+    state = collector.ignore.state(collector.context_rel(real), None) if collector.ignore else None
+    return collector.walk(real, base, "", state, (False,) * len(collector.exclude.patterns)
+                          if collector.exclude else None)
 
 
 def _context_collector(context: Path, excludes: IgnoreMatcher | None, extra_excludes: Sequence[str], uid: int,
@@ -422,9 +430,7 @@ def _copy_one(collector: _Collector, rel: str, keep: str, shown: str, dest_path:
     if stat.S_ISDIR(st.st_mode):
         if _carries(collector, base, dest_path):
             collector.add(base, real, st)
-        state = collector.ignore.state(collector.context_rel(real), None) if collector.ignore else None
-        walked = collector.walk(real, base, "", state, (False,) * len(collector.exclude.patterns)
-                                if collector.exclude else None)
+        walked = _walk_source(collector, real, base)
         collector.found.update((path, (host, item_st)) for path, host, item_st in walked)
         return
     if collector.exclude and collector.exclude.matches(posixpath.basename(rel)):

@@ -157,6 +157,21 @@ class IgnoreMatcher:
         relpath = clean_path(relpath)
         return bool(self.patterns) and bool(relpath) and self.decide(self.state(relpath, None))
 
+    def may_match_below(self, reldir: str) -> bool:
+        """Could a pattern match anything strictly below the directory `reldir` ("" = the root)?
+        Conservative: True for `**`, character classes, escapes and exceptions. Otherwise a pattern of
+        k components only matches paths of k components, so it reaches below `reldir` only if it is
+        longer and its leading components match; one that matches `reldir` or an ancestor is counted
+        too (everything below would go with it)."""
+        parts = reldir.split("/") if reldir else []
+        for pattern in self.patterns:
+            if pattern.exclusion or "**" in pattern.text or "[" in pattern.text or "\\" in pattern.text:
+                return True
+            if all(re.fullmatch(translate(p, doublestar=False), d, re.DOTALL)
+                   for p, d in zip(pattern.dirs, parts, strict=False)):
+                return True
+        return False
+
     def may_include_below(self, reldir: str) -> bool:
         """Could an exception (`!pattern`) re-include something under the excluded dir `reldir`?"""
         parts = reldir.split("/")

@@ -182,13 +182,14 @@ def test_changed_file_changes_the_digest(context: Path, tmp_path: Path) -> None:
 
 
 def test_a_streamed_layer_is_the_collected_one(context: Path, tmp_path: Path) -> None:
-    """A COPY of one directory streams into the writer unless ignore patterns apply; a .dockerignore
-    that matches nothing takes the collect-first path, and the image must not change."""
+    """A COPY of one directory streams into the writer unless ignore patterns reach into it; a
+    .dockerignore pattern below the source that matches nothing takes the collect-first path, and the
+    image must not change."""
     (context / "app" / "lib").mkdir()
     (context / "app" / "lib" / "mod.js").write_text("exports.x = 1\n")
     (context / "app" / "lib-extra.js").write_text("// sorts between lib and lib/\n")
     streamed = _build(context, tmp_path / "a.tar", "0")
-    (context / ".dockerignore").write_text("nothing-matches-this\n")
+    (context / ".dockerignore").write_text("app/nothing-matches-this\n")
     assert _build(context, tmp_path / "b.tar", "0") == streamed
 
 

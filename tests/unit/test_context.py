@@ -260,3 +260,35 @@ def test_streamed_parents_copies_are_the_collected_ones(tricky: Path, source: st
     collected = collect_copy(tricky, [source], "/app/", uid=uid, gid=gid, parents=True)
     assert list(stream_copy(tricky, source, "/app/", uid=uid, gid=gid, parents=True)) == collected
     assert paths(collected) == sorted(paths(collected))
+
+
+@pytest.mark.parametrize("patterns,reldir,reaches", [
+    ([".git", "*.md", "build"], "src", False),
+    (["src"], "src/pkg", True),  # an ancestor: everything below goes with it
+    (["src/*.py"], "src", True),
+    (["src/*.py"], "other", False),
+    (["*/cache"], "src", True),
+    (["*/cache"], "src/pkg", False),  # two components match only paths of two components
+    (["**/*.log"], "src", True),
+    (["[a-z]rc/x"], "other", True),  # character classes: not analysed, assumed to reach
+    (["!src/keep"], "other", True),  # exceptions: likewise
+    (["anything"], "", True),  # below the root, every pattern may match
+])
+def test_may_match_below(patterns: list[str], reldir: str, reaches: bool) -> None:
+    assert IgnoreMatcher(patterns).may_match_below(reldir) is reaches
+
+
+@pytest.mark.parametrize("patterns,excludes,fewer", [
+    (["**/*.txt"], [], True),
+    (["src/pkg", "!src/pkg/mod.py"], [], False),  # excluded, then all of it re-included
+    (["src/pkg", "!src/pkg/nothing"], [], True),  # excluded, walked for exceptions, none found
+    ([], ["*.txt", "pkg"], True),
+    (["src/notes.txt"], ["main.py"], True),
+])
+def test_streamed_entries_with_patterns_are_the_collected_ones(ctx: Path, patterns: list[str], excludes: list[str],
+                                                              fewer: bool) -> None:
+    matcher = IgnoreMatcher(patterns) if patterns else None
+    collected = collect_copy(ctx, ["src"], "/app", excludes=matcher, extra_excludes=excludes)
+    streamed = list(stream_copy(ctx, "src", "/app", excludes=matcher, extra_excludes=excludes))
+    assert streamed == collected
+    assert (len(collected) < len(collect_copy(ctx, ["src"], "/app"))) is fewer

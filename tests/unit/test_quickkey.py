@@ -133,3 +133,21 @@ def test_a_changed_ignored_file_misses_the_quick_key_but_not_the_layer(tmp_path:
     (ctx / "app" / "debug.log").write_text("two, and longer\n")
     again, log = build()
     assert again == first and "0 layers built, 1 from cache" in log
+
+
+def test_a_dockerignore_that_does_not_reach_the_source_still_streams(ctx: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from dockwright import context
+    from dockwright.cli import main
+
+    (ctx / ".dockerignore").write_text(".git\n*.md\nbuild\n")
+
+    def collected(*args: object, **kwargs: object) -> None:
+        raise AssertionError("collected first, though no pattern reaches into app/node_modules")
+
+    monkeypatch.setattr(context, "collect_copy", collected)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+    assert main(["build", str(ctx), "--from", "scratch", "--copy", "app/node_modules:/srv/node_modules",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert capsys.readouterr().out.startswith("sha256:")
