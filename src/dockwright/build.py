@@ -5,6 +5,7 @@ Data flows one way: plan -> BaseImage (per stage and platform) -> FinalImage(s) 
 
 from __future__ import annotations
 
+import functools
 import logging
 import posixpath
 from collections.abc import Callable, Iterable
@@ -324,9 +325,7 @@ class Builder:
 
     @staticmethod
     def _ignore(plan: BuildPlan) -> IgnoreMatcher | None:
-        from dockwright.dockerignore import IgnoreMatcher
-
-        return IgnoreMatcher.from_patterns(list(plan.dockerignore)) if plan.dockerignore else None
+        return _ignore_matcher(plan.dockerignore) if plan.dockerignore else None
 
     def _tree_step(self, plan: BuildPlan, step: CopyStep, state: _StageState) -> tuple[str, str, frozenset[str]] | None:
         """(source directory, settings, names to skip) for a plain COPY of one context directory, the
@@ -420,6 +419,14 @@ class Builder:
         if key is not None:
             self._layers[key] = layer
         return layer
+
+
+@functools.lru_cache(maxsize=8)
+def _ignore_matcher(patterns: tuple[str, ...]) -> IgnoreMatcher:
+    """Compiled once per build, not once per COPY step and use (a matcher holds no state)."""
+    from dockwright.dockerignore import IgnoreMatcher
+
+    return IgnoreMatcher.from_patterns(list(patterns))
 
 
 def _root_stage(plan: BuildPlan, stage: Stage) -> Stage:

@@ -146,8 +146,14 @@ def test_a_dockerignore_that_does_not_reach_the_source_still_streams(ctx: Path, 
     def collected(*args: object, **kwargs: object) -> None:
         raise AssertionError("collected first, though no pattern reaches into app/node_modules")
 
-    monkeypatch.setattr(context, "collect_copy", collected)
+    argv = ["build", str(ctx), "--from", "scratch", "--copy", "app/node_modules:/srv/node_modules"]
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
-    assert main(["build", str(ctx), "--from", "scratch", "--copy", "app/node_modules:/srv/node_modules",
-                 "--cache-dir", str(tmp_path / "cache")]) == 0
-    assert capsys.readouterr().out.startswith("sha256:")
+    with monkeypatch.context() as patched:
+        patched.setattr(context, "collect_copy", collected)
+        assert main([*argv, "--cache-dir", str(tmp_path / "cache")]) == 0
+    streamed = capsys.readouterr().out.strip()
+    assert streamed.startswith("sha256:")
+    # a pattern that reaches into the source (matching nothing) takes the collect-first path: same image
+    (ctx / ".dockerignore").write_text(".git\napp/node_modules/nothing\n")
+    assert main([*argv, "--cache-dir", str(tmp_path / "other-cache")]) == 0
+    assert capsys.readouterr().out.strip() == streamed
