@@ -91,24 +91,23 @@ def _unpack(archive: Path, target: Path, shown: str) -> None:
 
 
 def _download(url: str, target: Path, checksum: str | None) -> None:
-    from dockwright.httpimport import httpx as _load_httpx
-
-    httpx = _load_httpx()
+    from dockwright.httpclient import Client, Timeout, TransportError
 
     digest = hashlib.sha256()
     received = 0
     try:
-        with httpx.stream("GET", url, follow_redirects=True, timeout=httpx.Timeout(30, read=120)) as response:
+        with Client(timeout=Timeout(30, 120)) as client, \
+                client.send(client.build_request("GET", url), stream=True, follow_redirects=True) as response:
             if response.status_code != 200:
                 raise DockwrightError(f"ADD {url}: HTTP {response.status_code}")
             with target.open("wb") as handle:
-                for chunk in response.iter_bytes(1 << 20):
+                for chunk in response.iter_bytes():
                     received += len(chunk)
                     if received > MAX_DOWNLOAD:
                         raise DockwrightError(f"ADD {url}: larger than {MAX_DOWNLOAD} bytes")
                     digest.update(chunk)
                     handle.write(chunk)
-    except httpx.HTTPError as exc:
+    except TransportError as exc:
         raise DockwrightError(f"ADD {url}: download failed: {exc}") from None
     if checksum and checksum != f"sha256:{digest.hexdigest()}":
         raise DockwrightError(f"ADD {url}: checksum mismatch: got sha256:{digest.hexdigest()}, expected {checksum}")

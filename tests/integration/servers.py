@@ -1,15 +1,19 @@
 """Real registries for integration tests: CNCF distribution (`docker-registry`) on a free loopback
 port, optionally behind htpasswd basic auth or behind a bearer-token server that works like the
-ones of Docker Hub, GHCR and MCR (RS256 JWTs with the signing certificate in the `x5c` header)."""
+ones of Docker Hub, GHCR and MCR (RS256 JWTs with the signing certificate in the `x5c` header).
+A registry can also serve HTTPS (`start_registry(..., tls=(cert, key))`) on another address
+(`address=`); `make_ca` / `make_server_certificate` make the certificates for it."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import ipaddress
 import json
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -26,11 +30,118 @@ TOKEN_ISSUER = "dockwright-test-token-issuer"
 _START_TIMEOUT = 30.0
 
 
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (bind to port 0 and let the kernel choose)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+def free_port(address: str = "127.0.0.1") -> int:
+    """A currently free TCP port on `address` (bind to port 0 and let the kernel choose)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((address, 0))
         return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    """A self-signed CA: `cert` is its PEM certificate (what SSL_CERT_FILE takes), alone in
+    `cert_dir` (what `skopeo --cert-dir` takes: a `.key` there would be read as a client key),
+    `key` its PEM private key."""
+
+    cert: Path
+    key: Path
+
+    @property
+    def cert_dir(self) -> Path:
+        return self.cert.parent
+
+
+def _new_key() -> Any:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _write_key(key: Any, path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
+    path.chmod(0o600)
+
+
+def make_ca(directory: Path, name: str = "dockwright test CA") -> CertificateAuthority:
+    """A new CA: certificate `directory/certs/ca.crt`, key `directory/ca.key`."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    (directory / "certs").mkdir(parents=True, exist_ok=True)
+    key = _new_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    ca = CertificateAuthority(cert=directory / "certs/ca.crt", key=directory / "ca.key")
+    ca.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key, ca.key)
+    return ca
+
+
+def make_server_certificate(ca: CertificateAuthority, directory: Path, *names: str) -> tuple[Path, Path]:
+    """A server certificate signed by `ca` for `names` (IP addresses become IPAddress
+    subjectAltNames, anything else DNSName); returns (certificate, key) paths in `directory`."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    if not names:
+        raise ValueError("a server certificate needs at least one name")
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    ca_key: Any = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    alt_names: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            alt_names.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alt_names.append(x509.DNSName(name))
+    key = _new_key()
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "server.crt", directory / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key, key_path)
+    return cert_path, key_path
 
 
 @dataclass
@@ -182,11 +293,12 @@ class RegistryServer:
     auth: str | None = None
     token_server: TokenServer | None = None
     config: Path | None = None
+    tls: bool = False
     _process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def blob_data_path(self, digest: str) -> Path:
         algorithm, _, hex_ = digest.partition(":")
@@ -230,6 +342,12 @@ class RegistryServer:
 
     def _wait_ready(self) -> None:
         assert self._process is not None
+        # the readiness probe only: whether the registry answers, not whether its certificate is good
+        context = None
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -237,7 +355,7 @@ class RegistryServer:
                     f"docker-registry exited with {self._process.returncode}:\n{self.log_text()[-3000:]}"
                 )
             try:
-                urllib.request.urlopen(f"{self.url}/v2/", timeout=2).close()
+                urllib.request.urlopen(f"{self.url}/v2/", timeout=2, context=context).close()
                 return
             except urllib.error.HTTPError:  # 401 from an auth-protected registry: it is up
                 return
@@ -254,12 +372,17 @@ def start_registry(
     username: str = "tester",
     password: str = "s3cret",
     token_ttl: int = 300,
+    tls: tuple[Path, Path] | None = None,
+    address: str = "127.0.0.1",
 ) -> RegistryServer:
     """Start a registry storing under `tmp/storage`. auth: None | "htpasswd" | "token".
 
-    Call `.close()` when done (the fixtures do)."""
+    tls: (certificate, key) PEM files: serve HTTPS with them (`.url` is then https://).
+    address: the IP address to listen on (a free port on it is chosen); `.host` is `ADDRESS:PORT`
+    (`[ADDRESS]:PORT` for IPv6). Call `.close()` when done (the fixtures do)."""
     if auth not in (None, "htpasswd", "token"):
         raise ValueError(f"unknown auth mode {auth!r}")
+    ipaddress.ip_address(address)  # an IP address, not a name: the port is probed by binding it
     if shutil.which("docker-registry") is None:
         raise FileNotFoundError("docker-registry is not installed (apt-get install docker-registry)")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -287,19 +410,22 @@ def start_registry(
         }
     last_error: RuntimeError | None = None
     for attempt in range(3):  # a freed port can be taken again before the registry binds it
-        port = free_port()
+        port = free_port(address)
+        host = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         config = tmp / "config.yml"
         settings: dict[str, Any] = {
             "version": 0.1,
             "log": {"level": "info", "accesslog": {"disabled": False}},
             "storage": {"filesystem": {"rootdirectory": str(root)}, "delete": {"enabled": True}},
-            "http": {"addr": f"127.0.0.1:{port}", "secret": secrets.token_hex(16)},
+            "http": {"addr": host, "secret": secrets.token_hex(16)},
         }
+        if tls is not None:
+            settings["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
         if auth_config:
             settings["auth"] = auth_config
         config.write_text(json.dumps(settings, indent=2))  # JSON is YAML
         server = RegistryServer(
-            host=f"127.0.0.1:{port}",
+            host=host,
             root=root,
             log=tmp / f"registry-{attempt}.log",
             username=username if auth else None,
@@ -307,6 +433,7 @@ def start_registry(
             auth=auth,
             token_server=token_server,
             config=config,
+            tls=tls is not None,
         )
         try:
             server.start()

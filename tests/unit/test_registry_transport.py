@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import email.utils
 
-import httpx
 import pytest
 
 from dockwright.errors import AuthError, NotFoundError, RegistryError
+from dockwright.httpclient import Client, Request, Response, Timeout, TransportError
 from dockwright.registry.transport import (
     MAX_ATTEMPTS,
     ConnectionFailed,
@@ -40,28 +40,28 @@ def test_backoff_grows_and_is_capped() -> None:
     assert backoff_delay(50) <= 8.0
 
 
-def sender(*responses: httpx.Response | Exception) -> tuple[httpx.Client, list[httpx.Request]]:
-    seen: list[httpx.Request] = []
+def sender(*responses: Response | Exception) -> tuple[Client, list[Request]]:
+    seen: list[Request] = []
     queue = list(responses)
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         seen.append(request)
         item = queue.pop(0)
         if isinstance(item, Exception):
             raise item
         return item
 
-    return httpx.Client(transport=httpx.MockTransport(handler)), seen
+    return Client(timeout=Timeout(5, 5), transport=handler), seen
 
 
-def send(client: httpx.Client, sleeps: list[float]) -> httpx.Response:
+def send(client: Client, sleeps: list[float]) -> Response:
     return send_with_retries(client, lambda: client.build_request("GET", "https://r.example/v2/"), OP,
                              sleep=sleeps.append)
 
 
 def test_transient_failures_are_retried_with_retry_after_honoured() -> None:
-    client, seen = sender(httpx.ConnectError("refused"), httpx.Response(503, headers={"Retry-After": "3"}),
-                          httpx.Response(429, headers={"Retry-After": "0"}), httpx.Response(200))
+    client, seen = sender(TransportError("refused"), Response(503, headers={"Retry-After": "3"}),
+                          Response(429, headers={"Retry-After": "0"}), Response(200))
     sleeps: list[float] = []
     assert send(client, sleeps).status_code == 200
     assert len(seen) == 4
@@ -69,34 +69,34 @@ def test_transient_failures_are_retried_with_retry_after_honoured() -> None:
 
 
 def test_retries_are_bounded() -> None:
-    client, seen = sender(*[httpx.Response(502)] * 10)
+    client, seen = sender(*[Response(502)] * 10)
     assert send(client, []).status_code == 502
     assert len(seen) == MAX_ATTEMPTS
 
 
 def test_connection_failures_end_in_a_registry_error() -> None:
-    client, seen = sender(*[httpx.ConnectError("connection refused")] * 10)
+    client, seen = sender(*[TransportError("connection refused")] * 10)
     with pytest.raises(ConnectionFailed, match=r"pushing blob: cannot talk to localhost:5000: connection refused"):
         send(client, [])
     assert len(seen) == MAX_ATTEMPTS
 
 
 def test_retry_after_beyond_the_cap_fails_with_a_hint() -> None:
-    client, seen = sender(httpx.Response(429, headers={"Retry-After": "3600"}))
+    client, seen = sender(Response(429, headers={"Retry-After": "3600"}))
     with pytest.raises(RegistryError, match=r"retry after 3600 s") as info:
         send(client, [])
     assert "mirror" in str(info.value) and len(seen) == 1
 
 
 def test_client_errors_are_not_retried() -> None:
-    client, seen = sender(httpx.Response(403), httpx.Response(200))
+    client, seen = sender(Response(403), Response(200))
     assert send(client, []).status_code == 403
     assert len(seen) == 1
 
 
 def test_error_message_carries_the_registry_error_code_and_a_login_hint() -> None:
     body = {"errors": [{"code": "DENIED", "message": "requested access to the resource is denied"}]}
-    error = OP.failed(httpx.Response(403, json=body))
+    error = OP.failed(Response(403, json=body))
     assert isinstance(error, AuthError)
     assert str(error).splitlines() == [
         f"pushing blob: DENIED: requested access to the resource is denied (localhost:5000/app HTTP 403 {OP.digest})",
@@ -107,8 +107,8 @@ def test_error_message_carries_the_registry_error_code_and_a_login_hint() -> Non
 
 def test_not_found_and_docker_hub_login_name() -> None:
     op = Op("fetching manifest", "registry-1.docker.io", "library/nope")
-    assert isinstance(op.failed(httpx.Response(404, text="not json")), NotFoundError)
-    assert "dockwright login docker.io" in str(op.failed(httpx.Response(401)))
+    assert isinstance(op.failed(Response(404, content=b"not json")), NotFoundError)
+    assert "dockwright login docker.io" in str(op.failed(Response(401)))
 
 
 def test_redaction_of_headers_bodies_and_urls() -> None:

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-HEAVY = ("httpx", "httpcore", "isal", "zstandard", "docker", "rich", "dockerfile")
+HEAVY = ("http", "ssl", "isal", "zstandard", "docker", "rich", "dockerfile")
 
 PROBE = """
 import sys

@@ -14,25 +14,26 @@ DEFAULT_HOST = "unix:///var/run/docker.sock"
 
 def load_archive(archive: Path) -> str:
     """Send a docker-archive to the engine; returns the engine's message (e.g. 'Loaded image: ...')."""
-    from dockwright.httpimport import httpx as _load_httpx
-
-    httpx = _load_httpx()
+    from dockwright.httpclient import Client, Timeout, TransportError
 
     host = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
     if host.startswith("unix://"):
-        transport = httpx.HTTPTransport(uds=host[len("unix://"):])
+        socket_path: str | None = host[len("unix://"):]
         base = "http://docker"
     elif host.startswith(("tcp://", "http://")):
-        transport = httpx.HTTPTransport()
-        base = "http://" + host.split("://", 1)[1]
+        socket_path = None
+        base = "http://" + host.split("://", 1)[1].rstrip("/")
     else:
         raise DockwrightError(f"DOCKER_HOST={host!r} is not supported", hint="use unix:///path.sock or tcp://host:port")
     try:
-        with httpx.Client(transport=transport, base_url=base, timeout=httpx.Timeout(30, read=600)) as client, \
+        with Client(timeout=Timeout(30, 600), unix_socket=socket_path) as client, \
                 archive.open("rb") as body:
-            response = client.post("/images/load", params={"quiet": "1"}, content=body,
-                                   headers={"Content-Type": "application/x-tar"})
-    except httpx.HTTPError as exc:
+            request = client.build_request(
+                "POST", f"{base}/images/load", params={"quiet": "1"},
+                headers={"Content-Type": "application/x-tar", "Content-Length": str(os.fstat(body.fileno()).st_size)},
+                body=iter(lambda: body.read(1 << 20), b""))
+            response = client.send(request)
+    except TransportError as exc:
         raise DockwrightError(f"cannot reach the engine at {host}: {exc}",
                               hint="start Docker or `podman system service`, or set DOCKER_HOST") from None
     messages = []

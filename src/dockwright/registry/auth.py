@@ -19,7 +19,7 @@ from dockwright.registry.credentials import Credential, CredentialStore
 from dockwright.registry.transport import Op, Sleep, login_name, send_with_retries
 
 if TYPE_CHECKING:
-    import httpx
+    from dockwright.httpclient import Client, Request, Response
 
 DEFAULT_TOKEN_TTL = 60.0
 _CLIENT_ID = "dockwright"
@@ -119,7 +119,7 @@ class HostAuth:
     """
 
     def __init__(self, host: str, credentials: CredentialStore, tokens: TokenCache,
-                 http_for: Callable[[str], httpx.Client], sleep: Sleep) -> None:
+                 http_for: Callable[[str], Client], sleep: Sleep) -> None:
         self.host = host
         self.plain_http = False
         self._credentials = credentials
@@ -137,7 +137,7 @@ class HostAuth:
     def scheme(self) -> str | None:
         return self._challenge.scheme if self._challenge else None
 
-    def set_challenge(self, response: httpx.Response) -> None:
+    def set_challenge(self, response: Response) -> None:
         """Remember the challenge of a 401 (Bearer preferred over Basic)."""
         challenges = [c for value in response.headers.get_list("www-authenticate") for c in parse_challenges(value)]
         chosen = next((c for c in challenges if c.scheme == "bearer"), None) or next(
@@ -190,13 +190,13 @@ class HostAuth:
         service = challenge.params.get("service")
         client = self._http_for(parts.netloc)
 
-        def build() -> httpx.Request:
+        def build() -> Request:
             if credential is not None and credential.identity_token:
                 form = {"grant_type": "refresh_token", "refresh_token": credential.secret,
                         "client_id": _CLIENT_ID, "scope": " ".join(scopes)}
                 if service:
                     form["service"] = service
-                return client.build_request("POST", realm, data=form)
+                return client.build_request("POST", realm, form=form)
             params: list[tuple[str, str]] = [("service", service)] if service else []
             params += [("scope", scope) for scope in scopes]
             headers = {}
@@ -216,7 +216,7 @@ class HostAuth:
         return _parse_token(response, op)
 
 
-def _parse_token(response: httpx.Response, op: Op) -> tuple[str, float]:
+def _parse_token(response: Response, op: Op) -> tuple[str, float]:
     try:
         body = json.loads(response.read())
         token = body.get("token") or body.get("access_token")

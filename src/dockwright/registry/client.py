@@ -12,12 +12,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 from dockwright import __version__
 from dockwright.digest import Verifier, digest_bytes, is_digest, verify_bytes
 from dockwright.errors import AuthError, DigestMismatchError, ImageFormatError, RegistryError
+from dockwright.httpclient import Client, Request, Response, Timeout, TransportError, add_query
 from dockwright.image import ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES
 from dockwright.reference import is_loopback
 from dockwright.registry.auth import HostAuth, TokenCache, pull_scope, push_scope
@@ -35,9 +35,6 @@ from dockwright.registry.transport import (
     wait_before_retry,
 )
 
-if TYPE_CHECKING:
-    import httpx
-
 CHUNK_SIZE = 1 << 20
 UPLOAD_CHUNK_SIZE = 16 << 20  # for registries that only take chunked uploads
 _CHUNKED_UPLOAD_STATUSES = (413, 416)  # a single streamed PATCH was refused: too large / needs ranges
@@ -46,7 +43,7 @@ _GENERIC_TYPES = ("", "application/json", "text/plain", "application/octet-strea
 
 class Registries:
     """Factory + shared state: one RegistryClient per host, shared credential store, token cache,
-    insecure set, one httpx.Client per TLS mode (connection pool sized for `jobs` threads)."""
+    insecure set, one HTTP client per TLS mode (connection pool sized for `jobs` threads)."""
 
     def __init__(self, *, insecure: Iterable[str] = (), jobs: int = 4, docker_config: Path | None = None,
                  user_agent: str = f"dockwright/{__version__}") -> None:
@@ -56,7 +53,7 @@ class Registries:
         self.sleep: Callable[[float], None] = time.sleep
         self._jobs = max(1, jobs)
         self._user_agent = user_agent
-        self._http: dict[bool, httpx.Client] = {}
+        self._http: dict[bool, Client] = {}
         self._clients: dict[str, RegistryClient] = {}
         self._lock = threading.Lock()
 
@@ -64,22 +61,14 @@ class Registries:
         """Loopback and --insecure hosts: TLS unverified, plain HTTP allowed as a fallback."""
         return host in self.insecure or is_loopback(host)
 
-    def http_for(self, host: str) -> httpx.Client:
+    def http_for(self, host: str) -> Client:
         """The pooled HTTP client for `host`: certificates verified unless the host is insecure."""
         verify = not self.is_insecure(host)
         with self._lock:
             client = self._http.get(verify)
             if client is None:
-                import httpx
-
-                pool = 2 * self._jobs + 2
-                client = httpx.Client(
-                    verify=verify,
-                    trust_env=True,
-                    timeout=httpx.Timeout(read_timeout(), connect=CONNECT_TIMEOUT),
-                    limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
-                    headers={"User-Agent": self._user_agent},
-                )
+                client = Client(verify=verify, timeout=Timeout(CONNECT_TIMEOUT, read_timeout()),
+                                pool_size=2 * self._jobs + 2, headers={"User-Agent": self._user_agent})
                 self._http[verify] = client
             return client
 
@@ -118,8 +107,6 @@ class RegistryClient:
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
         """GET a manifest or index: (raw bytes, media type, digest), verified against the reference
         when it is a digest and against the registry's Docker-Content-Digest when sent."""
-        import httpx
-
         name = self._name(repository, reference)
         op = Op(f"fetching manifest {name}", self.host, repository)
         path = f"{repository}/manifests/{reference}"
@@ -131,7 +118,7 @@ class RegistryClient:
                     raise self._failed(response, op)
                 data = _read_bounded(response, MAX_MANIFEST_BYTES, f"manifest {name}")
                 break
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 if attempt == MAX_ATTEMPTS:
                     raise ConnectionFailed(op, exc) from None
                 self._sleep(backoff_delay(attempt))
@@ -200,8 +187,6 @@ class RegistryClient:
         return self._stream_blob(Op("pulling blob", self.host, repository, digest), verifier)
 
     def _stream_blob(self, op: Op, verifier: Verifier) -> Iterator[bytes]:
-        import httpx
-
         path = f"{op.repository}/blobs/{op.digest}"
         pending = bytearray()  # verified bytes not yet handed out: survives a broken connection
         failures = 0
@@ -222,7 +207,7 @@ class RegistryClient:
                     while len(pending) >= CHUNK_SIZE:
                         yield bytes(pending[:CHUNK_SIZE])
                         del pending[:CHUNK_SIZE]
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 failures += 1
                 if failures >= MAX_ATTEMPTS:
                     raise ConnectionFailed(op, exc) from None
@@ -235,7 +220,7 @@ class RegistryClient:
             verifier.finish()
             return
 
-    def _blob_start(self, response: httpx.Response, op: Op, verifier: Verifier) -> int:
+    def _blob_start(self, response: Response, op: Op, verifier: Verifier) -> int:
         """Check a blob GET response; return how many leading bytes to skip (a restart after a break)."""
         offset = verifier.received
         status = response.status_code
@@ -263,7 +248,7 @@ class RegistryClient:
         location = response.headers.get("location")
         if location:  # the registry opened an upload session instead: cancel it, best effort
             with contextlib.suppress(RegistryError):
-                self._send(op, "DELETE", str(response.url.join(location)), scopes=[push_scope(repository)],
+                self._send(op, "DELETE", urljoin(response.url, location), scopes=[push_scope(repository)],
                            attempts=1)
         return False
 
@@ -318,9 +303,7 @@ class RegistryClient:
         return location
 
     def _finish_upload(self, op: Op, location: str) -> None:
-        import httpx
-
-        url = str(httpx.URL(location).copy_add_param("digest", op.digest or ""))
+        url = add_query(location, {"digest": op.digest or ""})
         response = self._send(op, "PUT", url, scopes=[push_scope(op.repository or "")], attempts=1,
                               headers={"Content-Type": "application/octet-stream"}, body=lambda: b"")
         if response.status_code not in (201, 204):
@@ -329,14 +312,14 @@ class RegistryClient:
         if sent and sent != op.digest:
             raise DigestMismatchError(f"{op.action}: the registry stored {sent} for {op.digest}")
 
-    def _upload_location(self, response: httpx.Response, op: Op) -> str:
+    def _upload_location(self, response: Response, op: Op) -> str:
         """The next upload URL from a 202 (relative or absolute Location)."""
         if response.status_code != 202:
             raise self._failed(response, op)
         location = response.headers.get("location")
         if not location:
             raise op.error("the registry answered without an upload Location", status=response.status_code)
-        return str(response.url.join(location))
+        return urljoin(response.url, location)
 
     # ------------------------------------------------------------------ login
 
@@ -391,7 +374,7 @@ class RegistryClient:
 
     def _send(self, op: Op, method: str, path: str, *, scopes: list[str], headers: dict[str, str] | None = None,
               body: Callable[[], bytes | Iterable[bytes]] | None = None, stream: bool = False,
-              follow_redirects: bool = False, attempts: int = MAX_ATTEMPTS) -> httpx.Response:
+              follow_redirects: bool = False, attempts: int = MAX_ATTEMPTS) -> Response:
         """One API exchange: `path` relative to /v2/ or an absolute URL. Authorization is sent only to the
         registry's own origin; a 401 refreshes the challenge/token once and retries."""
         base = self._ready()
@@ -401,12 +384,11 @@ class RegistryClient:
         for first_try in (True, False):
             authorization = self._auth.header(scopes) if same_origin else None
 
-            def build(authorization: str | None = authorization) -> httpx.Request:
+            def build(authorization: str | None = authorization) -> Request:
                 request_headers = dict(headers or {})
                 if authorization:
                     request_headers["Authorization"] = authorization
-                return client.build_request(method, url, headers=request_headers,
-                                            content=body() if body else None)
+                return client.build_request(method, url, headers=request_headers, body=body() if body else None)
 
             response = send_with_retries(client, build, op, sleep=self._sleep, stream=stream,
                                          follow_redirects=follow_redirects, attempts=attempts)
@@ -418,7 +400,7 @@ class RegistryClient:
             self._auth.set_challenge(response)
         return response
 
-    def _failed(self, response: httpx.Response, op: Op) -> RegistryError:
+    def _failed(self, response: Response, op: Op) -> RegistryError:
         if response.status_code == 401 and not self._auth.may_send_credentials:
             return op.error("authentication required", status=401, cls=AuthError,
                             hint=f"dockwright sends no credentials over plain HTTP to {self.host}; "
@@ -426,7 +408,7 @@ class RegistryClient:
         return op.failed_with_hint(response)
 
 
-def _read_bounded(response: httpx.Response, limit: int, what: str) -> bytes:
+def _read_bounded(response: Response, limit: int, what: str) -> bytes:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ImageFormatError(f"{what} is {declared} bytes, more than the {limit} allowed")

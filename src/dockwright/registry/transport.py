@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from dockwright.errors import AuthError, NotFoundError, RegistryError, UsageError
 
 if TYPE_CHECKING:
-    import httpx
+    from dockwright.httpclient import Client, Request, Response
 
 log = logging.getLogger("dockwright.registry")
 
@@ -55,7 +55,7 @@ class Op:
         return cls(f"{self.action}: {detail}", registry=self.registry, repository=self.repository,
                    status=status, digest=self.digest, hint=hint)
 
-    def failed(self, response: httpx.Response) -> RegistryError:
+    def failed(self, response: Response) -> RegistryError:
         """The error for an unexpected response, with the registry's own `errors[0]` code and message."""
         status = response.status_code
         detail = registry_message(response) or response.reason_phrase or "unexpected response"
@@ -76,14 +76,14 @@ class Op:
             return self.error(detail, status=status, hint="the registry is failing; try again later")
         return self.error(detail, status=status)
 
-    def failed_with_hint(self, response: httpx.Response) -> RegistryError:
+    def failed_with_hint(self, response: Response) -> RegistryError:
         """failed(), carrying the registry's Retry-After hint for callers that retry on their own."""
         error = self.failed(response)
         error.retry_after = _asked_wait(response)
         return error
 
 
-def registry_message(response: httpx.Response) -> str:
+def registry_message(response: Response) -> str:
     """`CODE: message` from a distribution error body, or '' when the body has none."""
     try:
         body = response.read()[:65536]
@@ -137,12 +137,12 @@ def backoff_delay(attempt: int) -> float:
     return random.uniform(0.5, 1.0) * min(_BACKOFF_CAP, base * 2 ** (attempt - 1))
 
 
-def retry_delay(response: httpx.Response, attempt: int, op: Op) -> float:
+def retry_delay(response: Response, attempt: int, op: Op) -> float:
     """How long to wait before retrying `response`; raises when the registry asks for too long a wait."""
     return wait_before_retry(response.status_code, _asked_wait(response), attempt, op)
 
 
-def _asked_wait(response: httpx.Response) -> float | None:
+def _asked_wait(response: Response) -> float | None:
     """The Retry-After hint of a 429 or 503, in seconds."""
     if response.status_code in (429, 503):
         return parse_retry_after(response.headers.get("retry-after"))
@@ -164,21 +164,21 @@ def wait_before_retry(status: int | None, asked: float | None, attempt: int, op:
 
 
 def send_with_retries(
-    client: httpx.Client,
-    build: Callable[[], httpx.Request],
+    client: Client,
+    build: Callable[[], Request],
     op: Op,
     *,
     sleep: Sleep,
     stream: bool = False,
     follow_redirects: bool = False,
     attempts: int = MAX_ATTEMPTS,
-) -> httpx.Response:
+) -> Response:
     """Send the request `build()` makes, retrying connection errors, timeouts and RETRY_STATUSES.
 
     `build` is called for each attempt so that bodies and auth headers are fresh. The last response is
     returned whatever its status; on repeated connection failures, RegistryError is raised.
     """
-    import httpx
+    from dockwright.httpclient import CertificateError, TransportError
 
     attempt = 0
     while True:
@@ -186,13 +186,13 @@ def send_with_retries(
         request = build()
         try:
             response = client.send(request, stream=stream, follow_redirects=follow_redirects)
-        except httpx.TransportError as exc:
-            log.debug("%s %s: %s (attempt %d)", request.method, redact_url(str(request.url)), exc, attempt)
-            if attempt >= attempts:
+        except TransportError as exc:
+            log.debug("%s %s: %s (attempt %d)", request.method, redact_url(request.url), exc, attempt)
+            if attempt >= attempts or isinstance(exc, CertificateError):
                 raise ConnectionFailed(op, exc) from None
             sleep(backoff_delay(attempt))
             continue
-        log.debug("%s %s -> %d", request.method, redact_url(str(request.url)), response.status_code)
+        log.debug("%s %s -> %d", request.method, redact_url(request.url), response.status_code)
         if response.status_code not in RETRY_STATUSES or attempt >= attempts:
             return response
         try:
@@ -206,12 +206,22 @@ class ConnectionFailed(RegistryError):
     """The registry could not be reached, or the connection broke, after all retries."""
 
     def __init__(self, op: Op, exc: Exception) -> None:
+        from dockwright.httpclient import CertificateError
+
+        if isinstance(exc, CertificateError) and exc.wrong_name:
+            hint = (f"{op.registry}'s certificate is made out to another name: use the name it was issued for, "
+                    f"or pass --insecure-registry {op.registry} (no certificate check)")
+        elif isinstance(exc, CertificateError):
+            hint = (f"{op.registry}'s certificate is not trusted here: add its CA to the system's trust store or "
+                    f"to SSL_CERT_FILE, or pass --insecure-registry {op.registry} (no certificate check)")
+        else:
+            hint = "check the registry address, your network and HTTPS_PROXY/NO_PROXY"
         super().__init__(
             f"{op.action}: cannot talk to {op.registry}: {redact(str(exc)) or type(exc).__name__}",
             registry=op.registry,
             repository=op.repository,
             digest=op.digest,
-            hint="check the registry address, your network and HTTPS_PROXY/NO_PROXY",
+            hint=hint,
         )
 
 
