@@ -24,6 +24,7 @@ from dockwright.plan import BuildOptions, BuildPlan, ConfigStep, CopyStep, Mkdir
 if TYPE_CHECKING:
     from dockwright.dockerignore import IgnoreMatcher
     from dockwright.layer import Compression, TarEntry
+    from dockwright.quickkey import BackgroundWalks
     from dockwright.registry import Registries
     from dockwright.rootfs import RootFS
 
@@ -66,6 +67,7 @@ class Builder:
     _bases: dict[tuple[str, str], BaseImage] = field(default_factory=dict)
     _layers: dict[str, Layer] = field(default_factory=dict)
     _result: BuildResult = field(default_factory=lambda: BuildResult([]))
+    _walks: BackgroundWalks | None = None
 
     @property
     def created(self) -> str:
@@ -77,6 +79,12 @@ class Builder:
         if wanted == "all":
             wanted = self._platforms_of_target(planner)
         plans = [(platform, planner(platform)) for platform in wanted]
+        if self.options.use_cache:  # quick keys' walks start now, and run while the bases are resolved
+            from dockwright.quickkey import BackgroundWalks
+
+            self._walks = BackgroundWalks(dict.fromkeys(
+                tree for _, plan in plans for stage in plan.stages for step in stage.steps
+                if isinstance(step, CopyStep) and (tree := _tree_source(plan, step)) is not None))
         self._prefetch_bases(plans, explicit)
         finals = []
         for platform, plan in plans:
@@ -292,10 +300,10 @@ class Builder:
         memo = "step:" + hashlib.sha256(f"{root}\0{settings}".encode()).hexdigest()
         layer = self._known_layer(memo, fmt)
         quick = None
-        if layer is None and self.options.use_cache:
-            from dockwright.quickkey import tree_key
+        if layer is None and self._walks is not None:
+            from dockwright.quickkey import key_of
 
-            quick = tree_key(root, settings, skip)
+            quick = key_of(settings, self._walks.digest(root, skip))
             layer = self._layer_from_cache(quick, fmt)
         if layer is None and self._quick_key_sees_excluded_files(plan, step, root, skip):
             layer = self._make_layer(self._copy_entries(plan, step, state, states), fmt, also_key=quick)
@@ -330,26 +338,20 @@ class Builder:
     def _tree_step(self, plan: BuildPlan, step: CopyStep, state: _StageState) -> tuple[str, str, frozenset[str]] | None:
         """(source directory, settings, names to skip) for a plain COPY of one context directory, the
         inputs of its quick key; None for any other step."""
-        if (len(step.sources) != 1 or step.add or step.inline_files
-                or step.from_stage is not None or step.from_image is not None):
+        tree = _tree_source(plan, step)
+        if tree is None:
             return None
         import json
 
         from dockwright.layer import FORMAT_VERSION
-        from dockwright.quickkey import tree_root
 
-        root = tree_root(str(plan.context), step.sources[0])
-        if root is None:
-            return None
         dest = self._absolute(step.dest, state)
         compression = self._compression()
         settings = json.dumps([FORMAT_VERSION, compression.algorithm, compression.resolved_level(), step.sources,
                                dest, dest.rstrip("/") in state.known_dirs, step.chown, self._owner(step.chown, state),
                                step.chmod, step.excludes, step.parents, plan.dockerignore,
                                self.options.source_date_epoch])
-        outright = any(p.startswith("!") for p in (*step.excludes, *plan.dockerignore))
-        skip = frozenset() if outright else frozenset(p for p in step.excludes if "/" not in p
-                                                      and not any(c in p for c in "*?[\\"))
+        root, skip = tree
         return root, settings, skip
 
     def _known_layer(self, key: str, fmt: Format) -> Layer | None:
@@ -427,6 +429,23 @@ def _ignore_matcher(patterns: tuple[str, ...]) -> IgnoreMatcher:
     from dockwright.dockerignore import IgnoreMatcher
 
     return IgnoreMatcher.from_patterns(list(patterns))
+
+
+def _tree_source(plan: BuildPlan, step: CopyStep) -> tuple[str, frozenset[str]] | None:
+    """(source directory, names below it to skip) when `step` is a plain COPY of one context directory,
+    the step's quick key applies; None otherwise. Known from the plan alone, before any base is resolved."""
+    if (len(step.sources) != 1 or step.add or step.inline_files
+            or step.from_stage is not None or step.from_image is not None):
+        return None
+    from dockwright.quickkey import tree_root
+
+    root = tree_root(str(plan.context), step.sources[0])
+    if root is None:
+        return None
+    outright = any(p.startswith("!") for p in (*step.excludes, *plan.dockerignore))
+    skip = frozenset() if outright else frozenset(p for p in step.excludes if "/" not in p
+                                                  and not any(c in p for c in "*?[\\"))
+    return root, skip
 
 
 def _root_stage(plan: BuildPlan, stage: Stage) -> Stage:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from dockwright.quickkey import tree_key, tree_root
+from dockwright.quickkey import BackgroundWalks, tree_digest, tree_key, tree_root
 
 
 @pytest.fixture
@@ -157,3 +159,37 @@ def test_a_dockerignore_that_does_not_reach_the_source_still_streams(ctx: Path, 
     (ctx / ".dockerignore").write_text(".git\napp/node_modules/nothing\n")
     assert main([*argv, "--cache-dir", str(tmp_path / "other-cache")]) == 0
     assert capsys.readouterr().out.strip() == streamed
+
+
+def _join_walker() -> None:
+    for thread in threading.enumerate():
+        if thread.name == "dockwright-walk":
+            thread.join(timeout=30)
+
+
+def test_background_walks_give_the_digests_a_walk_in_place_gives(ctx: Path) -> None:
+    app, modules = str(ctx / "app"), str(ctx / "app" / "node_modules")
+    skip = frozenset({"node_modules"})
+    walks = BackgroundWalks([(modules, frozenset()), (app, skip)])
+
+    assert walks.digest(modules, frozenset()) == tree_digest(modules)
+    assert walks.digest(app, skip) == tree_digest(app, skip)  # begun or not, the same answer
+    assert walks.digest(app, frozenset()) == tree_digest(app)  # a tree it was not given: walked in place
+    assert walks.digest(app, skip) != walks.digest(app, frozenset())
+
+
+def test_a_background_walk_that_fails_raises_where_its_digest_is_asked_for(ctx: Path) -> None:
+    missing = str(ctx / "gone")
+    walks = BackgroundWalks([(missing, frozenset())])
+
+    with pytest.raises(FileNotFoundError):
+        walks.digest(missing, frozenset())
+
+
+def test_background_walks_leave_the_switch_interval_as_they_found_it(ctx: Path) -> None:
+    before = sys.getswitchinterval()
+    walks = BackgroundWalks([(str(ctx / "app"), frozenset())])
+    walks.digest(str(ctx / "app"), frozenset())
+    _join_walker()
+
+    assert sys.getswitchinterval() == before
