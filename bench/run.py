@@ -16,7 +16,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent / "tests" / "integration"))
 
+from latency import LatencyProxy  # noqa: E402
 from measure import Measurement, Step, StepFailed, run_step, run_steps, shell  # noqa: E402
 from peers import Dockwright, Job, Tool, all_tools, compile_dockwright, dockwright_command  # noqa: E402
 from report import RawLimit, ScenarioResult, write_report  # noqa: E402
@@ -54,6 +55,8 @@ COLD_SCENARIOS = (
 NO_CHANGE = Scenario("no-change", "Node app: rebuild + push with no change (warm local state)", "node")
 ONE_CHANGE = Scenario("one-change", "Node app: rebuild + push after changing one source file (warm local state)",
                       "node")
+REMOTE_DELAY = 0.015  # each way: a registry 30 ms away (another region), through bench/latency.py
+REMOTE = f" — registry {2000 * REMOTE_DELAY:.0f} ms away"
 
 
 class Bench:
@@ -126,10 +129,12 @@ class Bench:
                 tool.cleanup(state)
         return ScenarioResult(scenario.key, scenario.title, list(results.values()))
 
-    def warm(self) -> tuple[ScenarioResult, ScenarioResult]:
+    def warm(self, delay: float = 0.0) -> tuple[ScenarioResult, ScenarioResult]:
         """No change and one changed file, from the same warm state: per tool, one untimed build,
-        then per run a rebuild with nothing changed and a rebuild after editing one source file."""
-        print(f"== {NO_CHANGE.title} / {ONE_CHANGE.title}", flush=True)
+        then per run a rebuild with nothing changed and a rebuild after editing one source file.
+        `delay`: every tool talks to the registry through a proxy that delays each way by this much."""
+        suffix, key = (REMOTE, "-remote") if delay else ("", "")
+        print(f"== {NO_CHANGE.title} / {ONE_CHANGE.title}{suffix}", flush=True)
         content = self.workloads.node
         assert content.changed_file is not None
         changed = content.root / content.changed_file
@@ -143,8 +148,11 @@ class Bench:
                 state = self.state(tool)
                 tool.cleanup(state)
                 state.mkdir(parents=True)
-                with _recording(same[tool.name], one[tool.name]), self.registry("bench/app") as (registry, base):
-                    job = Job(content, base, f"{registry.host}/bench/app:app", state)
+                with _recording(same[tool.name], one[tool.name]), self.registry("bench/app") as (registry, base), \
+                        LatencyProxy(registry.host, delay) if delay else nullcontext() as proxy:
+                    host = proxy.host if proxy else registry.host
+                    base = base.replace(registry.host, host, 1)
+                    job = Job(content, base, f"{host}/bench/app:app", state)
                     run_steps(tool.steps(job), self.log)
                     warm_job = Job(content, base, job.target, state, warm=True)
                     for run in range(self.runs):
@@ -154,8 +162,8 @@ class Bench:
                 tool.cleanup(state)
         finally:
             changed.write_bytes(original)
-        return (ScenarioResult(NO_CHANGE.key, NO_CHANGE.title, list(same.values())),
-                ScenarioResult(ONE_CHANGE.key, ONE_CHANGE.title, list(one.values())))
+        return (ScenarioResult(NO_CHANGE.key + key, NO_CHANGE.title + suffix, list(same.values())),
+                ScenarioResult(ONE_CHANGE.key + key, ONE_CHANGE.title + suffix, list(one.values())))
 
     def layer_creation(self) -> RawLimit:
         """dockwright making the node_modules layer from scratch into an OCI layout directory,
@@ -217,7 +225,8 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=BENCH.parent / "docs" / "benchmarks.md",
                         help="markdown report (default docs/benchmarks.md; --quick: bench/work/benchmarks-quick.md)")
     parser.add_argument("--only", action="append", metavar="SCENARIO",
-                        help="run only these scenarios: cold, cross-repo, archive, large-file, warm, layer")
+                        help="run only these scenarios: cold, cross-repo, archive, large-file, warm, "
+                        "warm-remote, layer")
     args = parser.parse_args()
     runs = args.runs or (1 if args.quick else 3)
     output = WORK / "benchmarks-quick.md" if args.quick and "--output" not in sys.argv else args.output
@@ -236,11 +245,13 @@ def main() -> int:
     for name, reason in skipped.items():
         print(f"skipping {name}: {reason}", flush=True)
     bench = Bench(workloads, [t for t in tools if t.name not in skipped], runs, log)
-    wanted = set(args.only or ("cold", "cross-repo", "archive", "large-file", "warm", "layer"))
+    wanted = set(args.only or ("cold", "cross-repo", "archive", "large-file", "warm", "warm-remote", "layer"))
     load_before = os.getloadavg()
     scenarios = [bench.cold(s) for s in COLD_SCENARIOS if s.key in wanted]
     if "warm" in wanted:
         scenarios.extend(bench.warm())
+    if "warm-remote" in wanted:
+        scenarios.extend(bench.warm(REMOTE_DELAY))
     raw = bench.layer_creation() if "layer" in wanted else None
     versions = {t.name: t.version() for t in tools
                 if t.name not in skipped and not (isinstance(t, Dockwright) and t.auto)}
