@@ -21,6 +21,7 @@ from build_checks import (
     make_app,
     raw_manifest,
     requests,
+    skopeo_json,
 )
 from conftest import RunDockwright
 from images import APP_UID, BASE_LABEL, BASE_PATH_ENV, BusyboxBase, pull_to_layout, run_oci_image
@@ -129,6 +130,23 @@ def test_shell_form_cmd_and_other_config_flags(
     assert config["WorkingDir"] == "/"
     layout = pull_to_layout(tag, tmp_path / "pulled", "shell")
     assert run_oci_image(layout, "shell", tmp_path).splitlines() == ["/root", "root"]
+
+
+def test_a_tagged_push_checks_everything_first_and_puts_its_manifest_once(
+    dockwright: RunDockwright, busybox_base: BusyboxBase, registry: RegistryServer, tmp_path: Path
+) -> None:
+    """Round trips are what a registry far away charges for: the tag and blob checks come before any
+    upload, and the manifest goes up once, under its tag (not by digest and then again by tag)."""
+    tag = f"{registry.host}/apps/once:1"
+
+    proc = _build_app(dockwright, tmp_path, busybox_base.docker_ref, [tag, f"{registry.host}/apps/once:2"])
+
+    assert requests(registry, "PUT", "/manifests/") == ["PUT /v2/apps/once/manifests/1",
+                                                        "PUT /v2/apps/once/manifests/2"]
+    assert len(requests(registry, "HEAD", "/v2/apps/once/manifests/")) == 1  # the first tag's: it is not there
+    (digest,) = {digest for _, digest in digest_lines(proc.stdout)}
+    assert skopeo_json("inspect", "--tls-verify=false", f"docker://{tag}")["Digest"] == digest
+
 
 
 def test_same_registry_push_moves_no_base_layer_and_a_repeat_pushes_nothing(

@@ -1,9 +1,11 @@
 """Push a built image to one or more registry tags.
 
-Order, as the spec wants it: all blobs to every target repository (in parallel; a blob the registry
-already has is skipped, one in another repository of the same registry is mounted, one on another
-registry is streamed registry to registry), then the platform manifests by digest, then the index,
-then the tags. A failure before the tags leaves no tag pointing anywhere new.
+Order, as the spec wants it: first every check at once (does each tag already point at the image, which
+blobs does each target repository have), then the missing blobs (in parallel; one in another repository
+of the same registry is mounted, one on another registry is streamed registry to registry), then the
+platform manifests of an index by digest, then the tags. A failure before the tags leaves no tag pointing
+anywhere new. Each step costs round trips, which a registry in another region makes expensive: no check
+waits for another, and a tagged manifest goes up once, under its tag.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from dockwright.registry import Registries, RegistryClient
 
 log = logging.getLogger("dockwright")
+CHECK_JOBS = 8  # HEAD requests at once, at least: small, and each one a round trip
 
 
 @dataclass
@@ -50,18 +53,26 @@ def push(result: BuildResult, tags: list[Reference], registries: Registries, job
     targets: dict[tuple[str, str], _Target] = {}
     for tag in tags:
         targets.setdefault((tag.api_host, tag.repository), _Target(registries.client(tag.api_host), tag.repository))
-    pending = [t for t in targets.values() if not _already_there(t, tags, top.descriptor.digest)]
-    if pending:
-        blobs = [(target, digest, size, source) for target in pending for digest, size, source in _blobs_only(result)]
-        run_parallel([partial(_ensure_blob, stats, progress, *job) for job in blobs], jobs, "push")
-        for target in pending:
+    heads = [(target, blob) for target in targets.values() for blob in _blobs_only(result)]
+    answers = run_parallel([*(partial(_already_there, target, tags, top.descriptor.digest)
+                              for target in targets.values()),
+                            *(partial(target.client.blob_exists, target.repository, blob[0])
+                              for target, blob in heads)], max(jobs, CHECK_JOBS), "check")
+    pending = [target for target, there in zip(targets.values(), answers[:len(targets)], strict=True) if not there]
+    present = answers[len(targets):]
+    missing = [(target, *blob) for (target, blob), has in zip(heads, present, strict=True)
+               if target in pending and not has]
+    stats.existing = sum(1 for (target, _), has in zip(heads, present, strict=True) if target in pending and has)
+    run_parallel([partial(_send_blob, stats, progress, *job) for job in missing], jobs, "push")
+    for target in pending:
+        if result.index is not None:
             for img in result.images:
-                if result.index is not None:
-                    target.client.put_manifest(target.repository, img.manifest.descriptor.digest,
-                                               img.manifest.data, img.manifest.descriptor.media_type)
+                target.client.put_manifest(target.repository, img.manifest.descriptor.digest,
+                                           img.manifest.data, img.manifest.descriptor.media_type)
+        if not any(tag.tag for tag in _tags_of(target, tags)):  # by digest only: no tag will hold it
             target.client.put_manifest(target.repository, top.descriptor.digest, top.data,
                                        top.descriptor.media_type)
-    else:
+    if not pending:
         log.info("nothing to push: every tag already points at %s", top.descriptor.digest)
     lines = []
     for tag in tags:
@@ -72,10 +83,13 @@ def push(result: BuildResult, tags: list[Reference], registries: Registries, job
     return lines, stats
 
 
+def _tags_of(target: _Target, tags: list[Reference]) -> list[Reference]:
+    return [t for t in tags if (t.api_host, t.repository) == (target.client.host, target.repository)]
+
+
 def _already_there(target: _Target, tags: list[Reference], digest: str) -> bool:
     """True when every tag of this repository already points at `digest` ("nothing to push")."""
-    mine = [t for t in tags if (t.api_host, t.repository) == (target.client.host, target.repository)]
-    for tag in mine:
+    for tag in _tags_of(target, tags):
         found = target.client.head_manifest(target.repository, tag.identifier)
         if found is None or found[0] != digest:
             return False
@@ -93,12 +107,11 @@ def _blobs_only(result: BuildResult) -> list[tuple[str, int, BlobSource]]:
     return [blob for blob in all_blobs(result) if blob[0] not in skipped]
 
 
-def _ensure_blob(stats: PushStats, progress: Progress, target: _Target, digest: str, size: int,
-                 source: BlobSource) -> None:
+def _send_blob(stats: PushStats, progress: Progress, target: _Target, digest: str, size: int,
+               source: BlobSource) -> None:
+    """A blob the target repository does not have: mounted from the repository it came from when that is
+    on the same registry, else uploaded."""
     client, repository = target.client, target.repository
-    if client.blob_exists(repository, digest):
-        stats.existing += 1
-        return
     same_registry = isinstance(source, RegistryBlob) and source.host == client.host
     if same_registry and client.mount_blob(repository, digest, source.repository):  # type: ignore[union-attr]
         log.info("mounted %s from %s into %s", digest[:19], source.repository, repository)  # type: ignore[union-attr]
