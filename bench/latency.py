@@ -1,84 +1,92 @@
 """A TCP proxy that delays every piece of data by a fixed time each way: a registry on loopback then
-answers like one in another region (round trip = 2 x delay), for every tool alike."""
+answers like one in another region (round trip = 2 x delay), for every tool alike.
+
+It runs as a process of its own (`python latency.py UPSTREAM DELAY` prints the address it listens on):
+the harness must stay small, because Linux counts a parent's resident set into the peak RSS of every
+child it starts (exec records the old address space's high-water mark), and a proxy inside the harness
+would buffer a push's worth of data.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import contextlib
+import subprocess
+import sys
 from types import TracebackType
+
+_PIECE = 1 << 16
+_IN_FLIGHT = 64  # pieces queued per direction (4 MiB): then reading waits, and TCP pushes back
 
 
 class LatencyProxy:
     """`with LatencyProxy("127.0.0.1:5000", 0.015) as proxy:` ... talk to `proxy.host` instead."""
 
     def __init__(self, upstream: str, delay: float) -> None:
-        host, _, port = upstream.rpartition(":")
-        self._upstream = (host, int(port))
-        self._delay = delay
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="latency-proxy", daemon=True)
+        self._argv = [sys.executable, __file__, upstream, str(delay)]
+        self._process: subprocess.Popen[str] | None = None
         self.host = ""
 
     def __enter__(self) -> LatencyProxy:
-        self._thread.start()
-        self._ready.wait(10)
+        self._process = subprocess.Popen(self._argv, stdout=subprocess.PIPE, text=True)
+        assert self._process.stdout is not None
+        self.host = self._process.stdout.readline().strip()
+        if not self.host:
+            raise RuntimeError(f"the latency proxy did not start: {self._argv}")
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
 
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._connection, "127.0.0.1", 0))
-        self.host = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
-        tasks = asyncio.all_tasks(self._loop)
-        for task in tasks:
-            task.cancel()
-        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        self._loop.close()
 
-    async def _connection(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+async def _serve(upstream: tuple[str, int], delay: float) -> None:
+    async def connection(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self._upstream)
+            upstream_reader, upstream_writer = await asyncio.open_connection(*upstream)
         except OSError:
             client_writer.close()
             return
-        try:
-            await asyncio.gather(self._pump(client_reader, upstream_writer), self._pump(upstream_reader, client_writer))
-        except asyncio.CancelledError:  # the proxy is shutting down: end quietly (a cancelled task would be logged)
-            client_writer.close()
-            upstream_writer.close()
+        await asyncio.gather(_pump(client_reader, upstream_writer, delay), _pump(upstream_reader, client_writer, delay))
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Forward what arrives, each piece `delay` later than it came; pieces overlap in flight like
-        packets on a long link (a bulk transfer is not slowed down per piece)."""
-        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
+    server = await asyncio.start_server(connection, "127.0.0.1", 0)
+    print(f"127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
+    async with server:
+        await server.serve_forever()
 
-        async def deliver() -> None:
-            while True:
-                due, data = await queue.get()
-                await asyncio.sleep(max(0.0, due - loop.time()))
-                if not data:
-                    break
-                writer.write(data)
-                await writer.drain()
 
-        sender = asyncio.create_task(deliver())
-        try:
-            while data := await reader.read(1 << 16):
-                queue.put_nowait((loop.time() + self._delay, data))
-        except OSError:
-            pass
-        queue.put_nowait((loop.time() + self._delay, b""))
-        try:
-            await sender
-        except OSError:
-            pass
-        finally:
-            writer.close()
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
+    """Forward what arrives, each piece `delay` later than it came. Pieces overlap in flight like packets
+    on a long link, so a bulk transfer is not slowed down per piece."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(_IN_FLIGHT)
+
+    async def deliver() -> None:
+        while True:
+            due, data = await queue.get()
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            if not data:
+                return
+            writer.write(data)
+            await writer.drain()
+
+    sender = asyncio.create_task(deliver())
+    try:
+        while data := await reader.read(_PIECE):
+            await queue.put((loop.time() + delay, data))
+    except OSError:
+        pass
+    await queue.put((loop.time() + delay, b""))
+    try:
+        await sender
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+if __name__ == "__main__":
+    host, _, port = sys.argv[1].rpartition(":")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve((host, int(port)), float(sys.argv[2])))
