@@ -39,20 +39,15 @@ def tree_root(context: str, source: str) -> str | None:
     return path
 
 
-def tree_key(path: str, settings: str, skip_top: frozenset[str] = frozenset()) -> str:
-    """The key for copying the directory `path` (from tree_root) with `settings`, the step's every other
-    input. `skip_top`: names directly below the source that the step excludes outright (no effect on the
-    layer)."""
-    return key_of(settings, tree_digest(path, skip_top))
-
-
 def key_of(settings: str, digest: bytes) -> str:
-    """The key from a step's settings and the tree_digest of its source directory."""
+    """The key for copying a directory (from tree_root) whose tree_digest is `digest`, with `settings`,
+    the step's every other input."""
     return "quick:" + hashlib.sha256(settings.encode() + b"\n" + digest).hexdigest()
 
 
 def tree_digest(path: str, skip_top: frozenset[str] = frozenset()) -> bytes:
-    """sha256 of the raw metadata of everything below `path` but the `skip_top` names: the walk."""
+    """sha256 of the raw metadata of everything below `path`: the walk. `skip_top`: names directly below
+    it that the step excludes outright (no effect on the layer)."""
     parts: list[bytes] = []
     _walk(path, b"", parts, skip_top)
     return hashlib.sha256(b"".join(parts)).digest()

@@ -69,24 +69,34 @@ def _write_key(key: Any, path: Path) -> None:
     path.chmod(0o600)
 
 
-def make_ca(directory: Path, name: str = "dockwright test CA") -> CertificateAuthority:
-    """A new CA: certificate `directory/certs/ca.crt`, key `directory/ca.key`."""
+def _certificate(subject: str, issuer: Any, key: Any) -> Any:
+    """An X.509 builder for `key`'s public key, named `subject`, from `issuer` (a Name; None: itself),
+    valid from yesterday for 30 days: each caller adds its extensions and signs."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
 
-    (directory / "certs").mkdir(parents=True, exist_ok=True)
-    key = _new_key()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     now = dt.datetime.now(dt.UTC)
-    cert = (
+    return (
         x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
+        .subject_name(name)
+        .issuer_name(issuer if issuer is not None else name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=30))
+    )
+
+
+def make_ca(directory: Path, name: str = "dockwright test CA") -> CertificateAuthority:
+    """A new CA: certificate `directory/certs/ca.crt`, key `directory/ca.key`."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    (directory / "certs").mkdir(parents=True, exist_ok=True)
+    key = _new_key()
+    cert = (
+        _certificate(name, None, key)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -109,7 +119,7 @@ def make_server_certificate(ca: CertificateAuthority, directory: Path, *names: s
     subjectAltNames, anything else DNSName); returns (certificate, key) paths in `directory`."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID
 
     if not names:
         raise ValueError("a server certificate needs at least one name")
@@ -123,15 +133,8 @@ def make_server_certificate(ca: CertificateAuthority, directory: Path, *names: s
         except ValueError:
             alt_names.append(x509.DNSName(name))
     key = _new_key()
-    now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
+        _certificate(names[0], ca_cert.subject, key)
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -191,24 +194,10 @@ class TokenServer:
             self._httpd = None
 
     def _make_certificate(self) -> None:
-        from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.x509.oid import NameOID
 
-        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TOKEN_ISSUER)])
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .sign(self._key, hashes.SHA256())
-        )
+        self._key = _new_key()
+        cert = _certificate(TOKEN_ISSUER, None, self._key).sign(self._key, hashes.SHA256())
         self.cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         self._cert_der = cert.public_bytes(serialization.Encoding.DER)
 

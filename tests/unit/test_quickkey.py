@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.quickkey import BackgroundWalks, tree_digest, tree_key, tree_root
+from dockwright.quickkey import BackgroundWalks, key_of, tree_digest, tree_root
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def ctx(tmp_path: Path) -> Path:
 def key(ctx: Path, source: str, settings: str, skip: frozenset[str] = frozenset()) -> str:
     root = tree_root(str(ctx), source)
     assert root is not None
-    return tree_key(root, settings, skip)
+    return key_of(settings, tree_digest(root, skip))
 
 
 def test_same_tree_and_settings_give_the_same_key(ctx: Path) -> None:

@@ -113,18 +113,15 @@ def _still_open(connection: http.client.HTTPConnection) -> bool:
 
 
 def wrap_response(raw: http.client.HTTPResponse, connection: http.client.HTTPConnection, route: Route,
-              pool: Pool) -> Response:
-    response = Response(raw.status, raw.getheaders(), reason=raw.reason, stream=_body(raw, route))
-
-    def done(complete: bool) -> None:
+                  pool: Pool) -> Response:
+    def end(complete: bool) -> None:
         raw.close()  # its end of the socket only: the connection holds the socket
         if complete and not raw.will_close:
             pool.put(route.key, connection)
         else:
             connection.close()
 
-    response._done = done
-    return response
+    return Response(raw.status, raw.getheaders(), reason=raw.reason, stream=_body(raw, route), on_end=end)
 
 
 def _body(raw: http.client.HTTPResponse, route: Route) -> Iterator[bytes]:

@@ -72,7 +72,8 @@ class Response:
     `Response(200, headers={...}, stream=generator)`."""
 
     def __init__(self, status_code: int, headers: Headers_ = None, content: bytes = b"", *,
-                 json: object = None, stream: Iterable[bytes] | None = None, reason: str = "") -> None:
+                 json: object = None, stream: Iterable[bytes] | None = None, reason: str = "",
+                 on_end: Callable[[bool], None] | None = None) -> None:
         fields = Headers(headers).items()
         if json is not None:
             content = jsonlib.dumps(json).encode()
@@ -84,7 +85,7 @@ class Response:
         self.request: Request | None = None
         self._chunks: Iterator[bytes] = iter(stream) if stream is not None else iter((content,))
         self._content: bytes | None = None
-        self._done: Callable[[bool], None] | None = None  # told whether the body was read to its end
+        self._on_end = on_end  # told, once, whether the body was read to its end (its connection's fate)
         self._finished = False
 
     @property
@@ -116,8 +117,8 @@ class Response:
     def _finish(self, complete: bool) -> None:
         if not self._finished:
             self._finished = True
-            if self._done is not None:
-                self._done(complete)
+            if self._on_end is not None:
+                self._on_end(complete)
 
     def __enter__(self) -> Response:
         return self

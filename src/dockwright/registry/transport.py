@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dockwright.errors import AuthError, NotFoundError, RegistryError, UsageError
+from dockwright.httpclient import CertificateError, TransportError
 
 if TYPE_CHECKING:
     from dockwright.httpclient import Client, Request, Response
@@ -178,8 +179,6 @@ def send_with_retries(
     `build` is called for each attempt so that bodies and auth headers are fresh. The last response is
     returned whatever its status; on repeated connection failures, RegistryError is raised.
     """
-    from dockwright.httpclient import CertificateError, TransportError
-
     attempt = 0
     while True:
         attempt += 1
@@ -206,8 +205,6 @@ class ConnectionFailed(RegistryError):
     """The registry could not be reached, or the connection broke, after all retries."""
 
     def __init__(self, op: Op, exc: Exception) -> None:
-        from dockwright.httpclient import CertificateError
-
         if isinstance(exc, CertificateError) and exc.wrong_name:
             hint = (f"{op.registry}'s certificate is made out to another name: use the name it was issued for, "
                     f"or pass --insecure-registry {op.registry} (no certificate check)")
