@@ -1,3 +1,3 @@
-from dockwright.cli import main
+from dockwright.cli.main import main
 
 raise SystemExit(main())

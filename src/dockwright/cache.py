@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockwright.digest import check_digest, is_digest
-from dockwright.errors import DockwrightError
+from dockwright.model.digest import check_digest, is_digest
+from dockwright.model.errors import DockwrightError
 
 FORMAT_VERSION = "1"
 STALE_TEMP_SECONDS = 3600

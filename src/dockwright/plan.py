@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SCRATCH = "scratch"
-
 
 @dataclass(frozen=True)
 class ConfigEdit:
@@ -28,7 +26,7 @@ class ConfigEdit:
     cannot be expanded up front. Such an edit has deferred=True: its env values, label values,
     workdir and user are templates (`${NAME}` references, literal `\\`, `$`, `}` backslash-escaped)
     and a relative workdir is relative to the inherited one. build.py must call
-    `dockwright.dockerfile.resolve_deferred(edit, inherited_env, inherited_workdir)` first.
+    `dockwright.frontends.dockerfile.resolve_deferred(edit, inherited_env, inherited_workdir)` first.
     """
 
     entrypoint: tuple[str, ...] | None = None

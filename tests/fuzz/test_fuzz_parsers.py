@@ -15,12 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dockwright import flags, image
-from dockwright.digest import is_digest
-from dockwright.dockerfile import plan_from_dockerfile
-from dockwright.errors import DockwrightError, ImageFormatError, InvalidReferenceError, UsageError
-from dockwright.image import Platform
-from dockwright.reference import parse_reference
+from dockwright.frontends import flags
+from dockwright.frontends.dockerfile import plan_from_dockerfile
+from dockwright.model import documents, mediatypes
+from dockwright.model.digest import is_digest
+from dockwright.model.errors import DockwrightError, ImageFormatError, InvalidReferenceError, UsageError
+from dockwright.model.platform import Platform, parse_platforms
+from dockwright.model.reference import parse_reference
 
 EXAMPLES = int(os.environ.get("DOCKWRIGHT_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -28,7 +29,8 @@ DIGEST = "sha256:" + "a" * 64
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
-    | st.sampled_from([DIGEST, image.OCI_MANIFEST, image.DOCKER_MANIFEST, image.OCI_INDEX, image.OCI_LAYER_GZIP,
+    | st.sampled_from([DIGEST, mediatypes.OCI_MANIFEST, mediatypes.DOCKER_MANIFEST, mediatypes.OCI_INDEX,
+                       mediatypes.OCI_LAYER_GZIP,
                        2, 1, "linux", "amd64"]),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=20,
@@ -60,13 +62,14 @@ def test_parse_reference(text: str) -> None:
 @FUZZ
 @given(st.one_of(st.binary(max_size=200), _json.map(lambda d: json.dumps(d).encode()),
                  _document.map(lambda d: json.dumps(d).encode())),
-       st.none() | st.sampled_from([image.OCI_MANIFEST, image.DOCKER_LIST, image.DOCKER_SCHEMA1[0], "text/plain"]))
+       st.none() | st.sampled_from([mediatypes.OCI_MANIFEST, mediatypes.DOCKER_LIST, mediatypes.DOCKER_SCHEMA1[0],
+                                    "text/plain"]))
 def test_parse_document(data: bytes, header: str | None) -> None:
     try:
-        parsed = image.parse_document(data, header, "fuzz")
+        parsed = documents.parse_document(data, header, "fuzz")
     except ImageFormatError:
         return
-    descriptors = parsed.manifests if isinstance(parsed, image.Index) else [parsed.config, *parsed.layers]
+    descriptors = parsed.manifests if isinstance(parsed, documents.Index) else [parsed.config, *parsed.layers]
     assert all(is_digest(d.digest) and d.size >= 0 for d in descriptors)
     assert all(isinstance(v, str) for v in parsed.annotations.values())
     for descriptor in descriptors:
@@ -80,7 +83,7 @@ def test_parse_document(data: bytes, header: str | None) -> None:
                                      lambda d: json.dumps(d).encode())))
 def test_parse_config(data: bytes) -> None:
     try:
-        config: dict[str, Any] = image.parse_config(data, "fuzz")
+        config: dict[str, Any] = documents.parse_config(data, "fuzz")
     except ImageFormatError:
         return
     assert all(is_digest(d) for d in config["rootfs"]["diff_ids"])
@@ -91,7 +94,7 @@ def test_parse_config(data: bytes) -> None:
                                        max_size=8).map("".join))
 def test_platforms(text: str) -> None:
     try:
-        platforms = image.parse_platforms(text)
+        platforms = parse_platforms(text)
     except UsageError:
         return
     assert platforms == "all" or all(isinstance(p, Platform) for p in platforms)

@@ -17,7 +17,7 @@ from faultproxy import FaultProxy
 from images import BusyboxBase
 from servers import RegistryServer
 
-from dockwright.reference import is_loopback
+from dockwright.model.reference import is_loopback
 
 
 def _build(dockwright: RunDockwright, registry: RegistryServer, tmp_path: Path, host: str | None = None,

@@ -12,9 +12,10 @@ import pytest
 from conftest import DockerConfig
 from servers import RegistryServer
 
-from dockwright.digest import digest_bytes
-from dockwright.errors import AuthError, DigestMismatchError, NotFoundError
-from dockwright.image import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, canonical_json
+from dockwright.model.digest import digest_bytes
+from dockwright.model.documents import canonical_json
+from dockwright.model.errors import AuthError, DigestMismatchError, NotFoundError
+from dockwright.model.mediatypes import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
 from dockwright.registry import Registries, RegistryClient
 from dockwright.registry.auth import push_scope
 from dockwright.registry.login import login

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.blobs import FileBlob
 from dockwright.cache import STALE_TEMP_SECONDS, Cache, default_cache_dir, disk_usage, prune
-from dockwright.digest import digest_bytes
+from dockwright.model.blobs import FileBlob
+from dockwright.model.digest import digest_bytes
 
 
 def _fingerprint(n: int) -> str:

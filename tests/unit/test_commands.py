@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.cli import main
+from dockwright.cli.main import main
 
 
 @pytest.fixture

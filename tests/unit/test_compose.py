@@ -7,15 +7,17 @@ from typing import Any
 
 import pytest
 
-from dockwright import compose, image
-from dockwright.base import BaseImage, Layer
-from dockwright.blobs import BytesBlob
-from dockwright.digest import digest_bytes
-from dockwright.errors import UsageError
-from dockwright.image import Descriptor, Platform, parse_config, parse_document
+from dockwright import mutate
+from dockwright.model import documents, mediatypes
+from dockwright.model.blobs import BytesBlob
+from dockwright.model.digest import digest_bytes
+from dockwright.model.documents import Descriptor, parse_config, parse_document
+from dockwright.model.errors import UsageError
+from dockwright.model.image import BaseImage, FinalImage, Layer
+from dockwright.model.platform import Platform
 from dockwright.plan import ConfigEdit
 
-CREATED = compose.timestamp(1_700_000_000)
+CREATED = mutate.timestamp(1_700_000_000)
 AMD64 = Platform("linux", "amd64")
 
 
@@ -26,12 +28,12 @@ def _config(**inner: Any) -> dict[str, Any]:
 
 def _edited(edit: ConfigEdit, **inner: Any) -> dict[str, Any]:
     config = _config(**inner)
-    compose.apply_edit(config, edit)
+    mutate.apply_edit(config, edit)
     return config["config"]
 
 
 def test_timestamp_is_rfc3339_utc() -> None:
-    assert compose.timestamp(0) == "1970-01-01T00:00:00Z"
+    assert mutate.timestamp(0) == "1970-01-01T00:00:00Z"
     assert CREATED == "2023-11-14T22:13:20Z"
 
 
@@ -87,7 +89,7 @@ def test_healthcheck_none_disables_the_inherited_one() -> None:
 
 def test_scalar_fields_and_author() -> None:
     config = _config(User="root")
-    compose.apply_edit(config, ConfigEdit(workdir="/app", user="1000:1000", stop_signal="SIGQUIT",
+    mutate.apply_edit(config, ConfigEdit(workdir="/app", user="1000:1000", stop_signal="SIGQUIT",
                                           shell=("/bin/bash", "-c"), author="me <me@example.com>"))
     assert config["config"] == {"User": "1000:1000", "WorkingDir": "/app", "StopSignal": "SIGQUIT",
                                 "Shell": ["/bin/bash", "-c"]}
@@ -97,14 +99,14 @@ def test_scalar_fields_and_author() -> None:
 def test_empty_edit_changes_nothing() -> None:
     config = _config(Env=["A=1"], Cmd=["x"])
     before = json.dumps(config, sort_keys=True)
-    compose.apply_edit(config, ConfigEdit())
+    mutate.apply_edit(config, ConfigEdit())
     assert json.dumps(config, sort_keys=True) == before
 
 
 def test_null_config_section_is_created() -> None:
     config = _config()
     config["config"] = None
-    compose.apply_edit(config, ConfigEdit(user="app"))
+    mutate.apply_edit(config, ConfigEdit(user="app"))
     assert config["config"] == {"User": "app"}
 
 
@@ -118,7 +120,7 @@ def _non_empty(history: list[dict[str, Any]]) -> int:
 def test_pad_history_makes_non_empty_entries_equal_layers() -> None:
     config = _config()
     config["history"] = [{"created_by": "ADD rootfs"}, {"created_by": "ENV A=1", "empty_layer": True}]
-    compose.pad_history(config, 3, CREATED)
+    mutate.pad_history(config, 3, CREATED)
     assert _non_empty(config["history"]) == 3
     assert config["history"][:2] == [{"created_by": "ADD rootfs"},
                                      {"created_by": "ENV A=1", "empty_layer": True}]
@@ -129,27 +131,27 @@ def test_pad_history_makes_non_empty_entries_equal_layers() -> None:
 def test_pad_history_replaces_missing_or_invalid_history(history: object) -> None:
     config = _config()
     config["history"] = history
-    compose.pad_history(config, 2, CREATED)
+    mutate.pad_history(config, 2, CREATED)
     assert _non_empty(config["history"]) == 2
 
 
 def test_pad_history_leaves_a_consistent_history_alone() -> None:
     config = _config()
     config["history"] = [{"created_by": "a"}, {"created_by": "b"}]
-    compose.pad_history(config, 2, CREATED)
+    mutate.pad_history(config, 2, CREATED)
     assert len(config["history"]) == 2
 
 
 # --------------------------------------------------------------------------- finish / make_index
 
 
-def _layer(n: int, media_type: str = image.OCI_LAYER_GZIP) -> Layer:
+def _layer(n: int, media_type: str = mediatypes.OCI_LAYER_GZIP) -> Layer:
     data = f"layer-{n}".encode()
     digest = digest_bytes(data)
     return Layer(Descriptor(media_type, digest, len(data)), digest_bytes(b"diff" + data), BytesBlob(data, digest))
 
 
-def _base(fmt: image.Format, layers: list[Layer], *, history: int | None = None, name: str | None = None,
+def _base(fmt: mediatypes.Format, layers: list[Layer], *, history: int | None = None, name: str | None = None,
           digest: str | None = None, annotations: dict[str, str] | None = None,
           platform: Platform = AMD64) -> BaseImage:
     config = _config(Env=["PATH=/usr/bin"])
@@ -159,7 +161,7 @@ def _base(fmt: image.Format, layers: list[Layer], *, history: int | None = None,
     return BaseImage(platform, fmt, config, list(layers), dict(annotations or {}), name, digest)
 
 
-def _manifest_json(final: compose.FinalImage) -> dict[str, Any]:
+def _manifest_json(final: FinalImage) -> dict[str, Any]:
     return json.loads(final.manifest.data)
 
 
@@ -168,56 +170,56 @@ def _all_media_types(doc: dict[str, Any]) -> list[str]:
 
 
 def test_finish_oci_image_from_a_docker_base_converts_every_media_type() -> None:
-    base = _base("docker", [_layer(1, image.DOCKER_LAYER_GZIP), _layer(2, image.DOCKER_LAYER_FOREIGN)])
-    final = compose.finish(base, "oci", CREATED, {})
+    base = _base("docker", [_layer(1, mediatypes.DOCKER_LAYER_GZIP), _layer(2, mediatypes.DOCKER_LAYER_FOREIGN)])
+    final = mutate.finish(base, "oci", CREATED, {})
     doc = _manifest_json(final)
-    assert _all_media_types(doc) == [image.OCI_MANIFEST, image.OCI_CONFIG, image.OCI_LAYER_GZIP,
-                                     image.OCI_LAYER_NONDIST_GZIP]
+    assert _all_media_types(doc) == [mediatypes.OCI_MANIFEST, mediatypes.OCI_CONFIG, mediatypes.OCI_LAYER_GZIP,
+                                     mediatypes.OCI_LAYER_NONDIST_GZIP]
     assert [layer.descriptor.media_type for layer in final.layers] == [layer["mediaType"] for layer in doc["layers"]]
 
 
 def test_finish_docker_image_from_an_oci_base_has_no_oci_types_and_no_annotations() -> None:
     base = _base("oci", [_layer(1)], name="docker.io/library/alpine:3", digest="sha256:" + "e" * 64,
                  annotations={"org.opencontainers.image.title": "alpine"})
-    final = compose.finish(base, "docker", CREATED, {"com.example.x": "y"})
+    final = mutate.finish(base, "docker", CREATED, {"com.example.x": "y"})
     doc = _manifest_json(final)
-    assert _all_media_types(doc) == [image.DOCKER_MANIFEST, image.DOCKER_CONFIG, image.DOCKER_LAYER_GZIP]
+    assert _all_media_types(doc) == [mediatypes.DOCKER_MANIFEST, mediatypes.DOCKER_CONFIG, mediatypes.DOCKER_LAYER_GZIP]
     assert "annotations" not in doc
     assert final.format == "docker"
 
 
 def test_finish_docker_refuses_a_zstd_layer() -> None:
     with pytest.raises(UsageError, match="--format oci"):
-        compose.finish(_base("oci", [_layer(1, image.OCI_LAYER_ZSTD)]), "docker", CREATED, {})
+        mutate.finish(_base("oci", [_layer(1, mediatypes.OCI_LAYER_ZSTD)]), "docker", CREATED, {})
 
 
 def test_finish_oci_annotates_the_base_and_user_annotations_win() -> None:
     base = _base("oci", [_layer(1)], name="docker.io/library/alpine:3", digest="sha256:" + "e" * 64,
                  annotations={"inherited": "1", "org.opencontainers.image.title": "alpine"})
-    doc = _manifest_json(compose.finish(base, "oci", CREATED, {"org.opencontainers.image.title": "mine"}))
+    doc = _manifest_json(mutate.finish(base, "oci", CREATED, {"org.opencontainers.image.title": "mine"}))
     assert doc["annotations"] == {
         "inherited": "1",
         "org.opencontainers.image.title": "mine",
-        compose.BASE_NAME: "docker.io/library/alpine:3",
-        compose.BASE_DIGEST: "sha256:" + "e" * 64,
+        mutate.BASE_NAME: "docker.io/library/alpine:3",
+        mutate.BASE_DIGEST: "sha256:" + "e" * 64,
     }
 
 
 def test_finish_from_scratch_has_no_base_annotations() -> None:
-    doc = _manifest_json(compose.finish(_base("oci", []), "oci", CREATED, {}))
+    doc = _manifest_json(mutate.finish(_base("oci", []), "oci", CREATED, {}))
     assert "annotations" not in doc
     assert doc["layers"] == []
 
 
 def test_finish_writes_documents_that_parse_and_match_their_descriptors() -> None:
     base = _base("oci", [_layer(1), _layer(2)], history=0)
-    final = compose.finish(base, "oci", CREATED, {})
+    final = mutate.finish(base, "oci", CREATED, {})
     for doc in (final.config, final.manifest):
         assert doc.descriptor.digest == digest_bytes(doc.data)
         assert doc.descriptor.size == len(doc.data)
         assert b"".join(doc.blob.open()) == doc.data
     manifest = parse_document(final.manifest.data, None, "result")
-    assert isinstance(manifest, image.Manifest)
+    assert isinstance(manifest, documents.Manifest)
     assert manifest.config.digest == final.config.descriptor.digest
     assert [d.digest for d in manifest.layers] == [layer.descriptor.digest for layer in base.layers]
     assert [d.size for d in manifest.layers] == [layer.descriptor.size for layer in base.layers]
@@ -231,54 +233,55 @@ def test_finish_writes_documents_that_parse_and_match_their_descriptors() -> Non
 def test_finish_does_not_modify_the_image() -> None:
     base = _base("oci", [_layer(1)], history=0)
     before = json.dumps(base.config, sort_keys=True)
-    compose.finish(base, "oci", CREATED, {})
+    mutate.finish(base, "oci", CREATED, {})
     assert json.dumps(base.config, sort_keys=True) == before
 
 
 def test_finish_is_deterministic() -> None:
     def make() -> bytes:
-        return compose.finish(_base("oci", [_layer(1)]), "oci", CREATED, {"a": "b"}).manifest.data
+        return mutate.finish(_base("oci", [_layer(1)]), "oci", CREATED, {"a": "b"}).manifest.data
 
     assert make() == make()
 
 
 def test_append_layer_adds_diff_id_and_history() -> None:
     base = _base("oci", [_layer(1)])
-    compose.append_layer(base, _layer(2), CREATED, "COPY app /app")
+    mutate.append_layer(base, _layer(2), CREATED, "COPY app /app")
     assert base.config["rootfs"]["diff_ids"] == [_layer(1).diff_id, _layer(2).diff_id]
     assert base.config["history"][-1] == {"created": CREATED, "created_by": "COPY app /app"}
-    compose.add_history(base.config, CREATED, "ENV A=1", empty_layer=True)
+    mutate.add_history(base.config, CREATED, "ENV A=1", empty_layer=True)
     assert base.config["history"][-1]["empty_layer"] is True
-    final = compose.finish(base, "oci", CREATED, {})
+    final = mutate.finish(base, "oci", CREATED, {})
     assert _non_empty(json.loads(final.config.data)["history"]) == 2
 
 
 @pytest.mark.parametrize("fmt", ["oci", "docker"])
-def test_make_index(fmt: image.Format) -> None:
+def test_make_index(fmt: mediatypes.Format) -> None:
     arm = Platform("linux", "arm64", "v8")
-    finals = [compose.finish(_base(fmt, [_layer(1)]), fmt, CREATED, {}),
-              compose.finish(_base(fmt, [_layer(2)], platform=arm), fmt, CREATED, {})]
-    index_doc = compose.make_index(finals, fmt, {"org.opencontainers.image.version": "1"})
+    finals = [mutate.finish(_base(fmt, [_layer(1)]), fmt, CREATED, {}),
+              mutate.finish(_base(fmt, [_layer(2)], platform=arm), fmt, CREATED, {})]
+    index_doc = mutate.make_index(finals, fmt, {"org.opencontainers.image.version": "1"})
     assert index_doc.descriptor.digest == digest_bytes(index_doc.data)
     data = json.loads(index_doc.data)
-    assert data["mediaType"] == image.media_type(fmt, "index")
-    assert [m["mediaType"] for m in data["manifests"]] == [image.media_type(fmt, "manifest")] * 2
+    assert data["mediaType"] == mediatypes.media_type(fmt, "index")
+    assert [m["mediaType"] for m in data["manifests"]] == [mediatypes.media_type(fmt, "manifest")] * 2
     assert [m["platform"] for m in data["manifests"]] == [
         {"architecture": "amd64", "os": "linux"}, {"architecture": "arm64", "os": "linux", "variant": "v8"}]
     assert [m["digest"] for m in data["manifests"]] == [f.manifest.descriptor.digest for f in finals]
     assert ("annotations" in data) is (fmt == "oci")
     parsed = parse_document(index_doc.data, None, "index")
-    assert isinstance(parsed, image.Index)
+    assert isinstance(parsed, documents.Index)
 
 
 def test_foreign_layers_are_not_pushed_as_blobs() -> None:
     """Windows base layers (foreign, with urls) stay where their urls point; everything else goes up."""
-    from dockwright.base import BaseImage, Layer
-    from dockwright.blobs import BytesBlob
-    from dockwright.build import BuildResult
-    from dockwright.compose import finish
-    from dockwright.image import DOCKER_LAYER_FOREIGN, DOCKER_LAYER_GZIP, Descriptor, Platform
-    from dockwright.outputs.registry import _blobs_only
+    from dockwright.formats.registry import _blobs_only
+    from dockwright.model.blobs import BytesBlob
+    from dockwright.model.documents import Descriptor
+    from dockwright.model.image import BaseImage, BuildResult, Layer
+    from dockwright.model.mediatypes import DOCKER_LAYER_FOREIGN, DOCKER_LAYER_GZIP
+    from dockwright.model.platform import Platform
+    from dockwright.mutate import finish
 
     foreign = Descriptor(DOCKER_LAYER_FOREIGN, "sha256:" + "a" * 64, 10, urls=("https://example.invalid/l",))
     own = Descriptor(DOCKER_LAYER_GZIP, "sha256:" + "b" * 64, 10)

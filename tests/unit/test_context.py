@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.context import collect_copy, stream_copy
-from dockwright.dockerignore import IgnoreMatcher
-from dockwright.errors import ContextError
-from dockwright.layer import TarEntry
+from dockwright.layers.copy import collect_copy, stream_copy
+from dockwright.layers.dockerignore import IgnoreMatcher
+from dockwright.layers.tar import TarEntry
+from dockwright.model.errors import ContextError
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from dockwright.digest import Verifier, check_digest, digest_bytes, is_digest, verify_bytes
-from dockwright.errors import DigestMismatchError, ImageFormatError
+from dockwright.model.digest import Verifier, check_digest, digest_bytes, is_digest, verify_bytes
+from dockwright.model.errors import DigestMismatchError, ImageFormatError
 
 HEX = "0123456789abcdef" * 4
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from dockwright.dockerfile import plan_from_dockerfile
-from dockwright.image import Platform
+from dockwright.frontends.dockerfile import plan_from_dockerfile
+from dockwright.model.platform import Platform
 from dockwright.plan import BuildPlan, ConfigStep, CopyStep, MkdirStep, Step
 
 CORPUS = Path(__file__).parent.parent / "fixtures" / "dockerfiles"

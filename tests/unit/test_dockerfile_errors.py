@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.dockerfile import plan_from_dockerfile
-from dockwright.errors import DockerfileError
-from dockwright.image import Platform
+from dockwright.frontends.dockerfile import plan_from_dockerfile
+from dockwright.model.errors import DockerfileError
+from dockwright.model.platform import Platform
 
 
 def plan(text: str, **kwargs: object):  # type: ignore[no-untyped-def]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.dockerfile import parse_build_args, parse_dockerignore, read_dockerignore, resolve_deferred
-from dockwright.dockerfile.formats import format_duration, parse_duration, parse_port_specs
-from dockwright.dockerfile.shell import UNKNOWN, ShellError, Unknown, expand, expand_words
+from dockwright.frontends.dockerfile import parse_build_args, parse_dockerignore, read_dockerignore, resolve_deferred
+from dockwright.frontends.dockerfile.formats import format_duration, parse_duration, parse_port_specs
+from dockwright.frontends.dockerfile.shell import UNKNOWN, ShellError, Unknown, expand, expand_words
 from dockwright.plan import ConfigEdit
 
 ENV = {"A": "a b", "EMPTY": "", "X": "x"}

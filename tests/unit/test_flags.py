@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dockwright import flags
-from dockwright.errors import UsageError
+from dockwright.frontends import flags
+from dockwright.model.errors import UsageError
 from dockwright.plan import ConfigEdit, ConfigStep, CopyStep
 
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from dockwright import image
-from dockwright.errors import ImageFormatError, UsageError
-from dockwright.image import Index, Manifest, Platform, parse_config, parse_document, parse_platforms
+from dockwright.model import documents, mediatypes
+from dockwright.model.documents import Index, Manifest, parse_config, parse_document
+from dockwright.model.errors import ImageFormatError, UsageError
+from dockwright.model.platform import Platform, parse_platforms
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
@@ -91,15 +92,15 @@ def test_platform_json_round_trip() -> None:
 # --------------------------------------------------------------------------- manifests and indexes
 
 
-def _descriptor(digest: str = D1, media_type: str = image.OCI_LAYER_GZIP, size: int = 10, **extra: Any) -> dict:
+def _descriptor(digest: str = D1, media_type: str = mediatypes.OCI_LAYER_GZIP, size: int = 10, **extra: Any) -> dict:
     return {"mediaType": media_type, "digest": digest, "size": size, **extra}
 
 
 def _manifest(**overrides: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "schemaVersion": 2,
-        "mediaType": image.OCI_MANIFEST,
-        "config": _descriptor(D1, image.OCI_CONFIG, 100),
+        "mediaType": mediatypes.OCI_MANIFEST,
+        "config": _descriptor(D1, mediatypes.OCI_CONFIG, 100),
         "layers": [_descriptor(D2), _descriptor(D3)],
     }
     doc.update(overrides)
@@ -109,10 +110,10 @@ def _manifest(**overrides: Any) -> dict[str, Any]:
 def _index(**overrides: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "schemaVersion": 2,
-        "mediaType": image.OCI_INDEX,
+        "mediaType": mediatypes.OCI_INDEX,
         "manifests": [
-            _descriptor(D1, image.OCI_MANIFEST, 500, platform={"os": "linux", "architecture": "amd64"}),
-            _descriptor(D2, image.OCI_MANIFEST, 501,
+            _descriptor(D1, mediatypes.OCI_MANIFEST, 500, platform={"os": "linux", "architecture": "amd64"}),
+            _descriptor(D2, mediatypes.OCI_MANIFEST, 501,
                         platform={"os": "linux", "architecture": "arm64", "variant": "v8"}),
         ],
     }
@@ -134,9 +135,9 @@ def test_oci_manifest() -> None:
 
 
 def test_docker_manifest() -> None:
-    parsed = _parse(_manifest(mediaType=image.DOCKER_MANIFEST,
-                              config=_descriptor(D1, image.DOCKER_CONFIG),
-                              layers=[_descriptor(D2, image.DOCKER_LAYER_GZIP)]))
+    parsed = _parse(_manifest(mediaType=mediatypes.DOCKER_MANIFEST,
+                              config=_descriptor(D1, mediatypes.DOCKER_CONFIG),
+                              layers=[_descriptor(D2, mediatypes.DOCKER_LAYER_GZIP)]))
     assert isinstance(parsed, Manifest)
     assert parsed.format == "docker"
 
@@ -145,14 +146,14 @@ def test_oci_manifest_without_media_type_is_accepted() -> None:
     """The OCI spec makes `mediaType` optional in manifests (it was added in image-spec 1.0.2)."""
     parsed = _parse(_manifest(mediaType=None))
     assert isinstance(parsed, Manifest)
-    assert parsed.media_type == image.OCI_MANIFEST
+    assert parsed.media_type == mediatypes.OCI_MANIFEST
     parsed = _parse(_index(mediaType=None))
     assert isinstance(parsed, Index)
-    assert parsed.media_type == image.OCI_INDEX
+    assert parsed.media_type == mediatypes.OCI_INDEX
 
 
 def test_media_type_header_is_used_when_the_document_has_none() -> None:
-    parsed = _parse(_manifest(mediaType=None), header=image.DOCKER_MANIFEST)
+    parsed = _parse(_manifest(mediaType=None), header=mediatypes.DOCKER_MANIFEST)
     assert isinstance(parsed, Manifest)
     assert parsed.format == "docker"
 
@@ -180,19 +181,19 @@ def test_schema1_is_refused_with_advice(doc: dict[str, Any]) -> None:
 
 def test_schema1_by_header_is_refused() -> None:
     with pytest.raises(ImageFormatError, match="schema 1"):
-        _parse({"schemaVersion": 2, "layers": []}, header=image.DOCKER_SCHEMA1[1])
+        _parse({"schemaVersion": 2, "layers": []}, header=mediatypes.DOCKER_SCHEMA1[1])
 
 
 @pytest.mark.parametrize(
     ("doc", "says"),
     [
         (_index(layers=[_descriptor(D2)]), "both 'manifests' and 'layers'"),
-        (_index(config=_descriptor(D2, image.OCI_CONFIG)), "ambiguous"),
+        (_index(config=_descriptor(D2, mediatypes.OCI_CONFIG)), "ambiguous"),
         (_manifest(schemaVersion=3), "schemaVersion 3"),
         (_manifest(schemaVersion=None), "schemaVersion None"),
         (_manifest(mediaType="text/html"), "unsupported manifest media type"),
-        (_manifest(mediaType=image.OCI_INDEX), "unsupported manifest media type"),
-        (_index(mediaType=image.OCI_MANIFEST), "lists manifests but has media type"),
+        (_manifest(mediaType=mediatypes.OCI_INDEX), "unsupported manifest media type"),
+        (_index(mediaType=mediatypes.OCI_MANIFEST), "lists manifests but has media type"),
         (_manifest(layers=None), "no 'layers' list"),
         (_manifest(layers={"0": _descriptor()}), "no 'layers' list"),
         (_index(manifests="none"), "not a list"),
@@ -225,7 +226,7 @@ def test_non_objects_are_rejected(data: bytes) -> None:
 
 
 def test_oversized_manifest_is_refused_before_parsing() -> None:
-    doc = _manifest(annotations={"pad": "x" * image.MAX_MANIFEST_BYTES})
+    doc = _manifest(annotations={"pad": "x" * mediatypes.MAX_MANIFEST_BYTES})
     with pytest.raises(ImageFormatError, match="larger than"):
         _parse(doc)
 
@@ -268,20 +269,21 @@ def test_malformed_configs(data: bytes, says: str) -> None:
 
 def test_oversized_config_is_refused() -> None:
     with pytest.raises(ImageFormatError, match="larger than"):
-        parse_config(_config(pad="x" * image.MAX_CONFIG_BYTES), "base")
+        parse_config(_config(pad="x" * mediatypes.MAX_CONFIG_BYTES), "base")
 
 
 # --------------------------------------------------------------------------- media types
 
 
 def test_layer_media_types_convert_between_families() -> None:
-    assert image.layer_media_type_for("docker", image.OCI_LAYER_GZIP) == image.DOCKER_LAYER_GZIP
-    assert image.layer_media_type_for("oci", image.DOCKER_LAYER_GZIP) == image.OCI_LAYER_GZIP
-    assert image.layer_media_type_for("docker", image.OCI_LAYER_NONDIST_GZIP) == image.DOCKER_LAYER_FOREIGN
-    assert image.layer_media_type_for("oci", image.OCI_LAYER_ZSTD) == image.OCI_LAYER_ZSTD
+    assert mediatypes.layer_media_type_for("docker", mediatypes.OCI_LAYER_GZIP) == mediatypes.DOCKER_LAYER_GZIP
+    assert mediatypes.layer_media_type_for("oci", mediatypes.DOCKER_LAYER_GZIP) == mediatypes.OCI_LAYER_GZIP
+    assert (mediatypes.layer_media_type_for("docker", mediatypes.OCI_LAYER_NONDIST_GZIP)
+            == mediatypes.DOCKER_LAYER_FOREIGN)
+    assert mediatypes.layer_media_type_for("oci", mediatypes.OCI_LAYER_ZSTD) == mediatypes.OCI_LAYER_ZSTD
     with pytest.raises(UsageError, match="--format oci"):
-        image.layer_media_type_for("docker", image.OCI_LAYER_ZSTD)
+        mediatypes.layer_media_type_for("docker", mediatypes.OCI_LAYER_ZSTD)
 
 
 def test_canonical_json_is_stable() -> None:
-    assert image.canonical_json({"b": 1, "a": "é"}) == '{"a":"é","b":1}'.encode()
+    assert documents.canonical_json({"b": 1, "a": "é"}) == '{"a":"é","b":1}'.encode()

@@ -14,16 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dockwright.errors import ContextError, UsageError
-from dockwright.image import DOCKER_LAYER_GZIP, OCI_LAYER_GZIP, OCI_LAYER_ZSTD
-from dockwright.layer import (
-    Compression,
-    TarEntry,
-    encode_header,
-    fingerprint,
-    layer_media_type,
-    write_layer,
-)
+from dockwright.layers.tar import Compression, TarEntry, encode_header, fingerprint, layer_media_type, write_layer
+from dockwright.model.errors import ContextError, UsageError
+from dockwright.model.mediatypes import DOCKER_LAYER_GZIP, OCI_LAYER_GZIP, OCI_LAYER_ZSTD
 
 
 def _sha(data: bytes) -> str:

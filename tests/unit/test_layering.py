@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.context import collect_copy
-from dockwright.layer import TarEntry
-from dockwright.layering import dependency_paths, split_copy
+from dockwright.frontends.layering import dependency_paths, split_copy
+from dockwright.layers.copy import collect_copy
+from dockwright.layers.tar import TarEntry
 from dockwright.plan import CopyStep
 
 

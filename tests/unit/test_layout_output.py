@@ -12,13 +12,15 @@ from typing import Any
 
 import pytest
 
-from dockwright import flags, image
-from dockwright.build import Builder, BuildResult
+from dockwright.build.executor import Builder
 from dockwright.cache import Cache
-from dockwright.errors import DigestMismatchError, DockwrightError, ImageFormatError, UsageError
-from dockwright.outputs.layout import IMAGE_NAME, REF_NAME, write_archive, write_layout_dir
+from dockwright.formats.layout import IMAGE_NAME, REF_NAME, write_archive, write_layout_dir
+from dockwright.frontends import flags
+from dockwright.model import documents, mediatypes
+from dockwright.model.errors import DigestMismatchError, DockwrightError, ImageFormatError, UsageError
+from dockwright.model.image import BuildResult
+from dockwright.model.reference import Reference, parse_reference
 from dockwright.plan import BuildOptions
-from dockwright.reference import Reference, parse_reference
 
 EPOCH = 1_700_000_000
 
@@ -85,11 +87,11 @@ def _check_image(files: _Files, manifest_descriptor: dict[str, Any]) -> dict[str
     """Every blob the manifest names is present with the declared size and digest."""
     manifest_bytes = files.blob(manifest_descriptor["digest"])
     assert len(manifest_bytes) == manifest_descriptor["size"]
-    manifest = image.parse_document(manifest_bytes, None, "written manifest")
-    assert isinstance(manifest, image.Manifest)
+    manifest = documents.parse_document(manifest_bytes, None, "written manifest")
+    assert isinstance(manifest, documents.Manifest)
     for descriptor in (manifest.config, *manifest.layers):
         assert len(files.blob(descriptor.digest)) == descriptor.size
-    config = image.parse_config(files.blob(manifest.config.digest), "written config")
+    config = documents.parse_config(files.blob(manifest.config.digest), "written config")
     assert len(config["rootfs"]["diff_ids"]) == len(manifest.layers)
     return config
 
@@ -100,7 +102,7 @@ def test_oci_archive(result: BuildResult, tmp_path: Path) -> None:
     files = _Files(dest)
     assert files.json("oci-layout") == {"imageLayoutVersion": "1.0.0"}
     index = files.json("index.json")
-    assert index["schemaVersion"] == 2 and index["mediaType"] == image.OCI_INDEX
+    assert index["schemaVersion"] == 2 and index["mediaType"] == mediatypes.OCI_INDEX
     assert [m["annotations"] for m in index["manifests"]] == [
         {REF_NAME: "1", IMAGE_NAME: "example.com/app:1"},
         {REF_NAME: "latest", IMAGE_NAME: "example.com/app:latest"},
@@ -149,8 +151,8 @@ def test_docker_format_build_gives_docker_media_types(tmp_path: Path) -> None:
     write_archive(built, dest, _tags("app:1"), docker=True, mtime=EPOCH)
     files = _Files(dest)
     manifest = files.json("blobs/" + built.top.descriptor.digest.replace(":", "/"))
-    assert manifest["mediaType"] == image.DOCKER_MANIFEST
-    assert {layer["mediaType"] for layer in manifest["layers"]} == {image.DOCKER_LAYER_GZIP}
+    assert manifest["mediaType"] == mediatypes.DOCKER_MANIFEST
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {mediatypes.DOCKER_LAYER_GZIP}
     assert "annotations" not in manifest
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from dockwright import flags
-from dockwright.errors import UsageError
-from dockwright.layer import Compression, TarEntry, write_layer
+from dockwright.frontends import flags
+from dockwright.layers.tar import Compression, TarEntry, write_layer
+from dockwright.model.errors import UsageError
+from dockwright.model.reference import Reference, parse_reference
 from dockwright.plan import ConfigStep, CopyStep
-from dockwright.reference import Reference, parse_reference
 
 # --------------------------------------------------------------------------- references (Docker's grammar)
 

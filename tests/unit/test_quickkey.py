@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.quickkey import BackgroundWalks, key_of, tree_digest, tree_root
+from dockwright.layers.quickkey import BackgroundWalks, key_of, tree_digest, tree_root
 
 
 @pytest.fixture
@@ -96,8 +96,8 @@ def test_an_unchanged_rebuild_collects_nothing(ctx: Path, tmp_path: Path, monkey
                                                capsys: pytest.CaptureFixture[str]) -> None:
     """Both layers of --layering auto (the dependencies are a --parents copy) come by quick key: no
     walk of the whole tree, no fingerprint."""
-    from dockwright import context
-    from dockwright.cli import main
+    from dockwright.cli.main import main
+    from dockwright.layers import copy as context
 
     cache = tmp_path / "cache"
     first, _ = _build(ctx, cache)
@@ -140,8 +140,8 @@ def test_a_changed_ignored_file_misses_the_quick_key_but_not_the_layer(tmp_path:
 def test_a_dockerignore_that_does_not_reach_the_source_still_streams(ctx: Path, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from dockwright import context
-    from dockwright.cli import main
+    from dockwright.cli.main import main
+    from dockwright.layers import copy as context
 
     (ctx / ".dockerignore").write_text(".git\n*.md\nbuild\n")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dockwright.errors import InvalidReferenceError, UsageError
-from dockwright.reference import Reference, is_loopback, parse_reference
+from dockwright.model.errors import InvalidReferenceError, UsageError
+from dockwright.model.reference import Reference, is_loopback, parse_reference
 
 DIGEST = "sha256:" + "ab" * 32
 

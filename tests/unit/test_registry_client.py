@@ -14,10 +14,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from dockwright.digest import digest_bytes
-from dockwright.errors import AuthError, DigestMismatchError, ImageFormatError, NotFoundError, RegistryError
 from dockwright.httpclient import Client, Headers, Request, Response, Timeout, TransportError
-from dockwright.image import MAX_MANIFEST_BYTES, OCI_MANIFEST
+from dockwright.model.digest import digest_bytes
+from dockwright.model.errors import AuthError, DigestMismatchError, ImageFormatError, NotFoundError, RegistryError
+from dockwright.model.mediatypes import MAX_MANIFEST_BYTES, OCI_MANIFEST
 from dockwright.registry import Registries, RegistryClient
 
 HOST = "registry.example"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.errors import AuthError
+from dockwright.model.errors import AuthError
 from dockwright.registry.credentials import Credential, CredentialStore, config_key
 
 FAKE_HELPER = """\

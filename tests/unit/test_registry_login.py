@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_registry_credentials import install_fake_helper
 
-from dockwright.errors import AuthError
+from dockwright.model.errors import AuthError
 from dockwright.registry import RegistryClient
 from dockwright.registry.credentials import Credential, CredentialStore
 from dockwright.registry.login import login, logout

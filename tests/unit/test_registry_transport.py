@@ -6,8 +6,8 @@ import email.utils
 
 import pytest
 
-from dockwright.errors import AuthError, NotFoundError, RegistryError
 from dockwright.httpclient import Client, Request, Response, Timeout, TransportError
+from dockwright.model.errors import AuthError, NotFoundError, RegistryError
 from dockwright.registry.transport import (
     MAX_ATTEMPTS,
     ConnectionFailed,

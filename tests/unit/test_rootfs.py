@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.errors import DockwrightError, ImageFormatError
-from dockwright.layer import Compression, TarEntry, write_layer
-from dockwright.rootfs import RootFS, iter_layer, resolve_chown
+from dockwright.layers.rootfs import RootFS, iter_layer, resolve_chown
+from dockwright.layers.tar import Compression, TarEntry, write_layer
+from dockwright.model.errors import DockwrightError, ImageFormatError
 
 PASSWD = b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:2000::/home/app:/bin/sh\n"
 GROUP = b"root:x:0:\nstaff:x:50:\napp:x:2000:\n"

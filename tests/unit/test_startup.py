@@ -9,7 +9,7 @@ HEAVY = ("http", "ssl", "isal", "zstandard", "docker", "rich", "dockerfile")
 
 PROBE = """
 import sys
-from dockwright.cli import main
+from dockwright.cli.main import main
 try:
     main({args!r})
 except SystemExit:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from dockwright.errors import AuthError
-from dockwright.reference import is_loopback
+from dockwright.model.errors import AuthError
+from dockwright.model.reference import is_loopback
 from dockwright.registry.credentials import Credential, CredentialStore
 from dockwright.registry.transport import Op, Sleep, login_name, send_with_retries
 

@@ -15,11 +15,11 @@ from pathlib import Path
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from dockwright import __version__
-from dockwright.digest import Verifier, digest_bytes, is_digest, verify_bytes
-from dockwright.errors import AuthError, DigestMismatchError, ImageFormatError, RegistryError
 from dockwright.httpclient import Client, Request, Response, Timeout, TransportError, add_query
-from dockwright.image import ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES
-from dockwright.reference import is_loopback
+from dockwright.model.digest import Verifier, digest_bytes, is_digest, verify_bytes
+from dockwright.model.errors import AuthError, DigestMismatchError, ImageFormatError, RegistryError
+from dockwright.model.mediatypes import ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES
+from dockwright.model.reference import is_loopback
 from dockwright.registry.auth import HostAuth, TokenCache, pull_scope, push_scope
 from dockwright.registry.credentials import CredentialStore
 from dockwright.registry.transport import (

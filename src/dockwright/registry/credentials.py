@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dockwright.errors import AuthError
+from dockwright.model.errors import AuthError
 
 log = logging.getLogger("dockwright.registry")
 

@@ -10,8 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dockwright.errors import AuthError
-from dockwright.reference import DOCKER_HUB_API
+from dockwright.model.errors import AuthError
+from dockwright.model.reference import DOCKER_HUB_API
 from dockwright.registry.credentials import (
     Credential,
     config_dir,

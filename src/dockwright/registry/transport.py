@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dockwright.errors import AuthError, NotFoundError, RegistryError, UsageError
 from dockwright.httpclient import CertificateError, TransportError
+from dockwright.model.errors import AuthError, NotFoundError, RegistryError, UsageError
 
 if TYPE_CHECKING:
     from dockwright.httpclient import Client, Request, Response

@@ -6,8 +6,8 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from dockwright.dockerfile.shell import ShellError, resolve_template
-from dockwright.errors import DockerfileError
+from dockwright.frontends.dockerfile.shell import ShellError, resolve_template
+from dockwright.model.errors import DockerfileError
 from dockwright.plan import ConfigEdit
 
 

@@ -7,10 +7,9 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from dockwright.base import DOCKER_ARCHIVE_PREFIX, OCI_LAYOUT_PREFIX
-from dockwright.errors import UsageError
-from dockwright.plan import SCRATCH, BuildPlan, ConfigEdit, ConfigStep, CopyStep, Stage
-from dockwright.reference import parse_reference
+from dockwright.model.errors import UsageError
+from dockwright.model.reference import DOCKER_ARCHIVE_PREFIX, OCI_LAYOUT_PREFIX, SCRATCH, parse_reference
+from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, CopyStep, Stage
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
 _OCTAL_MODE = re.compile(r"0*[0-7]{1,4}")  # 0..7777, as COPY --chmod
@@ -42,7 +41,7 @@ def key_value(flag: str, value: str) -> tuple[str, str]:
 
 def ports(value: str) -> list[str]:
     """`--expose` as Dockerfile EXPOSE reads it: PORT[/PROTO] or a range START-END[/PROTO]."""
-    from dockwright.dockerfile.formats import parse_port_specs
+    from dockwright.frontends.dockerfile.formats import parse_port_specs
 
     try:
         result = parse_port_specs([value])
@@ -94,7 +93,7 @@ def plan_from_flags(context: Path, base: str, copies: Sequence[str], edit: Confi
         source, dest = parse_copy(value)
         step = CopyStep((source,), dest, chown=chown, chmod=chmod, created_by=f"dockwright --copy {value}")
         if layering:
-            from dockwright.layering import split_copy
+            from dockwright.frontends.layering import split_copy
 
             steps.extend(split_copy(context, step))
         else:

@@ -11,19 +11,21 @@ waits for another, and a tagged manifest goes up once, under its tag.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
-from dockwright.blobs import BlobSource, RegistryBlob
-from dockwright.build import BuildResult
-from dockwright.image import FOREIGN_LAYER_TYPES
-from dockwright.outputs import run_parallel
-from dockwright.outputs.layout import all_blobs
+from dockwright.model.blobs import BlobSource, FileBlob
+from dockwright.model.errors import DigestMismatchError
+from dockwright.model.image import BuildResult
+from dockwright.model.mediatypes import FOREIGN_LAYER_TYPES
+from dockwright.model.reference import Reference
+from dockwright.parallel import run_parallel
 from dockwright.progress import Progress
-from dockwright.reference import Reference
 
 if TYPE_CHECKING:
+    from dockwright.cache import Cache
     from dockwright.registry import Registries, RegistryClient
 
 log = logging.getLogger("dockwright")
@@ -104,7 +106,7 @@ def _blobs_only(result: BuildResult) -> list[tuple[str, int, BlobSource]]:
         skipped.add(result.index.descriptor.digest)
     skipped.update(layer.descriptor.digest for img in result.images for layer in img.layers
                    if layer.descriptor.urls and layer.descriptor.media_type in FOREIGN_LAYER_TYPES)
-    return [blob for blob in all_blobs(result) if blob[0] not in skipped]
+    return [blob for blob in result.blobs() if blob[0] not in skipped]
 
 
 def _send_blob(stats: PushStats, progress: Progress, target: _Target, digest: str, size: int,
@@ -121,3 +123,45 @@ def _send_blob(stats: PushStats, progress: Progress, target: _Target, digest: st
     client.upload_blob(repository, digest, size, lambda: progress.track(label, size, source.open()))
     stats.uploaded += 1
     stats.bytes_uploaded += size
+
+
+@dataclass(frozen=True)
+class RegistryBlob:
+    """A blob that lives in a registry repository; can be mounted or streamed without touching disk.
+
+    With a cache, a blob that is read (for an archive output, a cross-registry push, COPY --from) is
+    kept there as it streams past, and later reads come from the cache."""
+
+    client: RegistryClient
+    repository: str
+    digest: str
+    size: int
+    cache: Cache | None = None
+
+    @property
+    def host(self) -> str:
+        return self.client.host
+
+    def open(self) -> Iterator[bytes]:
+        if self.cache is None:
+            yield from self.client.open_blob(self.repository, self.digest, self.size)
+            return
+        if self.cache.has_blob(self.digest, self.size):
+            cached = FileBlob(self.cache.blob_path(self.digest), self.digest, self.size, "cached blob")
+            self.cache.touch(cached.path)
+            try:
+                yield from cached.open()
+            except DigestMismatchError as exc:
+                self.cache.discard_blob(self.digest)
+                raise DigestMismatchError(exc.message, hint="the corrupt cached copy was removed; run the "
+                                          "build again") from None
+            return
+        temp = self.cache.temp_path(".blob")
+        try:
+            with temp.open("wb") as handle:
+                for chunk in self.client.open_blob(self.repository, self.digest, self.size):
+                    handle.write(chunk)
+                    yield chunk
+            self.cache.adopt_blob(temp, self.digest)
+        finally:
+            temp.unlink(missing_ok=True)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from dockwright.digest import is_digest
-from dockwright.errors import InvalidReferenceError
+from dockwright.model.digest import is_digest
+from dockwright.model.errors import InvalidReferenceError
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
 DEFAULT_TAG = "latest"
+# Image sources that are not registry references
+SCRATCH = "scratch"
+OCI_LAYOUT_PREFIX = "oci-layout://"
+DOCKER_ARCHIVE_PREFIX = "docker-archive://"
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _PATH_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")

@@ -8,48 +8,25 @@ stay where they are until an output needs their bytes.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from dockwright import image
-from dockwright.blobs import BlobSource, FileBlob, RegistryBlob
-from dockwright.digest import check_digest, digest_bytes, verify_bytes
-from dockwright.errors import ImageFormatError, UsageError
-from dockwright.image import Descriptor, Format, Index, Manifest, Platform
-from dockwright.plan import SCRATCH
-from dockwright.reference import parse_reference
+from dockwright.formats.registry import RegistryBlob
+from dockwright.model import documents, mediatypes
+from dockwright.model.blobs import BlobSource, FileBlob
+from dockwright.model.digest import check_digest, digest_bytes, verify_bytes
+from dockwright.model.documents import Descriptor, Index, Manifest
+from dockwright.model.errors import ImageFormatError, UsageError
+from dockwright.model.image import BaseImage, Layer
+from dockwright.model.mediatypes import Format
+from dockwright.model.platform import Platform
+from dockwright.model.reference import DOCKER_ARCHIVE_PREFIX, OCI_LAYOUT_PREFIX, SCRATCH, parse_reference
 
 if TYPE_CHECKING:
     from dockwright.cache import Cache
     from dockwright.registry import Registries
 
-OCI_LAYOUT_PREFIX = "oci-layout://"
-DOCKER_ARCHIVE_PREFIX = "docker-archive://"
 REF_NAME = "org.opencontainers.image.ref.name"
-
-
-@dataclass(frozen=True)
-class Layer:
-    descriptor: Descriptor
-    diff_id: str
-    source: BlobSource
-
-
-@dataclass
-class BaseImage:
-    platform: Platform
-    format: Format
-    config: dict[str, Any]
-    layers: list[Layer] = field(default_factory=list)
-    annotations: dict[str, str] = field(default_factory=dict)
-    name: str | None = None  # the reference, for the org.opencontainers.image.base.name annotation
-    digest: str | None = None  # the manifest digest, for org.opencontainers.image.base.digest
-
-    def clone(self) -> BaseImage:
-        return BaseImage(self.platform, self.format, copy.deepcopy(self.config), list(self.layers),
-                         dict(self.annotations), self.name, self.digest)
 
 
 Wanted = list[Platform] | Literal["all"]
@@ -67,7 +44,7 @@ def resolve_base(spec: str, wanted: Wanted, *, explicit: bool, registries: Regis
     if spec.startswith(OCI_LAYOUT_PREFIX):
         return _from_document_store(_LayoutStore.open(spec[len(OCI_LAYOUT_PREFIX):]), wanted, explicit)
     if spec.startswith(DOCKER_ARCHIVE_PREFIX):
-        from dockwright.archive_base import load_docker_archive
+        from dockwright.formats.docker_archive import load_docker_archive
 
         base = load_docker_archive(Path(spec[len(DOCKER_ARCHIVE_PREFIX):]), workdir)
         _check_single(base.platform, wanted, explicit, spec)
@@ -152,14 +129,14 @@ class _LayoutStore:
         algorithm, _, hex_ = check_digest(descriptor.digest, self.where).partition(":")
         path = self.root / "blobs" / algorithm / hex_
         try:
-            data = path.read_bytes() if path.stat().st_size <= image.MAX_CONFIG_BYTES else b""
+            data = path.read_bytes() if path.stat().st_size <= mediatypes.MAX_CONFIG_BYTES else b""
         except OSError as exc:
             raise ImageFormatError(f"{self.where}: cannot read {path}: {exc.strerror}") from None
         return verify_bytes(data, descriptor.digest, descriptor.size, f"{self.where} blob")
 
     def top(self) -> tuple[bytes, str | None, str]:
         index_path = self.root / "index.json"
-        parsed = image.parse_document(index_path.read_bytes(), image.OCI_INDEX, str(index_path))
+        parsed = documents.parse_document(index_path.read_bytes(), mediatypes.OCI_INDEX, str(index_path))
         if not isinstance(parsed, Index):
             raise ImageFormatError(f"{index_path} is not an image index")
         candidates = parsed.manifests
@@ -184,7 +161,7 @@ class _LayoutStore:
 
 def _from_document_store(store: _DocumentStore, wanted: Wanted, explicit: bool) -> list[BaseImage]:
     data, media_type, digest = store.top()
-    top = image.parse_document(data, media_type, store.where)
+    top = documents.parse_document(data, media_type, store.where)
     if isinstance(top, Manifest):
         base = _load_manifest(store, top, digest)
         _check_single(base.platform, wanted, explicit, store.where)
@@ -192,7 +169,7 @@ def _from_document_store(store: _DocumentStore, wanted: Wanted, explicit: bool) 
     chosen = select_platforms(top, wanted, store.where)
     bases = []
     for descriptor in chosen:
-        child = image.parse_document(store.manifest(descriptor), descriptor.media_type,
+        child = documents.parse_document(store.manifest(descriptor), descriptor.media_type,
                                      f"{store.where}@{descriptor.digest}")
         if not isinstance(child, Manifest):
             raise ImageFormatError(f"{store.where}: nested index {descriptor.digest} is not supported")
@@ -204,7 +181,7 @@ def _from_document_store(store: _DocumentStore, wanted: Wanted, explicit: bool) 
 
 
 def _is_image_platform(d: Descriptor) -> bool:
-    return d.platform is not None and d.platform.os != "unknown" and d.media_type in image.MANIFEST_TYPES
+    return d.platform is not None and d.platform.os != "unknown" and d.media_type in mediatypes.MANIFEST_TYPES
 
 
 def select_platforms(index: Index, wanted: Wanted, where: str) -> list[Descriptor]:
@@ -235,7 +212,7 @@ def _check_single(platform: Platform, wanted: Wanted, explicit: bool, where: str
 
 def _load_manifest(store: _DocumentStore, manifest: Manifest, digest: str) -> BaseImage:
     config_bytes = b"".join(store.blob(manifest.config).open())
-    config = image.parse_config(config_bytes, f"{store.where} config {manifest.config.digest}")
+    config = documents.parse_config(config_bytes, f"{store.where} config {manifest.config.digest}")
     diff_ids = config["rootfs"]["diff_ids"]
     if len(diff_ids) != len(manifest.layers):
         raise ImageFormatError(

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from dockwright.errors import DockwrightError
+from dockwright.model.errors import DockwrightError
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 

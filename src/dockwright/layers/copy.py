@@ -11,9 +11,9 @@ from itertools import starmap
 from operator import itemgetter
 from pathlib import Path
 
-from dockwright.dockerignore import IgnoreMatcher, clean_path, translate
-from dockwright.errors import ContextError
-from dockwright.layer import TarEntry
+from dockwright.layers.dockerignore import IgnoreMatcher, clean_path, translate
+from dockwright.layers.tar import TarEntry
+from dockwright.model.errors import ContextError
 
 _MAGIC = re.compile(r"[*?\[\\]")
 _DIR_MODE = 0o755

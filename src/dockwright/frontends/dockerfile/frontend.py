@@ -17,9 +17,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
-from dockwright.dockerfile import formats
-from dockwright.dockerfile.shell import UNKNOWN, Expansion, ShellError, Unknown, escape_template, expand, expand_words
-from dockwright.dockerfile.stages import (
+from dockwright.frontends.dockerfile import formats
+from dockwright.frontends.dockerfile.shell import (
+    UNKNOWN,
+    Expansion,
+    ShellError,
+    Unknown,
+    escape_template,
+    expand,
+    expand_words,
+)
+from dockwright.frontends.dockerfile.stages import (
     RawStage,
     Source,
     escape_character,
@@ -30,11 +38,11 @@ from dockwright.dockerfile.stages import (
     split_stages,
     target_stage,
 )
-from dockwright.dockerfile.workdir import CopyMark, Item, Workdir, finish_workdirs
-from dockwright.errors import InvalidReferenceError
-from dockwright.image import Platform
-from dockwright.plan import SCRATCH, BuildPlan, ConfigEdit, ConfigStep, CopyStep, Stage
-from dockwright.reference import parse_reference
+from dockwright.frontends.dockerfile.workdir import CopyMark, Item, Workdir, finish_workdirs
+from dockwright.model.errors import InvalidReferenceError
+from dockwright.model.platform import Platform
+from dockwright.model.reference import SCRATCH, parse_reference
+from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, CopyStep, Stage
 
 _HEREDOC_WORD = re.compile(r"^<<(-?)(['\"]?)([^'\"]+)\2$")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

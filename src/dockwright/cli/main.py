@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from dockwright import __version__
-from dockwright.errors import DockwrightError
+from dockwright.model.errors import DockwrightError
 
 log = logging.getLogger("dockwright")
 
@@ -123,14 +123,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
     try:
         if args.command == "build":
-            from dockwright.commands import run_build
+            from dockwright.cli.commands import run_build
 
             return run_build(args)
         if args.command in ("login", "logout"):
-            from dockwright.commands import run_login, run_logout
+            from dockwright.cli.commands import run_login, run_logout
 
             return run_login(args) if args.command == "login" else run_logout(args)
-        from dockwright.commands import run_cache
+        from dockwright.cli.commands import run_cache
 
         return run_cache(args)
     except DockwrightError as exc:

@@ -9,10 +9,10 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from dockwright.context import collect_copy
-from dockwright.dockerignore import IgnoreMatcher, clean_path
-from dockwright.errors import ContextError, DockwrightError
-from dockwright.layer import TarEntry
+from dockwright.layers.copy import collect_copy
+from dockwright.layers.dockerignore import IgnoreMatcher, clean_path
+from dockwright.layers.tar import TarEntry
+from dockwright.model.errors import ContextError, DockwrightError
 from dockwright.plan import CopyStep
 
 _ARCHIVE_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")

@@ -4,15 +4,14 @@ and index documents. Pure functions over BaseImage; no I/O."""
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from dockwright import image
-from dockwright.base import BaseImage, Layer
-from dockwright.blobs import BytesBlob
-from dockwright.digest import digest_bytes
-from dockwright.image import Descriptor, Format, Platform
+from dockwright.model import documents, mediatypes
+from dockwright.model.digest import digest_bytes
+from dockwright.model.documents import Descriptor
+from dockwright.model.image import BaseImage, Document, FinalImage, Layer
+from dockwright.model.mediatypes import Format
 from dockwright.plan import ConfigEdit
 
 BASE_NAME = "org.opencontainers.image.base.name"
@@ -97,45 +96,22 @@ def append_layer(img: BaseImage, layer: Layer, created: str, created_by: str) ->
     add_history(img.config, created, created_by, empty_layer=False)
 
 
-@dataclass(frozen=True)
-class Document:
-    """A JSON document we wrote (config, manifest or index) with its descriptor."""
-
-    data: bytes
-    descriptor: Descriptor
-
-    @property
-    def blob(self) -> BytesBlob:
-        return BytesBlob(self.data, self.descriptor.digest)
-
-
-@dataclass(frozen=True)
-class FinalImage:
-    """One platform's finished image: what every output writes."""
-
-    platform: Platform
-    format: Format
-    config: Document
-    manifest: Document
-    layers: tuple[Layer, ...]
-
-
 def finish(img: BaseImage, fmt: Format, created: str, annotations: dict[str, str]) -> FinalImage:
     """Write the config and manifest of `img` in format `fmt`."""
     config = copy.deepcopy(img.config)
     config["created"] = created
     config["rootfs"]["type"] = "layers"
     pad_history(config, len(img.layers), created)
-    config_bytes = image.canonical_json(config)
-    config_doc = Document(config_bytes, image.descriptor_for(config_bytes, image.media_type(fmt, "config")))
+    config_bytes = documents.canonical_json(config)
+    config_doc = Document(config_bytes, documents.descriptor_for(config_bytes, mediatypes.media_type(fmt, "config")))
     layer_descriptors = [
-        Descriptor(image.layer_media_type_for(fmt, layer.descriptor.media_type), layer.descriptor.digest,
+        Descriptor(mediatypes.layer_media_type_for(fmt, layer.descriptor.media_type), layer.descriptor.digest,
                    layer.descriptor.size, annotations=layer.descriptor.annotations, urls=layer.descriptor.urls)
         for layer in img.layers
     ]
     manifest: dict[str, Any] = {
         "schemaVersion": 2,
-        "mediaType": image.media_type(fmt, "manifest"),
+        "mediaType": mediatypes.media_type(fmt, "manifest"),
         "config": config_doc.descriptor.to_json(),
         "layers": [d.to_json() for d in layer_descriptors],
     }
@@ -147,9 +123,9 @@ def finish(img: BaseImage, fmt: Format, created: str, annotations: dict[str, str
         merged.update(annotations)
         if merged:
             manifest["annotations"] = merged
-    manifest_bytes = image.canonical_json(manifest)
+    manifest_bytes = documents.canonical_json(manifest)
     manifest_doc = Document(
-        manifest_bytes, image.descriptor_for(manifest_bytes, manifest["mediaType"], img.platform)
+        manifest_bytes, documents.descriptor_for(manifest_bytes, manifest["mediaType"], img.platform)
     )
     return FinalImage(img.platform, fmt, config_doc, manifest_doc, tuple(
         Layer(d, layer.diff_id, layer.source) for d, layer in zip(layer_descriptors, img.layers, strict=True)
@@ -159,10 +135,10 @@ def finish(img: BaseImage, fmt: Format, created: str, annotations: dict[str, str
 def make_index(images: list[FinalImage], fmt: Format, annotations: dict[str, str]) -> Document:
     index: dict[str, Any] = {
         "schemaVersion": 2,
-        "mediaType": image.media_type(fmt, "index"),
+        "mediaType": mediatypes.media_type(fmt, "index"),
         "manifests": [img.manifest.descriptor.to_json() for img in images],
     }
     if annotations and fmt == "oci":
         index["annotations"] = dict(annotations)
-    data = image.canonical_json(index)
+    data = documents.canonical_json(index)
     return Document(data, Descriptor(index["mediaType"], digest_bytes(data), len(data)))

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dockwright.errors import UsageError
-from dockwright.image import Platform
+from dockwright.model.errors import UsageError
+from dockwright.model.platform import Platform
+from dockwright.model.reference import Reference, parse_reference
 from dockwright.plan import BuildOptions, BuildPlan, ConfigStep, Output
-from dockwright.reference import Reference, parse_reference
 
 log = logging.getLogger("dockwright")
 DEFAULT_EPOCH = 0  # when SOURCE_DATE_EPOCH is unset: 1970-01-01T00:00:00Z, so digests are reproducible
@@ -94,8 +94,8 @@ def _source_date_epoch() -> int:
 
 def _planner(args: argparse.Namespace, context: Path) -> Callable[[Platform], BuildPlan]:
     """A function platform -> BuildPlan, for the flags or the Dockerfile frontend."""
-    from dockwright import flags
-    from dockwright.dockerignore import read_dockerignore
+    from dockwright.frontends import flags
+    from dockwright.layers.dockerignore import read_dockerignore
 
     if args.base:
         if args.file or args.target or args.build_arg:
@@ -123,7 +123,7 @@ def _planner(args: argparse.Namespace, context: Path) -> Callable[[Platform], Bu
                              hint="give a base with --from REF, or a Dockerfile with -f PATH") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read {path}: {exc}") from None
-    from dockwright.dockerfile import parse_build_args, plan_from_dockerfile
+    from dockwright.frontends.dockerfile import parse_build_args, plan_from_dockerfile
 
     ignore = read_dockerignore(context, path)
     build_args = parse_build_args(args.build_arg)
@@ -143,7 +143,7 @@ def _planner(args: argparse.Namespace, context: Path) -> Callable[[Platform], Bu
 def _with_overlay(plan: BuildPlan, edit: Any, annotations: list[str]) -> BuildPlan:
     from dataclasses import replace
 
-    from dockwright.flags import key_value
+    from dockwright.frontends.flags import key_value
     from dockwright.plan import ConfigEdit
 
     target = plan.target
@@ -165,7 +165,7 @@ def run_build(args: argparse.Namespace) -> int:
         raise UsageError(f"build context {context} is not a directory")
     tags = [parse_reference(t) for t in args.tag]
     outputs = _outputs(args, tags)
-    from dockwright.image import parse_platforms
+    from dockwright.model.platform import parse_platforms
 
     wanted = parse_platforms(args.platform)  # validate before anything else
     fmt = _format(args.format, outputs, args.annotation)
@@ -184,7 +184,7 @@ def run_build(args: argparse.Namespace) -> int:
         return 0
     if not outputs:
         log.warning("no output given (-t with --push, -o, --load): the image is built but not saved")
-    from dockwright.build import Builder
+    from dockwright.build.executor import Builder
     from dockwright.cache import Cache, default_cache_dir
     from dockwright.progress import Progress
 
@@ -228,7 +228,7 @@ class _LazyRegistries:
 
 def _write_outputs(result: Any, outputs: list[Output], tags: list[Reference], registries: Any,
                    options: BuildOptions, workdir: Path, progress: Any) -> _Summary:
-    from dockwright.outputs import layout
+    from dockwright.formats import layout
 
     summary = _Summary([], [])
     if any(output.kind in ("docker", "oci", "oci-dir", "load") for output in outputs):
@@ -243,14 +243,14 @@ def _write_outputs(result: Any, outputs: list[Output], tags: list[Reference], re
             log.info("wrote OCI layout %s", output.dest)
     for output in outputs:
         if output.kind == "registry":
-            from dockwright.outputs.registry import push
+            from dockwright.formats.registry import push
 
             lines, stats = push(result, tags, registries, options.jobs, progress)
             log.info("pushed: %d blobs uploaded (%d bytes), %d mounted, %d already there",
                      stats.uploaded, stats.bytes_uploaded, stats.mounted, stats.existing)
             summary.pushed.extend(lines)
         elif output.kind == "load":
-            from dockwright.outputs.engine import load_archive
+            from dockwright.formats.engine import load_archive
 
             archive = workdir / "load.tar"
             layout.write_archive(result, archive, tags, docker=True, mtime=options.source_date_epoch,

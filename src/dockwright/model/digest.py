@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from dockwright.errors import DigestMismatchError, ImageFormatError
+from dockwright.model.errors import DigestMismatchError, ImageFormatError
 
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"(sha256|sha512):([a-f0-9]+)")

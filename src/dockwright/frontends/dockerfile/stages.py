@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from dockwright.dockerfile.shell import ShellError, Unknown, expand
-from dockwright.errors import DockerfileError, UsageError
-from dockwright.image import Platform
+from dockwright.frontends.dockerfile.shell import ShellError, Unknown, expand
+from dockwright.model.errors import DockerfileError, UsageError
+from dockwright.model.platform import Platform
 
 INSTRUCTIONS = frozenset({"ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK",
                           "LABEL", "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME",

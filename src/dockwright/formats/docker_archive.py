@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from dockwright import image
-from dockwright.base import BaseImage, Layer
-from dockwright.blobs import FileBlob
-from dockwright.digest import digest_bytes
-from dockwright.errors import DigestMismatchError, ImageFormatError, UsageError
-from dockwright.image import Descriptor, Platform
+from dockwright.model import documents, mediatypes
+from dockwright.model.blobs import FileBlob
+from dockwright.model.digest import digest_bytes
+from dockwright.model.documents import Descriptor
+from dockwright.model.errors import DigestMismatchError, ImageFormatError, UsageError
+from dockwright.model.image import BaseImage, Layer
+from dockwright.model.platform import Platform
 
 CHUNK = 1 << 20
 
@@ -30,8 +31,8 @@ def load_docker_archive(path: Path, workdir: Path) -> BaseImage:
         raise UsageError(f"{where}: cannot open the archive: {exc}") from None
     with tar:
         entry = _manifest_entry(tar, where)
-        config_bytes = _read_small(tar, entry.get("Config"), where, image.MAX_CONFIG_BYTES)
-        config = image.parse_config(config_bytes, f"{where} config")
+        config_bytes = _read_small(tar, entry.get("Config"), where, mediatypes.MAX_CONFIG_BYTES)
+        config = documents.parse_config(config_bytes, f"{where} config")
         names = entry.get("Layers")
         diff_ids = config["rootfs"]["diff_ids"]
         if not isinstance(names, list) or len(names) != len(diff_ids):
@@ -66,7 +67,7 @@ def _read_small(tar: tarfile.TarFile, name: object, where: str, limit: int) -> b
 
 def _manifest_entry(tar: tarfile.TarFile, where: str) -> dict[str, Any]:
     try:
-        manifest = json.loads(_read_small(tar, "manifest.json", where, image.MAX_MANIFEST_BYTES))
+        manifest = json.loads(_read_small(tar, "manifest.json", where, mediatypes.MAX_MANIFEST_BYTES))
     except ValueError as exc:
         raise ImageFormatError(f"{where}: manifest.json is not valid JSON: {exc}") from None
     if not isinstance(manifest, list) or not manifest or not all(isinstance(e, dict) for e in manifest):
@@ -94,7 +95,7 @@ def _decompressed(handle: IO[bytes]) -> Iterator[bytes]:
 
 
 def _layer(tar: tarfile.TarFile, name: str, diff_id: str, workdir: Path, where: str) -> Layer:
-    from dockwright.layer import Compression, compress_stream
+    from dockwright.layers.tar import Compression, compress_stream
 
     _, handle = _member(tar, name, where)
     target = workdir / f"base-{diff_id.split(':')[-1]}.tar.gz"
@@ -102,5 +103,5 @@ def _layer(tar: tarfile.TarFile, name: str, diff_id: str, workdir: Path, where: 
     if blob.diff_id != diff_id:
         target.unlink(missing_ok=True)
         raise DigestMismatchError(f"{where}: layer {name} has content {blob.diff_id}, its config says {diff_id}")
-    descriptor = Descriptor(image.DOCKER_LAYER_GZIP, blob.digest, blob.size)
+    descriptor = Descriptor(mediatypes.DOCKER_LAYER_GZIP, blob.digest, blob.size)
     return Layer(descriptor, diff_id, FileBlob(target, blob.digest, blob.size, f"layer of {where}"))

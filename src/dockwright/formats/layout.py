@@ -13,14 +13,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from dockwright import image
-from dockwright.blobs import BlobSource, BytesBlob, RegistryBlob
-from dockwright.build import BuildResult
-from dockwright.digest import check_digest
-from dockwright.errors import DockwrightError, ImageFormatError, UsageError
-from dockwright.outputs import run_parallel
+from dockwright.formats.registry import RegistryBlob
+from dockwright.model import mediatypes
+from dockwright.model.blobs import BlobSource, BytesBlob
+from dockwright.model.digest import check_digest
+from dockwright.model.errors import DockwrightError, ImageFormatError, UsageError
+from dockwright.model.image import BuildResult
+from dockwright.model.reference import Reference
+from dockwright.parallel import run_parallel
 from dockwright.progress import Progress
-from dockwright.reference import Reference
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -35,25 +36,10 @@ class Sink(Protocol):
     def put_file(self, name: str, data: bytes) -> None: ...
 
 
-def all_blobs(result: BuildResult) -> list[tuple[str, int, BlobSource]]:
-    """Every blob of the result, layers first, each once: (digest, size, source)."""
-    seen: dict[str, tuple[str, int, BlobSource]] = {}
-    for img in result.images:
-        for layer in img.layers:
-            seen.setdefault(layer.descriptor.digest, (layer.descriptor.digest, layer.descriptor.size, layer.source))
-    for img in result.images:
-        for doc in (img.config, img.manifest):
-            seen.setdefault(doc.descriptor.digest, (doc.descriptor.digest, doc.descriptor.size, doc.blob))
-    if result.index:
-        seen.setdefault(result.index.descriptor.digest,
-                        (result.index.descriptor.digest, result.index.descriptor.size, result.index.blob))
-    return list(seen.values())
-
-
 def prefetch(result: BuildResult, jobs: int, progress: Progress) -> None:
     """Download the registry blobs a local output needs, in parallel, into the cache, so that the
     archive is then written from local files at disk speed."""
-    missing = [(digest, size, source) for digest, size, source in all_blobs(result)
+    missing = [(digest, size, source) for digest, size, source in result.blobs()
                if isinstance(source, RegistryBlob) and source.cache is not None
                and not source.cache.has_blob(digest, size)]
     if not missing:
@@ -70,7 +56,7 @@ def write_layout(result: BuildResult, sink: Sink, tags: list[Reference],
                  existing_index: dict[str, Any] | None = None, progress: Progress | None = None) -> None:
     """Write blobs, then index.json naming the top document once per tag (or unnamed without tags)."""
     progress = progress or Progress("off")
-    for digest, size, source in all_blobs(result):
+    for digest, size, source in result.blobs():
         if not sink.has_blob(digest, size):
             chunks = source.open() if isinstance(source, BytesBlob) else progress.track(
                 f"write {digest[7:19]}", size, source.open())
@@ -81,7 +67,7 @@ def write_layout(result: BuildResult, sink: Sink, tags: list[Reference],
         entries.append({**top, "annotations": {REF_NAME: tag.tag or "latest", IMAGE_NAME: str(tag)}})
     if not tags:
         entries.append(top)
-    index = existing_index or {"schemaVersion": 2, "mediaType": image.OCI_INDEX, "manifests": []}
+    index = existing_index or {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": []}
     names = {e["annotations"][REF_NAME] for e in entries if "annotations" in e}
     # a tag moves to the new image; other tags stay, also when they name the same image
     kept = [m for m in index.get("manifests", []) if (ref := (m.get("annotations") or {}).get(REF_NAME)) not in names

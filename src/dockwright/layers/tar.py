@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import BinaryIO, Literal, NamedTuple
 from zlib import adler32
 
-from dockwright.errors import ContextError, DockwrightError, UsageError
-from dockwright.image import OCI_LAYER_TAR, OCI_LAYER_ZSTD, Format, layer_media_type_for, media_type
+from dockwright.model.errors import ContextError, DockwrightError, UsageError
+from dockwright.model.mediatypes import OCI_LAYER_TAR, OCI_LAYER_ZSTD, Format, layer_media_type_for, media_type
 
 # Bump when anything that changes the bytes of a layer changes (header layout, block size...):
 # it is part of every layer-cache fingerprint.

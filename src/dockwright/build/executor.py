@@ -13,41 +13,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from dockwright import compose, image
-from dockwright.base import BaseImage, Layer, resolve_base
-from dockwright.blobs import FileBlob
+from dockwright import mutate
+from dockwright.model import documents, mediatypes
+from dockwright.model.image import BaseImage, BuildResult, Layer
+from dockwright.formats.resolve import resolve_base
+from dockwright.model.blobs import FileBlob
 from dockwright.cache import Cache
-from dockwright.errors import ContextError, DockwrightError, UsageError
-from dockwright.image import Descriptor, Format, Platform, parse_platforms
+from dockwright.model.errors import ContextError, DockwrightError, UsageError
+from dockwright.model.documents import Descriptor
+from dockwright.model.mediatypes import Format
+from dockwright.model.platform import Platform, parse_platforms
 from dockwright.plan import BuildOptions, BuildPlan, ConfigStep, CopyStep, MkdirStep, Stage
 
 if TYPE_CHECKING:
-    from dockwright.dockerignore import IgnoreMatcher
-    from dockwright.layer import Compression, TarEntry
-    from dockwright.quickkey import BackgroundWalks
+    from dockwright.layers.dockerignore import IgnoreMatcher
+    from dockwright.layers.tar import Compression, TarEntry
+    from dockwright.layers.quickkey import BackgroundWalks
     from dockwright.registry import Registries
-    from dockwright.rootfs import RootFS
+    from dockwright.layers.rootfs import RootFS
 
 log = logging.getLogger("dockwright")
 
 Planner = Callable[[Platform], BuildPlan]
-
-
-@dataclass
-class BuildResult:
-    images: list[compose.FinalImage]
-    index: compose.Document | None = None
-    layers_built: int = 0
-    layers_cached: int = 0
-
-    @property
-    def top(self) -> compose.Document:
-        """The document tags point at: the index for a multi-platform build, else the manifest."""
-        return self.index or self.images[0].manifest
-
-    @property
-    def format(self) -> Format:
-        return self.images[0].format
 
 
 @dataclass
@@ -71,7 +58,7 @@ class Builder:
 
     @property
     def created(self) -> str:
-        return compose.timestamp(self.options.source_date_epoch)
+        return mutate.timestamp(self.options.source_date_epoch)
 
     def build(self, planner: Planner) -> BuildResult:
         wanted = parse_platforms(self.options.platforms)
@@ -80,7 +67,7 @@ class Builder:
             wanted = self._platforms_of_target(planner)
         plans = [(platform, planner(platform)) for platform in wanted]
         if self.options.use_cache:  # quick keys' walks start now, and run while the bases are resolved
-            from dockwright.quickkey import BackgroundWalks
+            from dockwright.layers.quickkey import BackgroundWalks
 
             self._walks = BackgroundWalks(dict.fromkeys(
                 tree for _, plan in plans for stage in plan.stages for step in stage.steps
@@ -90,14 +77,14 @@ class Builder:
         for platform, plan in plans:
             target = self._build_plan(plan, platform, explicit)
             fmt = self._format_for(target.image)
-            finals.append(compose.finish(target.image, fmt, self.created, dict(plan.annotations)))
+            finals.append(mutate.finish(target.image, fmt, self.created, dict(plan.annotations)))
         self._result.images = finals
         if len(finals) > 1:
             formats = {f.format for f in finals}
             if len(formats) > 1:
                 raise UsageError("the platforms' base images mix Docker and OCI formats",
                                  hint="choose one with --format oci or --format docker")
-            self._result.index = compose.make_index(finals, finals[0].format, dict(plans[0][1].annotations))
+            self._result.index = mutate.make_index(finals, finals[0].format, dict(plans[0][1].annotations))
         return self._result
 
     # ------------------------------------------------------------------ bases
@@ -144,10 +131,10 @@ class Builder:
             if stage.base_stage is not None:
                 img = states[stage.base_stage].image.clone()
             elif stage.platform:
-                img = self._base(stage.base, image.Platform.parse(stage.platform), True)
+                img = self._base(stage.base, Platform.parse(stage.platform), True)
             else:
                 img = self._base(stage.base, platform, explicit)
-            compose.pad_history(img.config, len(img.layers), self.created)
+            mutate.pad_history(img.config, len(img.layers), self.created)
             state = _StageState(img)
             for step in stage.steps:
                 try:
@@ -167,20 +154,20 @@ class Builder:
             case ConfigStep():
                 edit = step.edit
                 if edit.deferred:
-                    from dockwright.dockerfile import resolve_deferred
+                    from dockwright.frontends.dockerfile import resolve_deferred
 
                     inherited = config.get("config") or {}
                     edit = resolve_deferred(edit, inherited.get("Env") or [], inherited.get("WorkingDir") or "/")
-                compose.apply_edit(config, edit)
+                mutate.apply_edit(config, edit)
                 if edit.workdir is not None:
                     state.known_dirs.add(config["config"]["WorkingDir"].rstrip("/") or "/")
                 if step.created_by:
-                    compose.add_history(config, self.created, step.created_by, empty_layer=True)
+                    mutate.add_history(config, self.created, step.created_by, empty_layer=True)
             case CopyStep():
                 created_by = step.created_by or f"COPY {' '.join(step.sources)} {step.dest}"
                 self._append_layer(state, self._copy_layer(plan, step, state, states), created_by)
             case MkdirStep():
-                from dockwright.layer import TarEntry
+                from dockwright.layers.tar import TarEntry
 
                 uid, gid = self._owner(step.chown, state)
                 path = self._absolute(step.path, state)
@@ -196,7 +183,7 @@ class Builder:
     def _owner(self, chown: str | None, state: _StageState) -> tuple[int, int]:
         if not chown:
             return 0, 0
-        from dockwright.rootfs import resolve_chown
+        from dockwright.layers.rootfs import resolve_chown
 
         numeric = all(part.isdigit() for part in chown.split(":", 1))
         if numeric:
@@ -212,7 +199,7 @@ class Builder:
         return state.rootfs
 
     def _extract(self, state: _StageState, paths: tuple[str, ...] | None) -> RootFS:
-        from dockwright.rootfs import RootFS
+        from dockwright.layers.rootfs import RootFS
 
         layers = state.image.layers
         return RootFS.from_layers([layer.source.open for layer in layers], Path(self._mkdtemp("rootfs-")),
@@ -243,18 +230,18 @@ class Builder:
             source_image = _StageState(self._base(step.from_image, Platform.parse(plan.platform)
                                                   if plan.platform else Platform.host(), False))
             return self._rootfs(source_image).collect(step.sources, dest, **common)
-        from dockwright.context import collect_copy
+        from dockwright.layers.copy import collect_copy
 
         ignore = self._ignore(plan)
         if step.add:
-            from dockwright.add import collect_add
+            from dockwright.layers.add import collect_add
 
             return collect_add(plan.context, step, dest, ignore=ignore, workdir=Path(self._mkdtemp("add-")),
                                **common)
         return collect_copy(plan.context, step.sources, dest, excludes=ignore, **common)
 
     def _inline_entries(self, step: CopyStep, dest: str, uid: int, gid: int, chmod: int | None) -> list[TarEntry]:
-        from dockwright.layer import TarEntry
+        from dockwright.layers.tar import TarEntry
 
         if len(step.inline_files) > 1 and not dest.endswith("/"):
             raise ContextError(f"{step.created_by}: several heredoc files need a destination ending in /")
@@ -269,7 +256,7 @@ class Builder:
     # ------------------------------------------------------------------ layers
 
     def _compression(self) -> Compression:
-        from dockwright.layer import Compression
+        from dockwright.layers.tar import Compression
 
         return Compression(self.options.compression, self.options.compression_level)  # type: ignore[arg-type]
 
@@ -277,7 +264,7 @@ class Builder:
         self._append_layer(state, self._make_layer(entries, self._format_for(state.image)), created_by)
 
     def _append_layer(self, state: _StageState, layer: Layer, created_by: str) -> None:
-        compose.append_layer(state.image, layer, self.created, created_by)
+        mutate.append_layer(state.image, layer, self.created, created_by)
         state.rootfs = state.accounts = None  # the file system changed; a later lookup re-extracts
 
     def _copy_layer(self, plan: BuildPlan, step: CopyStep, state: _StageState, states: list[_StageState]) -> Layer:
@@ -301,14 +288,14 @@ class Builder:
         layer = self._known_layer(memo, fmt)
         quick = None
         if layer is None and self._walks is not None:
-            from dockwright.quickkey import key_of
+            from dockwright.layers.quickkey import key_of
 
             quick = key_of(settings, self._walks.digest(root, skip))
             layer = self._layer_from_cache(quick, fmt)
         if layer is None and self._quick_key_sees_excluded_files(plan, step, root, skip):
             layer = self._make_layer(self._copy_entries(plan, step, state, states), fmt, also_key=quick)
         elif layer is None:
-            from dockwright.context import stream_copy
+            from dockwright.layers.copy import stream_copy
 
             dest, common = self._copy_args(step, state)
             layer = self._write_layer(stream_copy(plan.context, step.sources[0], dest, excludes=self._ignore(plan),
@@ -343,7 +330,7 @@ class Builder:
             return None
         import json
 
-        from dockwright.layer import FORMAT_VERSION
+        from dockwright.layers.tar import FORMAT_VERSION
 
         dest = self._absolute(step.dest, state)
         compression = self._compression()
@@ -359,7 +346,7 @@ class Builder:
         known = self._layers.get(key)
         if known is None:
             return None
-        from dockwright.layer import layer_media_type
+        from dockwright.layers.tar import layer_media_type
 
         media_type = layer_media_type(self._compression().algorithm, fmt)
         return Layer(Descriptor(media_type, known.descriptor.digest, known.descriptor.size), known.diff_id,
@@ -373,7 +360,7 @@ class Builder:
         hit = self.cache.lookup_layer(key)
         if hit is None:
             return None
-        from dockwright.layer import layer_media_type
+        from dockwright.layers.tar import layer_media_type
 
         self._result.layers_cached += 1
         log.info("cached layer %s", hit.digest[:19])
@@ -385,7 +372,7 @@ class Builder:
     def _make_layer(self, entries: list[TarEntry], fmt: Format, also_key: str | None = None) -> Layer:
         """The layer of `entries`: from this build or the cache when its fingerprint is known, else written.
         `also_key`: another key to file it under (the step's quick key)."""
-        from dockwright.layer import fingerprint
+        from dockwright.layers.tar import fingerprint
 
         key = fingerprint(entries, self._compression())
         layer = self._layer_from_cache(key, fmt) or self._write_layer(entries, fmt, key)
@@ -401,7 +388,7 @@ class Builder:
 
     def _write_layer(self, entries: Iterable[TarEntry], fmt: Format, key: str | None) -> Layer:
         """Write a new layer into the cache, filed under `key` (None: kept for this build only)."""
-        from dockwright.layer import layer_media_type, write_layer
+        from dockwright.layers.tar import layer_media_type, write_layer
 
         compression = self._compression()
         temp = self.cache.temp_path(".layer")
@@ -426,7 +413,7 @@ class Builder:
 @functools.lru_cache(maxsize=8)
 def _ignore_matcher(patterns: tuple[str, ...]) -> IgnoreMatcher:
     """Compiled once per build, not once per COPY step and use (a matcher holds no state)."""
-    from dockwright.dockerignore import IgnoreMatcher
+    from dockwright.layers.dockerignore import IgnoreMatcher
 
     return IgnoreMatcher.from_patterns(list(patterns))
 
@@ -437,7 +424,7 @@ def _tree_source(plan: BuildPlan, step: CopyStep) -> tuple[str, frozenset[str]] 
     if (len(step.sources) != 1 or step.add or step.inline_files
             or step.from_stage is not None or step.from_image is not None):
         return None
-    from dockwright.quickkey import tree_root
+    from dockwright.layers.quickkey import tree_root
 
     root = tree_root(str(plan.context), step.sources[0])
     if root is None:

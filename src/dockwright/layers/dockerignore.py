@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockwright.errors import ContextError
+from dockwright.model.errors import ContextError
 
 
 def parse_dockerignore(text: str) -> list[str]:

@@ -20,9 +20,9 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from dockwright.context import collect_from_root, resolve_in_root
-from dockwright.errors import DockwrightError, ImageFormatError
-from dockwright.layer import TarEntry
+from dockwright.layers.copy import collect_from_root, resolve_in_root
+from dockwright.layers.tar import TarEntry
+from dockwright.model.errors import DockwrightError, ImageFormatError
 
 log = logging.getLogger(__name__)
 

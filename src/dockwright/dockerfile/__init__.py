@@ -1,9 +1,0 @@
-"""The Dockerfile frontend: Dockerfile (+ .dockerignore) -> BuildPlan, with Docker's semantics."""
-
-from dockwright.dockerfile.deferred import resolve_deferred
-from dockwright.dockerfile.frontend import plan_from_dockerfile
-from dockwright.dockerfile.stages import parse_build_args
-from dockwright.dockerignore import parse_dockerignore, read_dockerignore
-
-__all__ = ["parse_build_args", "parse_dockerignore", "plan_from_dockerfile", "read_dockerignore",
-           "resolve_deferred"]
