@@ -140,11 +140,17 @@ class FaultProxy:
         self.rules: list[Rule] = []
         self.requests: list[Seen] = []
         self.blob_server: BlobServer | None = None
+        self.connections = 0  # TCP connections accepted (a TLS handshake attempt counts, too)
         self._lock = threading.Lock()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                with outer._lock:
+                    outer.connections += 1
+                super().setup()
 
             def _any(self) -> None:
                 outer._handle(self)

@@ -1,23 +1,19 @@
-"""Credentials (issue 5): never printed, even with -v and on failures; never sent over plain HTTP to a
-host that is not loopback; config written 0600; bearer tokens scoped per repository. (Redirects that
-must not carry Authorization: test_faults.test_blob_redirect_to_another_host_is_followed_without_authorization.)"""
+"""Credentials (issue 5): never printed, even with -v and on failures; config written 0600; bearer tokens
+scoped per repository. (Redirects that must not carry Authorization:
+test_faults.test_blob_redirect_to_another_host_is_followed_without_authorization; plain HTTP only to a
+host named with --insecure-registry: test_first_contact.)"""
 
 from __future__ import annotations
 
 import base64
-import socket
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from build_checks import EPOCH_ENV, assert_user_error, cache_args, digest_lines, make_app
 from conftest import DockerConfig, RunDockwright
-from faultproxy import FaultProxy
 from images import BusyboxBase
 from servers import RegistryServer
-
-from dockwright.model.reference import is_loopback
 
 
 def _build(dockwright: RunDockwright, registry: RegistryServer, tmp_path: Path, host: str | None = None,
@@ -68,40 +64,6 @@ def test_wrong_credentials_fail_without_echoing_them(
     assert_user_error(proc, "refused to authenticate", repr(token_registry.username))
     assert wrong not in proc.stdout + proc.stderr
     assert base64.b64encode(f"{token_registry.username}:{wrong}".encode()).decode() not in proc.stderr
-
-
-@pytest.fixture
-def named_proxy(htpasswd_registry: RegistryServer) -> Iterator[tuple[FaultProxy, str]]:
-    """A proxy in front of the htpasswd registry, reached through this machine's host name: it resolves
-    to 127.0.0.1 but is not a loopback *name*, so it stands for a remote host without leaving the box."""
-    name = socket.gethostname()
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(name, None)}
-    except OSError:
-        addresses = set()
-    if not addresses or not all(is_loopback(a) for a in addresses) or is_loopback(name):
-        pytest.skip(f"the host name {name!r} does not resolve to loopback only ({addresses or 'unresolved'})")
-    proxy = FaultProxy(htpasswd_registry)
-    try:
-        yield proxy, f"{name}:{proxy.host.rsplit(':', 1)[1]}"
-    finally:
-        proxy.close()
-
-
-def test_no_credentials_over_plain_http_to_a_non_loopback_host(
-    dockwright: RunDockwright, busybox_files: BusyboxBase, docker_config: DockerConfig, tmp_path: Path,
-    htpasswd_registry: RegistryServer, named_proxy: tuple[FaultProxy, str],
-) -> None:
-    proxy, host = named_proxy
-    busybox_files.seed(htpasswd_registry)
-    docker_config.login(host, htpasswd_registry.username, htpasswd_registry.password)
-
-    proc = _build(dockwright, htpasswd_registry, tmp_path, host, "--insecure-registry", host, check=False)
-
-    assert_user_error(proc, host, "HTTP 401", "authentication required")
-    assert "no credentials over plain HTTP" in proc.stderr
-    assert proxy.requests, "the registry was never contacted"
-    assert [s.headers.get("authorization") for s in proxy.requests] == [None] * len(proxy.requests)
 
 
 def test_login_writes_the_config_file_0600(

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from dockwright.httpclient import Client, Headers, Request, Response, Timeout, TransportError
+from dockwright.httpclient import Client, Headers, PlainHTTPError, Request, Response, Timeout, TransportError
 from dockwright.model.digest import digest_bytes
 from dockwright.model.errors import AuthError, DigestMismatchError, ImageFormatError, NotFoundError, RegistryError
 from dockwright.model.mediatypes import MAX_MANIFEST_BYTES, OCI_MANIFEST
@@ -277,22 +277,42 @@ def test_a_refused_token_is_refreshed_once(tmp_path: Path) -> None:
     assert len(fake.token_scopes) == 2
 
 
-def test_plain_http_to_a_remote_host_never_carries_credentials(tmp_path: Path) -> None:
+def _plain_http_registry(tmp_path: Path, challenge: str, seen: list[Request]) -> Registries:
+    """HOST, named with --insecure-registry, answering https with plain HTTP and http with `challenge`."""
     def handler(request: Request) -> Response:
         seen.append(request)
         if urlsplit(request.url).scheme == "https":
-            raise TransportError("tls: first record does not look like a TLS handshake")
-        return Response(401, headers={"WWW-Authenticate": 'Basic realm="x"'})
+            raise PlainHTTPError("[SSL: WRONG_VERSION_NUMBER] wrong version number")
+        if "authorization" in headers_of(request):
+            return Response(404)
+        return Response(401, headers={"WWW-Authenticate": challenge})
 
-    seen: list[Request] = []
     (tmp_path / "config.json").write_text(json.dumps(login_config()))
     registries = Registries(docker_config=tmp_path, insecure=[HOST])
     registries.sleep = lambda seconds: None
     registries._http = {False: Client(timeout=Timeout(5, 5), transport=handler)}
-    with pytest.raises(AuthError, match="plain HTTP"):
-        registries.client(HOST).blob_exists("app", digest_bytes(b"x"))
+    return registries
+
+
+def test_plain_http_carries_credentials_to_a_host_named_insecure_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[Request] = []
+    client = _plain_http_registry(tmp_path, 'Basic realm="x"', seen).client(HOST)
+    assert not client.blob_exists("app", digest_bytes(b"x"))
+    assert not client.blob_exists("app", digest_bytes(b"y"))
     assert [urlsplit(r.url).scheme for r in seen][:2] == ["https", "http"]
-    assert all("authorization" not in headers_of(r) for r in seen)
+    assert (headers_of(seen[-1]).get("authorization") or "").startswith("Basic ")
+    warnings = [r.getMessage() for r in caplog.records if "plain HTTP" in r.getMessage()]
+    assert warnings == [f"warning: sending credentials for {HOST} over plain HTTP (--insecure-registry {HOST})"]
+
+
+def test_a_token_realm_over_plain_http_on_another_host_is_refused(tmp_path: Path) -> None:
+    seen: list[Request] = []
+    registries = _plain_http_registry(tmp_path, 'Bearer realm="http://auth.example/token"', seen)
+    with pytest.raises(AuthError, match="refusing to request a token over plain HTTP"):
+        registries.client(HOST).blob_exists("app", digest_bytes(b"x"))
+    assert all(host_of(r) == HOST and "authorization" not in headers_of(r) for r in seen)
 
 
 def test_open_blob_streams_and_verifies(tmp_path: Path) -> None:

@@ -316,7 +316,7 @@ def run_login(args: argparse.Namespace) -> int:
         password = getpass.getpass("Password: ")
     if not username:
         raise UsageError("no username given", hint="use -u USER")
-    login(args.registry, username, password, None)
+    login(args.registry, username, password, None, insecure=args.insecure_registry)
     print(f"Login Succeeded ({args.registry})", file=sys.stderr)
     return 0
 
@@ -324,8 +324,10 @@ def run_login(args: argparse.Namespace) -> int:
 def run_logout(args: argparse.Namespace) -> int:
     from dockwright.registry.login import logout
 
-    logout(args.registry, None)
-    print(f"Removed login credentials for {args.registry}", file=sys.stderr)
+    if logout(args.registry, None):
+        print(f"Removed login credentials for {args.registry}", file=sys.stderr)
+    else:  # as `docker logout` says it, with status 0: the wanted state holds
+        print(f"Not logged in to {args.registry}", file=sys.stderr)
     return 0
 
 

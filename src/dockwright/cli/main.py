@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     login.add_argument("-u", "--username")
     login.add_argument("-p", "--password")
     login.add_argument("--password-stdin", action="store_true")
+    login.add_argument("--insecure-registry", action="store_true",
+                       help="the registry speaks plain HTTP or has an unverifiable certificate, and you trust the "
+                            "network: credentials may go to it unencrypted")
     logout = commands.add_parser("logout", help="remove stored credentials for a registry")
     logout.add_argument("registry")
 

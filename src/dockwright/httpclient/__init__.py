@@ -12,14 +12,17 @@ from dockwright.httpclient.client import Client, Transport
 from dockwright.httpclient.messages import (
     CertificateError,
     Headers,
+    PlainHTTPError,
+    RefusedError,
     Request,
     Response,
     Timeout,
     TransportError,
+    UnknownHostError,
     add_query,
 )
 
 __all__ = [
-    "CertificateError", "Client", "Headers", "Request", "Response", "Timeout", "Transport", "TransportError",
-    "add_query",
+    "CertificateError", "Client", "Headers", "PlainHTTPError", "RefusedError", "Request", "Response", "Timeout",
+    "Transport", "TransportError", "UnknownHostError", "add_query",
 ]

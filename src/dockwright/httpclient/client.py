@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -19,7 +20,18 @@ from dockwright.httpclient.connections import (
     tls_context,
     wrap_response,
 )
-from dockwright.httpclient.messages import Body, CertificateError, Request, Response, Timeout, TransportError, add_query
+from dockwright.httpclient.messages import (
+    Body,
+    CertificateError,
+    PlainHTTPError,
+    RefusedError,
+    Request,
+    Response,
+    Timeout,
+    TransportError,
+    UnknownHostError,
+    add_query,
+)
 from dockwright.httpclient.proxies import Proxies
 
 MAX_REDIRECTS = 10
@@ -27,6 +39,8 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _DRAIN_LIMIT = 64 << 10  # a redirect's body up to this size is read so that its connection can be reused
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NAME_MISMATCH = (62, 64)  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+# how OpenSSL reports a TLS handshake answered with plain text (an HTTP response): 1.1/3.0, then 3.2+
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL"})
 
 Transport = Callable[[Request], Response]
 
@@ -115,9 +129,7 @@ class Client:
                 connection.close()
                 if reused and replayable and isinstance(exc, CLOSED_BY_SERVER):
                     continue  # the server had closed the idle connection: once more on a new one
-                if isinstance(exc, ssl.SSLCertVerificationError):
-                    raise CertificateError(describe(exc, route), wrong_name=exc.verify_code in _NAME_MISMATCH) from None
-                raise TransportError(describe(exc, route)) from None
+                raise _classified(exc, route) from None
             except BaseException:
                 connection.close()
                 raise
@@ -161,6 +173,21 @@ class Client:
             if self._tls is None:
                 self._tls = tls_context(self._verify)
             return self._tls
+
+
+def _classified(exc: OSError | http.client.HTTPException, route: Route) -> TransportError:
+    """The TransportError for a failed exchange, typed where the kind of failure decides what to do next:
+    a certificate, a name that does not resolve, a refused connection, a server that speaks plain HTTP."""
+    text = describe(exc, route)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return CertificateError(text, wrong_name=exc.verify_code in _NAME_MISMATCH)
+    if isinstance(exc, ssl.SSLError) and exc.reason in _NOT_TLS:
+        return PlainHTTPError(text)
+    if isinstance(exc, socket.gaierror):
+        return UnknownHostError(text)
+    if isinstance(exc, ConnectionRefusedError):
+        return RefusedError(text)
+    return TransportError(text)
 
 
 def _merged(defaults: Mapping[str, str], headers: Mapping[str, str]) -> dict[str, str]:

@@ -28,6 +28,18 @@ class CertificateError(TransportError):
         self.wrong_name = wrong_name
 
 
+class UnknownHostError(TransportError):
+    """The host name does not resolve: trying again at once will not help."""
+
+
+class RefusedError(TransportError):
+    """Nothing listens at the address (the host said so at once)."""
+
+
+class PlainHTTPError(TransportError):
+    """The server answered the TLS handshake in plain HTTP: it does not speak HTTPS on that port."""
+
+
 class Timeout(NamedTuple):
     connect: float
     read: float

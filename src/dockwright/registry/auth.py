@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import threading
 import time
@@ -21,6 +22,7 @@ from dockwright.registry.transport import Op, Sleep, login_name, send_with_retri
 if TYPE_CHECKING:
     from dockwright.httpclient import Client, Request, Response
 
+log = logging.getLogger("dockwright")
 DEFAULT_TOKEN_TTL = 60.0
 _CLIENT_ID = "dockwright"
 
@@ -115,13 +117,16 @@ class HostAuth:
     """The Authorization header for requests to one registry host, from its challenge and credentials.
 
     `plain_http` is set when the registry is spoken to over http: credentials (basic or bearer) then go
-    only to a loopback host.
+    only to a loopback host, or to one the user named with --insecure-registry (`insecure`), as Docker
+    does for its insecure registries, with a warning.
     """
 
     def __init__(self, host: str, credentials: CredentialStore, tokens: TokenCache,
-                 http_for: Callable[[str], Client], sleep: Sleep) -> None:
+                 http_for: Callable[[str], Client], sleep: Sleep, *, insecure: bool = False) -> None:
         self.host = host
         self.plain_http = False
+        self._insecure = insecure
+        self._warned = False
         self._credentials = credentials
         self._tokens = tokens
         self._http_for = http_for
@@ -131,7 +136,14 @@ class HostAuth:
 
     @property
     def may_send_credentials(self) -> bool:
-        return not self.plain_http or is_loopback(self.host)
+        return not self.plain_http or is_loopback(self.host) or self._insecure
+
+    def _warn_plain_http(self) -> None:
+        """Once per client (one build): credentials are about to cross the network unencrypted."""
+        if self.plain_http and not is_loopback(self.host) and not self._warned:
+            self._warned = True
+            log.warning("warning: sending credentials for %s over plain HTTP (--insecure-registry %s)",
+                        login_name(self.host), login_name(self.host))
 
     @property
     def scheme(self) -> str | None:
@@ -161,6 +173,7 @@ class HostAuth:
             credential = self._credentials.get(self.host)
             if credential is None or credential.identity_token:
                 return None
+            self._warn_plain_http()
             return basic_header(credential)
         scopes = sorted(set(scopes))
         token = self._tokens.get(self.host, scopes)
@@ -170,6 +183,8 @@ class HostAuth:
                 if token is None:
                     token, ttl = self._fetch_token(challenge, scopes)
                     self._tokens.put(self.host, scopes, token, ttl)
+        if self._credentials.get(self.host) is not None:
+            self._warn_plain_http()
         return f"Bearer {token}"
 
     def forget(self, authorization: str | None) -> None:
@@ -183,7 +198,8 @@ class HostAuth:
         op = Op(f"authenticating to {self.host}", self.host)
         if parts.scheme not in ("https", "http") or not parts.netloc:
             raise op.error(f"invalid token realm {realm!r} in the registry's challenge", cls=AuthError)
-        if parts.scheme == "http" and not is_loopback(parts.netloc):
+        same_host = self._insecure and parts.hostname == urlsplit(f"//{self.host}").hostname
+        if parts.scheme == "http" and not (is_loopback(parts.netloc) or same_host):
             raise op.error(f"refusing to request a token over plain HTTP from {realm}", cls=AuthError,
                            hint="the registry's token service must use HTTPS")
         credential = self._credentials.get(self.host)
@@ -207,10 +223,13 @@ class HostAuth:
 
         response = send_with_retries(client, build, op, sleep=self._sleep)
         if response.status_code in (401, 403):
-            who = f"as {credential.username!r}" if credential and credential.username else "anonymously"
-            raise op.error(f"the token service {parts.netloc} refused to authenticate {who}",
-                           status=response.status_code, cls=AuthError,
-                           hint=f"run `dockwright login {login_name(self.host)}` with valid credentials")
+            name = login_name(self.host)
+            if credential is None:
+                raise op.error(f"the token service {parts.netloc} refused to authenticate anonymously",
+                               status=response.status_code, cls=AuthError, hint=f"run `dockwright login {name}`")
+            raise op.error(f"wrong username or password for {name}: the token service {parts.netloc} refused "
+                           f"to authenticate as {credential.username!r}", status=response.status_code, cls=AuthError,
+                           hint=f"`dockwright login {name}` replaces the stored credentials")
         if response.status_code != 200:
             raise op.failed(response)
         return _parse_token(response, op)

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from dockwright import __version__
-from dockwright.httpclient import Client, Request, Response, Timeout, TransportError, add_query
+from dockwright.httpclient import Client, Request, Response, Timeout, TransportError, UnknownHostError, add_query
 from dockwright.model.digest import Verifier, digest_bytes, is_digest, verify_bytes
 from dockwright.model.errors import AuthError, DigestMismatchError, ImageFormatError, RegistryError
 from dockwright.model.mediatypes import ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES
@@ -38,6 +38,7 @@ from dockwright.registry.transport import (
 CHUNK_SIZE = 1 << 20
 UPLOAD_CHUNK_SIZE = 16 << 20  # for registries that only take chunked uploads
 _CHUNKED_UPLOAD_STATUSES = (413, 416)  # a single streamed PATCH was refused: too large / needs ranges
+PING_MEMORY = 10.0  # seconds a failed probe of a registry answers for every later request
 _GENERIC_TYPES = ("", "application/json", "text/plain", "application/octet-stream")
 
 
@@ -98,8 +99,10 @@ class RegistryClient:
     def __init__(self, host: str, registries: Registries) -> None:
         self.host = host
         self._registries = registries
-        self._auth = HostAuth(host, registries.credentials, registries.tokens, registries.http_for, self._sleep)
+        self._auth = HostAuth(host, registries.credentials, registries.tokens, registries.http_for, self._sleep,
+                              insecure=host in registries.insecure)
         self._base: str | None = None
+        self._ping_failure: tuple[RegistryError, float] | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ manifests
@@ -343,10 +346,18 @@ class RegistryClient:
         return f"{login_name(self.host)}/{repository}{'@' if is_digest(reference) else ':'}{reference}"
 
     def _ready(self) -> str:
-        """The API base URL (https://HOST/v2/, or http:// for a loopback/insecure host without TLS)."""
+        """The API base URL (https://HOST/v2/, or http:// for a loopback/insecure host without TLS).
+        One probe answers for every thread: a registry found unreachable stays so for PING_MEMORY s."""
         with self._lock:
             if self._base is None:
-                self._base = self._ping()
+                failed = self._ping_failure
+                if failed is not None and time.monotonic() - failed[1] < PING_MEMORY:
+                    raise failed[0]
+                try:
+                    self._base = self._ping()
+                except RegistryError as exc:
+                    self._ping_failure = (exc, time.monotonic())
+                    raise
             return self._base
 
     def _ping(self) -> str:
@@ -359,8 +370,8 @@ class RegistryClient:
             try:
                 response = send_with_retries(client, lambda base=base: client.build_request("GET", base), op,
                                              sleep=self._sleep, attempts=MAX_ATTEMPTS if last else 1)
-            except ConnectionFailed:
-                if last:
+            except ConnectionFailed as exc:
+                if last or isinstance(exc.transport_error, UnknownHostError):
                     raise
                 continue
             self._auth.plain_http = scheme == "http"
@@ -401,10 +412,11 @@ class RegistryClient:
         return response
 
     def _failed(self, response: Response, op: Op) -> RegistryError:
-        if response.status_code == 401 and not self._auth.may_send_credentials:
-            return op.error("authentication required", status=401, cls=AuthError,
-                            hint=f"dockwright sends no credentials over plain HTTP to {self.host}; "
-                            "serve the registry over HTTPS")
+        sent = response.request.headers if response.request else {}
+        if response.status_code == 401 and any(name.lower() == "authorization" and value.startswith("Basic ")
+                                                for name, value in sent.items()):
+            return op.error(f"wrong username or password for {login_name(self.host)}", status=401, cls=AuthError,
+                            hint=f"`dockwright login {login_name(self.host)}` replaces the stored credentials")
         return op.failed_with_hint(response)
 
 

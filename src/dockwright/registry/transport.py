@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dockwright.httpclient import CertificateError, TransportError
+from dockwright.httpclient import CertificateError, PlainHTTPError, RefusedError, TransportError, UnknownHostError
 from dockwright.model.errors import AuthError, NotFoundError, RegistryError, UsageError
 
 if TYPE_CHECKING:
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("dockwright.registry")
 
 MAX_ATTEMPTS = 4
+REFUSED_ATTEMPTS = 2  # a refused connection is tried once more (a registry restarting), then it is down
+_FINAL = (CertificateError, UnknownHostError, PlainHTTPError)  # trying again cannot help
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 RETRY_AFTER_CAP = 60.0
 _BACKOFF_BASE = 0.5
@@ -187,7 +189,7 @@ def send_with_retries(
             response = client.send(request, stream=stream, follow_redirects=follow_redirects)
         except TransportError as exc:
             log.debug("%s %s: %s (attempt %d)", request.method, redact_url(request.url), exc, attempt)
-            if attempt >= attempts or isinstance(exc, CertificateError):
+            if give_up(exc, attempt, attempts):
                 raise ConnectionFailed(op, exc) from None
             sleep(backoff_delay(attempt))
             continue
@@ -201,11 +203,27 @@ def send_with_retries(
         sleep(delay)
 
 
+def give_up(exc: TransportError, attempt: int, attempts: int) -> bool:
+    """Whether a request that failed below HTTP on its `attempt`-th try should not be tried again."""
+    limit = min(attempts, REFUSED_ATTEMPTS) if isinstance(exc, RefusedError) else attempts
+    return attempt >= limit or isinstance(exc, _FINAL)
+
+
 class ConnectionFailed(RegistryError):
     """The registry could not be reached, or the connection broke, after all retries."""
 
-    def __init__(self, op: Op, exc: Exception) -> None:
-        if isinstance(exc, CertificateError) and exc.wrong_name:
+    def __init__(self, op: Op, exc: TransportError) -> None:
+        self.transport_error = exc
+        name = login_name(op.registry)
+        if isinstance(exc, PlainHTTPError):  # one line: the user's next step is in it
+            super().__init__(f"{name} speaks plain HTTP; if you trust this network, pass --insecure-registry {name}")
+            self.registry, self.repository, self.digest = op.registry, op.repository, op.digest
+            return
+        if isinstance(exc, UnknownHostError):
+            hint = f"check the registry name {name!r}, your DNS, and HTTPS_PROXY/NO_PROXY"
+        elif isinstance(exc, RefusedError):
+            hint = "nothing accepts connections there: check the registry's address and port, and that it runs"
+        elif isinstance(exc, CertificateError) and exc.wrong_name:
             hint = (f"{op.registry}'s certificate is made out to another name: use the name it was issued for, "
                     f"or pass --insecure-registry {op.registry} (no certificate check)")
         elif isinstance(exc, CertificateError):
