@@ -2,7 +2,8 @@
 `docker-registry` on its own free loopback port and, per (method, path regex) rule, answers with an
 error status, breaks or truncates a body, corrupts bytes, lies in Docker-Content-Digest, delays,
 throttles an upload, redirects blob downloads to another loopback host, declines cross-repository
-mounts, or rewrites upload `Location` headers between absolute and relative form.
+mounts, rewrites upload `Location` headers between absolute and relative form, changes the status of
+an answer (ECR's 201 to a PATCH), or swallows upload chunks while reporting the registry's real Range.
 
 Everything else is forwarded unchanged (streamed both ways, `Host` kept so that the registry builds
 its absolute URLs for the proxy). Every request is recorded in `requests` with its headers and the
@@ -53,9 +54,12 @@ class Rule:
     hits: int = 0
     fired: threading.Event = field(default_factory=threading.Event)
     tokens_before: int = 0  # len(token_requests) of the upstream's token server when the rule last fired
+    header: str | None = None  # only requests with this header ("!name": without it)
+    passed: int = 0  # "stall-range": matching requests forwarded unchanged before the stalling starts
 
-    def matches(self, method: str, path: str) -> bool:
-        return method == self.method and re.search(self.path, path) is not None and (
+    def matches(self, method: str, path: str, headers: dict[str, str]) -> bool:
+        wanted = self.header is None or (self.header.lstrip("!") in headers) != self.header.startswith("!")
+        return method == self.method and re.search(self.path, path) is not None and wanted and (
             self.times is None or self.hits < self.times)
 
 
@@ -179,9 +183,21 @@ class FaultProxy:
         return rule
 
     def fail(self, method: str, path: str, status: int, *, times: int | None = 1,
-             headers: dict[str, str | Callable[[], str]] | None = None) -> Rule:
-        """Answer with `status` (and `headers`, e.g. Retry-After) and a distribution error body."""
-        return self._add(Rule(method, path, "status", times, status=status, headers=dict(headers or {})))
+             headers: dict[str, str | Callable[[], str]] | None = None, header: str | None = None) -> Rule:
+        """Answer with `status` (and `headers`, e.g. Retry-After) and a distribution error body; with
+        `header`, only requests that carry that header (or, as "!name", do not)."""
+        return self._add(Rule(method, path, "status", times, status=status, headers=dict(headers or {}),
+                              header=header))
+
+    def restatus(self, method: str, path: str, status: int, *, times: int | None = None) -> Rule:
+        """Forward, but give the client `status` instead of the registry's (ECR's 201 to a PATCH)."""
+        return self._add(Rule(method, path, "restatus", times, status=status))
+
+    def stall_range(self, *, passed: int = 1, times: int | None = None) -> Rule:
+        """Chunked uploads (PATCH with Content-Range): forward the first `passed`, then swallow each chunk
+        and answer 202 with the registry's real Range and Location, which no longer advance."""
+        return self._add(Rule("PATCH", r"/blobs/uploads/", "stall-range", times, header="content-range",
+                              passed=passed))
 
     def unauthorized(self, method: str, path: str, *, times: int | None = 1) -> Rule:
         """Answer 401 with the registry's own challenge, as when a bearer token has expired."""
@@ -232,11 +248,14 @@ class FaultProxy:
         with self._lock:
             return [s for s in self.requests if s.method == method and path in s.path]
 
-    def _take(self, method: str, path: str) -> tuple[Rule | None, Rule | None]:
+    def _take(self, method: str, path: str, headers: dict[str, str]) -> tuple[Rule | None, Rule | None]:
         """The fault rule and the Location rule for this request (counting their hits)."""
         with self._lock:
-            fault = next((r for r in self.rules if r.method != "*" and r.matches(method, path)), None)
-            location = next((r for r in self.rules if r.method == "*" and r.matches("*", path)), None)
+            fault = next((r for r in self.rules if r.method != "*" and r.matches(method, path, headers)), None)
+            location = next((r for r in self.rules if r.method == "*" and r.matches("*", path, headers)), None)
+            if fault is not None and fault.action == "stall-range" and fault.passed:
+                fault.passed -= 1
+                fault = None
             for rule in (fault, location):
                 if rule is not None:
                     rule.hits += 1
@@ -249,7 +268,7 @@ class FaultProxy:
         seen = Seen(method, path, {k.lower(): v for k, v in req.headers.items()}, time.time())
         with self._lock:
             self.requests.append(seen)
-        rule, location = self._take(method, path)
+        rule, location = self._take(method, path, seen.headers)
         if rule is not None:
             seen.rule = rule.action
             tokens = self.upstream.token_server
@@ -258,6 +277,11 @@ class FaultProxy:
         body = _request_body(req, rule.rate if rule and rule.action == "throttle" else 0)
         if rule is not None and rule.action == "delay":
             time.sleep(rule.seconds)
+        if rule is not None and rule.action == "stall-range":
+            for _ in body:  # the chunk goes nowhere
+                pass
+            self._answer_stalled(req, seen)
+            return
         if rule is not None and rule.action in ("status", "unauthorized", "redirect"):
             for _ in body:  # drain what the client sends, so the connection stays usable
                 pass
@@ -293,6 +317,27 @@ class FaultProxy:
         req.end_headers()
         if req.command != "HEAD":
             req.wfile.write(payload)
+
+    def _answer_stalled(self, req: BaseHTTPRequestHandler, seen: Seen) -> None:
+        """202 with the upload's state as the registry reports it (GET on the session: Range, Location)."""
+        conn = http.client.HTTPConnection(self.upstream.host, timeout=_UPSTREAM_TIMEOUT)
+        try:
+            conn.putrequest("GET", req.path, skip_host=True, skip_accept_encoding=True)
+            for name in ("Host", "Authorization"):
+                if req.headers.get(name):
+                    conn.putheader(name, req.headers[name])
+            conn.endheaders()
+            status = conn.getresponse()
+            status.read()
+            headers = {name: status.getheader(name) or "" for name in ("Location", "Range", "Docker-Upload-UUID")}
+        finally:
+            conn.close()
+        seen.status, seen.answered, seen.location, seen.reply = 202, time.time(), headers["Location"], headers
+        req.send_response(202)
+        for name, value in headers.items():
+            req.send_header(name, value)
+        req.send_header("Content-Length", "0")
+        req.end_headers()
 
     def _upstream_challenge(self) -> str | None:
         conn = http.client.HTTPConnection(self.upstream.host, timeout=_UPSTREAM_TIMEOUT)
@@ -341,9 +386,10 @@ class FaultProxy:
         if location is not None:
             headers = [(k, _rewrite_location(v, location.action, self.host) if k.lower() == "location" else v)
                        for k, v in headers]
-        seen.status, seen.answered = response.status, time.time()
+        status = rule.status if action == "restatus" else response.status  # type: ignore[union-attr]
+        seen.status, seen.answered = status, time.time()
         seen.location = next((v for k, v in headers if k.lower() == "location"), None)
-        req.send_response(response.status)
+        req.send_response(status)
         for name, value in headers:
             req.send_header(name, value)
         req.end_headers()

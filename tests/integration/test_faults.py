@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import random
 import subprocess
 import time
 from collections.abc import Iterator
@@ -375,3 +376,55 @@ def test_relative_and_absolute_upload_locations_both_work(
         assert all(loc and loc.startswith(f"http://{proxy.host}/v2/") for loc in locations)
     assert proxy.seen("PATCH") and all(s.status == 202 for s in proxy.seen("PATCH"))
     assert_pushed(proc, proxy.upstream, tmp_path)
+
+
+# ------------------------------------------------------------------------ registries that bend uploads
+
+
+def test_a_patch_answered_201_as_ecr_does_still_pushes(
+    dockwright: RunDockwright, busybox_base: BusyboxBase, proxy: FaultProxy, tmp_path: Path,
+) -> None:
+    rule = proxy.restatus("PATCH", r"/blobs/uploads/", 201)
+
+    proc = build(dockwright, proxy.host, tmp_path)
+
+    assert rule.hits >= 2  # the app layer and the config
+    assert [s.status for s in proxy.seen("PATCH")] == [201] * rule.hits
+    run_oci_image(assert_pushed(proc, proxy.upstream, tmp_path), "app", tmp_path / "bundle")
+
+
+def _big_app(tmp_path: Path) -> None:
+    """The app plus 20 MiB that do not compress: its layer takes two 16 MiB chunks."""
+    make_app(tmp_path / "context")
+    (tmp_path / "context" / "app" / "blob.bin").write_bytes(random.Random(12).randbytes(20 << 20))
+
+
+def test_a_range_that_stops_advancing_in_a_chunked_upload_falls_back_to_one_put(
+    dockwright: RunDockwright, busybox_base: BusyboxBase, proxy: FaultProxy, tmp_path: Path,
+) -> None:
+    _big_app(tmp_path)
+    proxy.fail("PATCH", r"/blobs/uploads/", 416, times=None, header="!content-range")  # chunks only, please
+    stall = proxy.stall_range(passed=1)
+
+    proc = build(dockwright, proxy.host, tmp_path, "--jobs", "1")
+
+    assert_pushed(proc, proxy.upstream, tmp_path)
+    stalled = [s for s in proxy.seen("PATCH") if s.rule == "stall-range"]
+    assert stall.hits >= 2 and stalled[0].headers["content-range"].startswith(f"{16 << 20}-")
+    whole = [s for s in proxy.seen("PUT", "/blobs/uploads/") if s.headers.get("content-length", "0") != "0"]
+    assert len(whole) == stall.hits and all(s.status == 201 for s in whole)
+
+
+def test_a_stalled_upload_whose_monolithic_put_fails_says_what_the_registry_did(
+    dockwright: RunDockwright, busybox_base: BusyboxBase, proxy: FaultProxy, tmp_path: Path,
+) -> None:
+    _big_app(tmp_path)
+    proxy.fail("PATCH", r"/blobs/uploads/", 416, times=None, header="!content-range")
+    proxy.stall_range(passed=1)
+    proxy.fail("PUT", r"/blobs/uploads/", 413, times=None)
+
+    proc = build(dockwright, proxy.host, tmp_path, "--jobs", "1", check=False)
+
+    assert_user_error(proc, f"did not keep bytes {16 << 20}-", f"Range header said '0-{(16 << 20) - 1}'",
+                      "monolithic upload after it failed", "HTTP 413", f"{proxy.host}/{APP}")
+    assert_nothing_pushed(proxy.upstream)

@@ -436,3 +436,11 @@ def test_identity_tokens_use_the_oauth2_refresh_grant(tmp_path: Path) -> None:
     assert token_request.method == "POST" and "authorization" not in headers_of(token_request)
     assert form == {"grant_type": ["refresh_token"], "refresh_token": ["refresh-123"], "client_id": ["dockwright"],
                     "scope": ["repository:app:pull"], "service": ["fake"]}
+
+
+def test_upload_range_headers_are_read_in_both_forms() -> None:
+    from dockwright.registry.upload import range_end
+
+    assert range_end("0-99") == 99
+    assert range_end("bytes=0-16777215") == 16777215
+    assert range_end(None) is None and range_end("10-20") is None and range_end("junk") is None

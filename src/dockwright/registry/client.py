@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -34,7 +35,9 @@ from dockwright.registry.transport import (
     send_with_retries,
     wait_before_retry,
 )
+from dockwright.registry.upload import RangeStalled, counted, range_end, rechunk
 
+log = logging.getLogger("dockwright")
 CHUNK_SIZE = 1 << 20
 UPLOAD_CHUNK_SIZE = 16 << 20  # for registries that only take chunked uploads
 _CHUNKED_UPLOAD_STATUSES = (413, 416)  # a single streamed PATCH was refused: too large / needs ranges
@@ -259,27 +262,40 @@ class RegistryClient:
                     chunks: Callable[[], Iterable[bytes]]) -> None:
         """Upload a blob: POST a session, one streamed PATCH, PUT ?digest=. A failed PATCH or PUT restarts
         with a new session (`chunks()` is called again), at most MAX_ATTEMPTS times in all. Falls back to
-        chunked PATCHes when the registry refuses the single PATCH."""
+        chunked PATCHes when the registry refuses the single PATCH, and to one monolithic PUT when the
+        registry's Range header shows that it did not keep what a PATCH sent."""
         op = Op("pushing blob", self.host, repository, digest)
-        chunked = False
+        mode = "streamed"
+        stalled: RangeStalled | None = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
             location = self._start_upload(op)  # retried within _send: its failure ends the upload
             try:
-                if chunked:
+                if mode == "whole":
+                    self._finish_upload(op, location, size, chunks)
+                    return
+                if mode == "chunked":
                     location = self._patch_chunks(op, location, size, chunks)
                 else:
                     response = self._send(op, "PATCH", location, scopes=[push_scope(repository)], attempts=1,
                                           headers={"Content-Type": "application/octet-stream",
                                                    "Content-Length": str(size)},
-                                          body=lambda: _counted(chunks(), size, op))
+                                          body=lambda: counted(chunks(), size, op))
                     if response.status_code in _CHUNKED_UPLOAD_STATUSES:
-                        chunked = True
+                        mode = "chunked"
                         continue
-                    location = self._upload_location(response, op)
+                    location = self._patched(response, op, location, 0, size - 1)
                 self._finish_upload(op, location)
                 return
+            except RangeStalled as exc:
+                stalled, mode = exc, "whole"
+                log.info("%s; uploading the blob again in one PUT", exc.message)
+                continue
             except RegistryError as exc:
                 retryable = isinstance(exc, ConnectionFailed) or exc.status in RETRY_STATUSES
+                if stalled is not None and (not retryable or attempt == MAX_ATTEMPTS):
+                    how = "" if exc.status else f": {exc.message}"
+                    raise op.error(f"{stalled.detail}, and the monolithic upload after it failed{how}",
+                                   status=exc.status, hint=exc.hint) from None
                 if not retryable or attempt == MAX_ATTEMPTS:
                     raise
                 delay = wait_before_retry(exc.status, exc.retry_after, attempt, op)
@@ -295,20 +311,40 @@ class RegistryClient:
 
     def _patch_chunks(self, op: Op, location: str, size: int, chunks: Callable[[], Iterable[bytes]]) -> str:
         start = 0
-        for piece in _rechunk(_counted(chunks(), size, op), UPLOAD_CHUNK_SIZE):
+        for piece in rechunk(counted(chunks(), size, op), UPLOAD_CHUNK_SIZE):
             end = start + len(piece) - 1
             response = self._send(op, "PATCH", location, scopes=[push_scope(op.repository or "")], attempts=1,
                                   headers={"Content-Type": "application/octet-stream",
                                            "Content-Range": f"{start}-{end}"},
                                   body=lambda piece=piece: piece)
-            location = self._upload_location(response, op)
+            location = self._patched(response, op, location, start, end)
             start = end + 1
         return location
 
-    def _finish_upload(self, op: Op, location: str) -> None:
+    def _patched(self, response: Response, op: Op, location: str, start: int, end: int) -> str:
+        """The upload URL after a PATCH of bytes start-end. 202 is the spec's answer; 201 and 204 are
+        taken as well, as go-containerregistry and Docker's client take them (ECR answers 201), and
+        without a Location the session stays where it was. A Range header that ends before `end` means
+        the registry did not keep everything sent: RangeStalled."""
+        if response.status_code not in (201, 202, 204):
+            raise self._failed(response, op)
+        kept = range_end(response.headers.get("range"))
+        if kept is not None and kept < end:
+            raise RangeStalled(op, start, end, response.headers.get("range") or "")
+        next_location = response.headers.get("location")
+        return urljoin(response.url, next_location) if next_location else location
+
+    def _finish_upload(self, op: Op, location: str, size: int = 0,
+                       chunks: Callable[[], Iterable[bytes]] | None = None) -> None:
+        """PUT ?digest= closes the session; with `chunks`, the PUT carries the whole blob (monolithic)."""
         url = add_query(location, {"digest": op.digest or ""})
+        headers = {"Content-Type": "application/octet-stream"} | ({"Content-Length": str(size)} if chunks else {})
+
+        def body() -> bytes | Iterable[bytes]:
+            return counted(chunks(), size, op) if chunks else b""
+
         response = self._send(op, "PUT", url, scopes=[push_scope(op.repository or "")], attempts=1,
-                              headers={"Content-Type": "application/octet-stream"}, body=lambda: b"")
+                              headers=headers, body=body)
         if response.status_code not in (201, 204):
             raise self._failed(response, op)
         sent = response.headers.get("docker-content-digest")
@@ -316,7 +352,7 @@ class RegistryClient:
             raise DigestMismatchError(f"{op.action}: the registry stored {sent} for {op.digest}")
 
     def _upload_location(self, response: Response, op: Op) -> str:
-        """The next upload URL from a 202 (relative or absolute Location)."""
+        """The upload URL from a 202 (relative or absolute Location)."""
         if response.status_code != 202:
             raise self._failed(response, op)
         location = response.headers.get("location")
@@ -438,26 +474,3 @@ def _declared_media_type(data: bytes) -> str | None:
     except (ValueError, AttributeError, UnicodeDecodeError):
         return None
     return value if isinstance(value, str) else None
-
-
-def _counted(chunks: Iterable[bytes], size: int, op: Op) -> Iterator[bytes]:
-    """`chunks`, checked to add up to `size` bytes (a mismatch is the caller's bug: no retry)."""
-    total = 0
-    for chunk in chunks:
-        total += len(chunk)
-        if total > size:
-            break
-        yield chunk
-    if total != size:
-        raise DigestMismatchError(f"{op.action} {op.digest}: the data to upload is not the declared {size} bytes")
-
-
-def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
-    buffer = bytearray()
-    for chunk in chunks:
-        buffer += chunk
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    if buffer:
-        yield bytes(buffer)
