@@ -43,10 +43,11 @@ class Cache:
         self.root = Path(tempfile.mkdtemp(prefix="dockwright-")) if root is None else root
         self.blobs = self.root / "blobs" / "sha256"
         self.layers = self.root / "layers"
+        self.indexes = self.root / "dirindex"  # layers/dirindex.py's per-layer indexes, by layer digest
         self.tmp = self.root / "tmp"
         self._temps: set[Path] = set()  # made by this process; what is left of them goes on close
         try:
-            for folder in (self.blobs, self.layers, self.tmp):
+            for folder in (self.blobs, self.layers, self.indexes, self.tmp):
                 folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise self._error(exc) from None
@@ -143,6 +144,20 @@ class Cache:
                   "compression": layer.media_type_key}
         os.replace(self._write_temp(json.dumps(record).encode(), ".json"), self.layers / f"{fingerprint}.json")
 
+    def lookup_json(self, folder: Path, digest: str) -> object | None:
+        """A small JSON record filed under a digest in `folder` (self.indexes), or None."""
+        entry = folder / check_digest(digest, "cache").split(":", 1)[1]
+        try:
+            data = json.loads(entry.read_bytes())
+        except (OSError, ValueError):
+            return None
+        self.touch(entry)
+        return data
+
+    def store_json(self, folder: Path, digest: str, data: object) -> None:
+        entry = folder / check_digest(digest, "cache").split(":", 1)[1]
+        os.replace(self._write_temp(json.dumps(data).encode(), ".json"), entry)
+
     def discard_blob(self, digest: str) -> None:
         with contextlib.suppress(OSError):
             self.blob_path(digest).unlink()
@@ -150,7 +165,7 @@ class Cache:
 
 def _entries(root: Path) -> list[tuple[Path, os.stat_result]]:
     found = []
-    for folder in (root / "blobs" / "sha256", root / "layers"):
+    for folder in (root / "blobs" / "sha256", root / "layers", root / "dirindex"):
         if folder.is_dir():
             for path in folder.iterdir():
                 with contextlib.suppress(OSError):
@@ -161,7 +176,7 @@ def _entries(root: Path) -> list[tuple[Path, os.stat_result]]:
 def disk_usage(root: Path) -> str:
     entries = _entries(root)
     blobs = sum(1 for path, _ in entries if path.parent.name == "sha256")
-    total = sum(st.st_size for _, st in entries)
+    total = sum(st.st_size for _, st in entries)  # layer records: built layers' and directory indexes
     return f"{root}: {blobs} blobs, {len(entries) - blobs} layer records, {total} bytes"
 
 

@@ -82,10 +82,12 @@ class CopyStep:
 
 @dataclass(frozen=True)
 class MkdirStep:
-    """A layer holding one directory (Dockerfile WORKDIR on a directory no later step creates)."""
+    """Dockerfile WORKDIR: a layer with the directory and its missing parents, owned by the stage's USER
+    at build time, unless they exist (then an empty-layer history entry). `covered`: a later COPY/ADD of
+    the stage writes into the directory, which creates it anyway when root would own it."""
 
     path: str
-    chown: str | None = None
+    covered: bool = False
     created_by: str = ""
 
 

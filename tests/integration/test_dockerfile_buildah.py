@@ -11,6 +11,7 @@ Dockerfile it can handle, so the rest of the image is still compared.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from dockerfile_compare import (
     read_config,
     tree_differences,
 )
-from images import BusyboxBase
+from images import BusyboxBase, sh
 from servers import RegistryServer, start_registry
 
 CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "Dockerfile").is_file())
@@ -126,11 +127,7 @@ DEVIATIONS: dict[str, Deviation] = {
 IGNORED_LABELS = ("io.buildah.version",)  # buildah's own label, not in the Dockerfile
 # where dockwright differs from Docker (and buildah agrees with Docker): expected failures, so the
 # test turns red the day they are fixed and this list must shrink
-KNOWN_DEFECTS = {
-    "workdir-created-by-copy": "WORKDIR /tmp makes no /tmp directory; BuildKit creates every WORKDIR but / "
-                               "(dockwright skips /tmp so as not to reset an existing /tmp's mode: see "
-                               "test_existing_directories_keep_their_mode_and_owner)",
-}
+KNOWN_DEFECTS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -143,13 +140,31 @@ def buildah() -> Iterator[Buildah]:
 
 
 @pytest.fixture(scope="module")
-def local_base(busybox_files: BusyboxBase, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The busybox base in a registry shared by this module's builds: its `oci` reference."""
+def diff_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     server: RegistryServer = start_registry(tmp_path_factory.mktemp("diff-registry"), None)
     try:
-        yield busybox_files.seed(server).oci_ref
+        yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="module")
+def local_base(busybox_files: BusyboxBase, diff_registry: RegistryServer) -> str:
+    """The busybox base in a registry shared by this module's builds: its `oci` reference."""
+    return busybox_files.seed(diff_registry).oci_ref
+
+
+@pytest.fixture(scope="module")
+def nonroot_base(busybox_files: BusyboxBase, diff_registry: RegistryServer,
+                 tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The busybox base with `USER app` in its config (as distroless :nonroot, node images run as
+    their user): its reference in the module's registry."""
+    layout = tmp_path_factory.mktemp("nonroot") / "layout"
+    shutil.copytree(busybox_files.layout, layout)
+    sh("umoci", "config", "--image", f"{layout}:latest", "--tag", "nonroot", "--config.user", "app")
+    reference = f"{diff_registry.host}/base/busybox:nonroot"
+    sh("skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:nonroot", f"docker://{reference}")
+    return reference
 
 
 def _settings(config: dict[str, Any], deviation: Deviation) -> dict[str, Any]:
@@ -200,9 +215,6 @@ def test_existing_directories_keep_their_mode_and_owner(buildah: Buildah, local_
                        Deviation(""), buildah, dockwright, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="WORKDIR on a directory no later step writes into makes a layer with "
-                   "that directory (root-owned unless USER is known); the frontend cannot know the base already "
-                   "has it without downloading the base's layers")
 @pytest.mark.requires("buildah", "umoci", "skopeo", "docker-registry")
 def test_workdir_on_an_existing_directory_keeps_its_owner(buildah: Buildah, local_base: str,
                                                           dockwright: RunDockwright, tmp_path: Path) -> None:
@@ -210,10 +222,47 @@ def test_workdir_on_an_existing_directory_keeps_its_owner(buildah: Buildah, loca
                        Deviation(""), buildah, dockwright, tmp_path)
 
 
+# WORKDIR and COPY --chown against a base with existing directories (/tmp 1777, /home/app owned by app)
+_OWNERSHIP_CASES = {
+    "workdir-existing-and-new": "WORKDIR /tmp\nWORKDIR /home/app\nWORKDIR /srv/data/cache\nUSER app\n"
+                                "WORKDIR /home/app/work\nWORKDIR /opt/x/y\nWORKDIR /srv/data\n",
+    "workdir-after-chown-copy": "COPY --chown=1000:1000 dir /app\nWORKDIR /app\nWORKDIR sub\n",
+    "user-workdir-then-copy": "USER app\nWORKDIR /app\nCOPY --chown=app:app f .\nCOPY f /app/root-owned/\n",
+    "copy-chown-into-new-parents": "COPY --chown=app:app f /new/a/b/f\nCOPY --chown=1000 dir /tmp/x/y\n"
+                                   "COPY --chown=app f /home/app/sub/deeper/\nCOPY --chown=app:app f f2 /opt/d/e/\n"
+                                   "ADD --chown=app f /var/lib/added/f\n",
+}
+_NONROOT_CASES = {  # on a base whose config says USER app
+    "base-user-workdir": "WORKDIR /home/app\nWORKDIR /srv/app\nCOPY f .\nWORKDIR /tmp/cache\n",
+    "base-user-covered-workdir": "WORKDIR /app\nCOPY f /app/\nCOPY --chown=0:0 f /app/sub/\n",
+}
+
+
+@pytest.mark.requires("buildah", "umoci", "skopeo", "docker-registry")
+@pytest.mark.parametrize("name", sorted(_OWNERSHIP_CASES))
+def test_workdir_and_chown_create_directories_as_docker(name: str, buildah: Buildah, local_base: str,
+                                                        dockwright: RunDockwright, tmp_path: Path) -> None:
+    """Created directories (parents included) belong to the USER (WORKDIR) or the --chown user; existing
+    ones, in the base or made by an earlier step, keep their owner and mode."""
+    _assert_same_image(_existing_dirs_case(tmp_path, _OWNERSHIP_CASES[name], local_base),
+                       Deviation(""), buildah, dockwright, tmp_path)
+
+
+@pytest.mark.requires("buildah", "umoci", "skopeo", "docker-registry")
+@pytest.mark.parametrize("name", sorted(_NONROOT_CASES))
+def test_workdir_owned_by_the_base_images_user(name: str, buildah: Buildah, nonroot_base: str,
+                                               dockwright: RunDockwright, tmp_path: Path) -> None:
+    _assert_same_image(_existing_dirs_case(tmp_path, _NONROOT_CASES[name], nonroot_base),
+                       Deviation(""), buildah, dockwright, tmp_path)
+
+
 def _existing_dirs_case(tmp_path: Path, instructions: str, local_base: str) -> Case:
     context = tmp_path / "context"
     context.mkdir()
     (context / "f").write_text("x\n")
+    (context / "f2").write_text("y\n")
+    (context / "dir" / "inner").mkdir(parents=True)
+    (context / "dir" / "inner" / "g").write_text("z\n")
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text(f"FROM {local_base}\n{instructions}")
     return Case("existing-directories", dockerfile, context)

@@ -26,6 +26,7 @@ from dockwright.model.platform import Platform, parse_platforms
 from dockwright.plan import BuildOptions, BuildPlan, ConfigStep, CopyStep, MkdirStep, Stage
 
 if TYPE_CHECKING:
+    from dockwright.layers.dirindex import ImageDirs, LayerIndex
     from dockwright.layers.dockerignore import IgnoreMatcher
     from dockwright.layers.tar import Compression, TarEntry
     from dockwright.layers.quickkey import BackgroundWalks
@@ -42,7 +43,9 @@ class _StageState:
     image: BaseImage
     rootfs: RootFS | None = None  # the whole file system, for COPY --from
     accounts: RootFS | None = None  # just /etc/passwd and /etc/group, for --chown names
-    known_dirs: set[str] = field(default_factory=set)  # made by this stage's WORKDIRs: exist, root-owned
+    known_dirs: set[str] = field(default_factory=set)  # exist, as this stage's steps made them (relative paths)
+    dirs: ImageDirs | None = None  # the image's directories, from its layers' indexes (when asked)
+    dirs_layers: int = 0  # how many of image.layers `dirs` holds
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Builder:
     _layers: dict[str, Layer] = field(default_factory=dict)
     _result: BuildResult = field(default_factory=lambda: BuildResult([]))
     _walks: BackgroundWalks | None = None
+    _indexes: dict[str, LayerIndex] = field(default_factory=dict)  # layer digest -> its directory index
 
     @property
     def created(self) -> str:
@@ -159,20 +163,70 @@ class Builder:
                     inherited = config.get("config") or {}
                     edit = resolve_deferred(edit, inherited.get("Env") or [], inherited.get("WorkingDir") or "/")
                 mutate.apply_edit(config, edit)
-                if edit.workdir is not None:
-                    state.known_dirs.add(config["config"]["WorkingDir"].rstrip("/") or "/")
                 if step.created_by:
                     mutate.add_history(config, self.created, step.created_by, empty_layer=True)
             case CopyStep():
                 created_by = step.created_by or f"COPY {' '.join(step.sources)} {step.dest}"
                 self._append_layer(state, self._copy_layer(plan, step, state, states), created_by)
+                dest = self._absolute(step.dest, state)  # it exists now, with its parents
+                state.known_dirs.update(_ancestors(dest.strip("/") if dest.endswith("/") else
+                                                   posixpath.dirname(dest).strip("/")))
             case MkdirStep():
-                from dockwright.layers.tar import TarEntry
+                self._mkdir(step, state)
 
-                uid, gid = self._owner(step.chown, state)
-                path = self._absolute(step.path, state)
-                entries = [TarEntry(path.strip("/"), "dir", 0o755, uid, gid, mtime=self.options.source_date_epoch)]
-                self._add_layer(state, entries, step.created_by or f"WORKDIR {step.path}")
+    def _mkdir(self, step: MkdirStep, state: _StageState) -> None:
+        """WORKDIR, as BuildKit: mkdir -p owned by the stage's current USER (the base's included), mode
+        0755; nothing for directories that exist. A directory a later COPY of the stage creates anyway
+        (step.covered) needs no layer when root owns it."""
+        path = self._absolute(step.path, state).strip("/")
+        user = (state.image.config.get("config") or {}).get("User") or ""
+        uid, gid = self._owner(user, state) if user else (0, 0)
+        missing = [] if step.covered and (uid, gid) == (0, 0) else self._missing_dirs(state, path)
+        state.known_dirs.update(_ancestors(path))
+        created_by = step.created_by or f"WORKDIR /{path}"
+        if not missing:
+            mutate.add_history(state.image.config, self.created, created_by, empty_layer=True)
+            return
+        from dockwright.layers.tar import TarEntry
+
+        mtime = self.options.source_date_epoch
+        self._add_layer(state, [TarEntry(p, "dir", 0o755, uid, gid, mtime=mtime) for p in missing], created_by)
+
+    def _missing_dirs(self, state: _StageState, path: str) -> list[str]:
+        """The directories mkdir -p would create for `path` (relative) in the image as it is now, parents
+        first, leaving out those this stage's steps made. The image's own directories come from its
+        layers' indexes: read once per layer digest and cached, so only the first build that needs to
+        know downloads a base layer for it (and only its tar headers are kept)."""
+        if not path or path in state.known_dirs:
+            return []
+        layers = state.image.layers
+        if not layers:
+            missing = _ancestors(path)
+        else:
+            from dockwright.layers.dirindex import ImageDirs
+
+            if state.dirs is None:
+                state.dirs = ImageDirs()
+            for layer in layers[state.dirs_layers:]:
+                state.dirs.apply(self._layer_index(layer))
+            state.dirs_layers = len(layers)
+            missing = state.dirs.missing(path)
+        return [p for p in missing if p not in state.known_dirs]
+
+    def _layer_index(self, layer: Layer) -> LayerIndex:
+        from dockwright.layers.dirindex import LayerIndex
+
+        digest = layer.descriptor.digest
+        known = self._indexes.get(digest)
+        if known is None and self.options.use_cache:
+            known = LayerIndex.from_json(self.cache.lookup_json(self.cache.indexes, digest))
+        if known is None:
+            log.info("reading the directories of layer %s", digest[:19])
+            known = LayerIndex.read(layer.source.open(), f"layer {digest}")
+            if self.options.use_cache:
+                self.cache.store_json(self.cache.indexes, digest, known.to_json())
+        self._indexes[digest] = known
+        return known
 
     def _absolute(self, dest: str, state: _StageState) -> str:
         """Resolve a COPY destination against the WorkingDir in force, keeping a trailing slash."""
@@ -215,9 +269,21 @@ class Builder:
         """(absolute destination, the keyword arguments of collect_copy and its kin) for a COPY step."""
         uid, gid = self._owner(step.chown, state)
         dest = self._absolute(step.dest, state)
+        dest_exists, make_dirs = self._destination_dirs(dest, step, (uid, gid), state)
         return dest, {"uid": uid, "gid": gid, "chmod": int(step.chmod, 8) if step.chmod else None,
                       "extra_excludes": step.excludes, "parents": step.parents,
-                      "mtime": self.options.source_date_epoch, "dest_exists": dest.rstrip("/") in state.known_dirs}
+                      "mtime": self.options.source_date_epoch, "dest_exists": dest_exists, "make_dirs": make_dirs}
+
+    def _destination_dirs(self, dest: str, step: CopyStep, owner: tuple[int, int],
+                          state: _StageState) -> tuple[bool, list[str]]:
+        """(whether the destination directory exists, the missing parents the copy makes for its --chown
+        user). Only a COPY with --chown or --chmod needs to know (and may read the image's directories):
+        without them, what it would write is what a runtime makes of a missing directory (root, 0755)."""
+        if step.chmod is None and owner == (0, 0):
+            return dest.strip("/") in state.known_dirs, []
+        path = dest.strip("/")
+        parents = self._missing_dirs(state, posixpath.dirname(path)) if owner != (0, 0) else []
+        return not self._missing_dirs(state, path), parents
 
     def _copy_entries(self, plan: BuildPlan, step: CopyStep, state: _StageState,
                       states: list[_StageState]) -> list[TarEntry]:
@@ -335,7 +401,8 @@ class Builder:
         dest = self._absolute(step.dest, state)
         compression = self._compression()
         settings = json.dumps([FORMAT_VERSION, compression.algorithm, compression.resolved_level(), step.sources,
-                               dest, dest.rstrip("/") in state.known_dirs, step.chown, self._owner(step.chown, state),
+                               dest, self._destination_dirs(dest, step, self._owner(step.chown, state), state),
+                               step.chown, self._owner(step.chown, state),
                                step.chmod, step.excludes, step.parents, plan.dockerignore,
                                self.options.source_date_epoch])
         root, skip = tree
@@ -433,6 +500,12 @@ def _tree_source(plan: BuildPlan, step: CopyStep) -> tuple[str, frozenset[str]] 
     skip = frozenset() if outright else frozenset(p for p in step.excludes if "/" not in p
                                                   and not any(c in p for c in "*?[\\"))
     return root, skip
+
+
+def _ancestors(path: str) -> list[str]:
+    """"a/b/c" -> ["a", "a/b", "a/b/c"]; "" -> []."""
+    parts = path.split("/") if path else []
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def _root_stage(plan: BuildPlan, stage: Stage) -> Stage:

@@ -279,23 +279,25 @@ def _split_pivot(source: str) -> tuple[str, str]:
 def collect_copy(context: Path, sources: Sequence[str], dest: str, *, uid: int = 0, gid: int = 0,
                  chmod: int | None = None, excludes: IgnoreMatcher | None = None,
                  extra_excludes: Sequence[str] = (), parents: bool = False,
-                 mtime: int = 0, dest_exists: bool = False) -> list[TarEntry]:
+                 mtime: int = 0, dest_exists: bool = False, make_dirs: Sequence[str] = ()) -> list[TarEntry]:
     """The entries of one COPY layer: `sources` (context-relative, wildcards allowed; "/x" means "x")
     copied to the absolute in-image `dest`, with `excludes` (.dockerignore) and `extra_excludes`
     (COPY --exclude, relative to each source). Sorted, no duplicates; the destination's parents are
-    not included (see _Collector.owns_destination). Permission bits are masked with 0o755 unless
-    `chmod` is given."""
-    collector = _context_collector(context, excludes, extra_excludes, uid, gid, chmod, mtime, dest_exists)
+    not included (see _Collector.owns_destination) except `make_dirs`: missing parents the copy creates,
+    owned by uid:gid (--chown), mode 0755, as BuildKit's MkdirAll does. Permission bits are masked with
+    0o755 unless `chmod` is given."""
+    collector = _context_collector(context, excludes, extra_excludes, uid, gid, chmod, mtime, dest_exists,
+                                   make_dirs)
     return _collect(collector, sources, dest, parents)
 
 
 def stream_copy(context: Path, source: str, dest: str, *, uid: int = 0, gid: int = 0, chmod: int | None = None,
                 excludes: IgnoreMatcher | None = None, extra_excludes: Sequence[str] = (), parents: bool = False,
-                mtime: int = 0, dest_exists: bool = False) -> Iterator[TarEntry]:
+                mtime: int = 0, dest_exists: bool = False, make_dirs: Sequence[str] = ()) -> Iterator[TarEntry]:
     """collect_copy of one source, as an iterator. For a directory the entries come in layer order
     while the tree is walked, so the layer writer and its compressor threads start at once rather than
     after the walk; the source itself is checked now."""
-    args = (context, excludes, extra_excludes, uid, gid, chmod, mtime, dest_exists)
+    args = (context, excludes, extra_excludes, uid, gid, chmod, mtime, dest_exists, make_dirs)
     collector = _context_collector(*args)
     dest_path, dest_dir = _destination([source], dest)
     _check_source(collector, source)
@@ -330,7 +332,8 @@ def _walk_source(collector: _Collector, real: str, base: str) -> Iterator[tuple[
 
 
 def _context_collector(context: Path, excludes: IgnoreMatcher | None, extra_excludes: Sequence[str], uid: int,
-                       gid: int, chmod: int | None, mtime: int, dest_exists: bool) -> _Collector:
+                       gid: int, chmod: int | None, mtime: int, dest_exists: bool,
+                       make_dirs: Sequence[str]) -> _Collector:
     try:
         root = os.path.realpath(context, strict=True)
     except OSError as exc:
@@ -338,18 +341,21 @@ def _context_collector(context: Path, excludes: IgnoreMatcher | None, extra_excl
     collector = _Collector(root, f"the build context {root}", excludes,
                            IgnoreMatcher(extra_excludes) if extra_excludes else None, uid, gid, chmod, mtime)
     collector.dest_exists = dest_exists
+    collector.created.update(dict.fromkeys(make_dirs, _DIR_MODE))
     return collector
 
 
 def collect_from_root(root: Path, where: str, sources: Sequence[str], dest: str, *, uid: int = 0,
                       gid: int = 0, chmod: int | None = None, extra_excludes: Sequence[str] = (),
-                      parents: bool = False, mtime: int = 0, dest_exists: bool = False) -> list[TarEntry]:
+                      parents: bool = False, mtime: int = 0, dest_exists: bool = False,
+                      make_dirs: Sequence[str] = ()) -> list[TarEntry]:
     """collect_copy for an extracted image root (COPY --from): symlinks in source paths resolve
     inside `root` as in a chroot, and modes are kept as they are (setuid included)."""
     collector = _Collector(os.path.realpath(root), where, None,
                            IgnoreMatcher(extra_excludes) if extra_excludes else None, uid, gid, chmod, mtime,
                            scoped=True, mode_mask=0o7777)
     collector.dest_exists = dest_exists
+    collector.created.update(dict.fromkeys(make_dirs, _DIR_MODE))
     return _collect(collector, sources, dest, parents)
 
 

@@ -204,12 +204,12 @@ class RootFS:
 
     def collect(self, sources: Sequence[str], dest: str, *, uid: int = 0, gid: int = 0,
                 chmod: int | None = None, extra_excludes: Sequence[str] = (), parents: bool = False,
-                mtime: int = 0, dest_exists: bool = False) -> list[TarEntry]:
+                mtime: int = 0, dest_exists: bool = False, make_dirs: Sequence[str] = ()) -> list[TarEntry]:
         """COPY --from: collect_copy semantics with sources relative to the image root; owner 0:0
         unless given (Docker resets ownership), permission bits kept."""
         return collect_from_root(self.root, self.where, sources, dest, uid=uid, gid=gid, chmod=chmod,
                                  extra_excludes=extra_excludes, parents=parents, mtime=mtime,
-                                 dest_exists=dest_exists)
+                                 dest_exists=dest_exists, make_dirs=make_dirs)
 
 
 def resolve_chown(chown: str, rootfs: RootFS | None) -> tuple[int, int]:
@@ -255,7 +255,7 @@ class _Extractor:
         return os.path.join(self.root, rel) if rel else self.root
 
     def extract(self, member: tarfile.TarInfo, content: IO[bytes] | None, layer: str) -> None:
-        rel = _clean_member_name(member.name, layer)
+        rel = clean_member_name(member.name, layer)
         if not rel:
             return
         parent, _, base = rel.rpartition("/")
@@ -293,7 +293,7 @@ class _Extractor:
         if member.issym():
             os.symlink(member.linkname, path)
         elif member.islnk():
-            target = _clean_member_name(member.linkname, layer)
+            target = clean_member_name(member.linkname, layer)
             target_parent = target.rpartition("/")[0]
             if not target or not self._parent_ok(target_parent, target, create=False):
                 log.warning("%s: skipping hard link %s to %s", layer, rel, member.linkname)
@@ -356,7 +356,7 @@ class _Extractor:
                 self._clear_lower(child)
 
 
-def _clean_member_name(name: str, layer: str) -> str:
+def clean_member_name(name: str, layer: str) -> str:
     """A member name as a clean root-relative path; names climbing out of the root are errors."""
     stripped = name.lstrip("/")
     normalized = posixpath.normpath(stripped) if stripped else "."

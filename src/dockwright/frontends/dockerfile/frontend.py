@@ -291,8 +291,7 @@ class _Frontend:
             edit = ConfigEdit(workdir=path)
         else:
             edit = ConfigEdit(workdir=expanded.template or escape_template(expanded.value), deferred=True)
-        user = scope.user.value if scope.user is not None and scope.user.template is None else None
-        return [Workdir(edit, f"WORKDIR {path or expanded.template or expanded.value}", path, user)]
+        return [Workdir(edit, f"WORKDIR {path or expanded.template or expanded.value}", path)]
 
     def do_user(self, command: Any, scope: _Scope) -> list[Item]:
         if not command.value or not command.value[0]:

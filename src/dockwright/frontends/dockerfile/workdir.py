@@ -1,6 +1,7 @@
-"""WORKDIR directory layers: Docker creates the WORKDIR directory (owned by the current USER); a
-plan makes that layer only when no later COPY/ADD of the stage writes into the directory (which
-creates it anyway), and never for /, /tmp, /var/tmp."""
+"""WORKDIR directory steps: BuildKit creates every WORKDIR but / (mkdir -p, owned by the current USER,
+nothing when it exists). Whether it exists, and who the USER is, are known at build time only; the plan
+records whether a later COPY/ADD of the stage writes into the directory (which then creates it
+anyway, when root would own it)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dockwright.plan import ConfigEdit, ConfigStep, CopyStep, MkdirStep, Step
-
-_NO_MKDIR = ("/", "/tmp", "/var/tmp")
 
 
 @dataclass
@@ -19,7 +18,6 @@ class Workdir:
     edit: ConfigEdit
     created_by: str
     path: str | None  # absolute, or None when not known here
-    chown: str | None
     covered: bool = False  # a later COPY/ADD creates the directory
 
 
@@ -33,7 +31,7 @@ class CopyMark:
 
 
 def finish_workdirs(items: Sequence[Step | Workdir | CopyMark]) -> tuple[Step, ...]:
-    """The stage's steps, with a MkdirStep after each WORKDIR that needs one."""
+    """The stage's steps, with a MkdirStep after each WORKDIR but /."""
     workdirs: list[Workdir] = []
     for item in items:
         if isinstance(item, Workdir):
@@ -51,11 +49,11 @@ def finish_workdirs(items: Sequence[Step | Workdir | CopyMark]) -> tuple[Step, .
             steps.append(item.step)
         elif not isinstance(item, Workdir):
             steps.append(item)
-        elif item.covered or item.path in _NO_MKDIR:
+        elif item.path == "/":
             steps.append(ConfigStep(item.edit, item.created_by))
         else:
             steps.append(ConfigStep(item.edit))
-            steps.append(MkdirStep(item.path or ".", chown=item.chown, created_by=item.created_by))
+            steps.append(MkdirStep(item.path or ".", covered=item.covered, created_by=item.created_by))
     return tuple(steps)
 
 
