@@ -1,3 +1,3 @@
-from dockwright.cli.main import main
+from dockwright.cli.main import run
 
-raise SystemExit(main())
+run()

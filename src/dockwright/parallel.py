@@ -1,21 +1,49 @@
-"""Sinks for a built image: a registry, a docker-archive, an OCI archive or layout, a local engine."""
+"""Run transfers on a few threads, and stop them when the caller cancels."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
+from dockwright.model.errors import Cancelled
+
 T = TypeVar("T")
+POLL_SECONDS = 0.1  # how often a wait looks at the cancel event
 
 
-def run_parallel(calls: Sequence[Callable[[], T]], jobs: int, name: str) -> list[T]:
+def run_parallel(calls: Sequence[Callable[[], T]], jobs: int, name: str,
+                 cancel: threading.Event | None = None) -> list[T]:
     """Run `calls` on up to `jobs` threads; returns their results in order. Re-raises the first failure.
-    On a failure or Ctrl-C, queued calls are cancelled and running ones are not waited for: a transfer held by a slow
-    registry must not keep an interrupted build alive (the CLI exits without joining them)."""
-    from concurrent.futures import ThreadPoolExecutor
+    On a failure, Ctrl-C or `cancel`, queued calls are cancelled and running ones are not waited for: a transfer
+    held by a slow registry must not keep an interrupted build alive (each one stops at its next chunk)."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix=name)
     try:
-        return [future.result() for future in [pool.submit(call) for call in calls]]
+        futures = [pool.submit(call) for call in calls]
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=POLL_SECONDS if cancel else None, return_when=FIRST_EXCEPTION)
+            for future in done:
+                if future.exception() is not None:
+                    raise future.exception()  # type: ignore[misc]
+            check_cancelled(cancel)
+        return [future.result() for future in futures]
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def check_cancelled(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("cancelled: nothing was tagged and no partial output was left")
+
+
+def cancellable(chunks: Iterable[bytes], cancel: threading.Event | None) -> Iterator[bytes]:
+    """`chunks`, stopping with Cancelled at the next chunk once `cancel` is set."""
+    if cancel is None:
+        yield from chunks
+        return
+    for chunk in chunks:
+        check_cancelled(cancel)
+        yield chunk

@@ -10,7 +10,7 @@ edits the config (and, when it has `created_by`, adds an empty-layer history ent
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -145,20 +145,10 @@ def _edit_summary(edit: ConfigEdit) -> str:
     )
 
 
-@dataclass(frozen=True)
-class Output:
-    """One destination for the built image. kind: registry | docker | oci | oci-dir | load."""
-
-    kind: str
-    dest: str | None = None
-
-
 @dataclass
 class BuildOptions:
-    """Everything about how to build and where to put the result (not what to build)."""
+    """How to build (not what to build, nor where the result goes)."""
 
-    tags: list[str] = field(default_factory=list)
-    outputs: list[Output] = field(default_factory=list)
     platforms: str | None = None  # --platform text; None = host
     format: str | None = None  # "oci" | "docker" | None (follow the base)
     insecure_registries: tuple[str, ...] = ()
@@ -167,6 +157,4 @@ class BuildOptions:
     jobs: int = 4
     cache_dir: Path | None = None
     use_cache: bool = True
-    metadata_file: Path | None = None
-    iidfile: Path | None = None
     source_date_epoch: int = 0

@@ -12,15 +12,18 @@ from typing import Any
 
 import pytest
 
-from dockwright.build.executor import Builder
 from dockwright.cache import Cache
-from dockwright.formats.layout import IMAGE_NAME, REF_NAME, write_archive, write_layout_dir
+from dockwright.executor import Builder
+from dockwright.formats import PublishContext, write_all
+from dockwright.formats.docker_archive import DockerArchive
+from dockwright.formats.layout import IMAGE_NAME, REF_NAME, OciArchive, OciLayoutDir
 from dockwright.frontends import flags
 from dockwright.model import documents, mediatypes
 from dockwright.model.errors import DigestMismatchError, DockwrightError, ImageFormatError, UsageError
 from dockwright.model.image import BuildResult
 from dockwright.model.reference import Reference, parse_reference
 from dockwright.plan import BuildOptions
+from dockwright.progress import Progress
 
 EPOCH = 1_700_000_000
 
@@ -49,6 +52,17 @@ def cached(tmp_path: Path) -> BuildResult:
     """The same build twice: the second one's layer comes from the cache."""
     _build(tmp_path)
     return _build(tmp_path)
+
+
+def write_archive(result: BuildResult, dest: Path, tags: list[Reference], *, docker: bool, mtime: int) -> None:
+    """What `-o type=docker|oci,dest=...` does with the build's result."""
+    output = DockerArchive(dest) if docker else OciArchive(dest)
+    write_all(result, [output], PublishContext(tags, None, dest.parent, Progress("off"), mtime=mtime))
+
+
+def write_layout_dir(result: BuildResult, root: Path, tags: list[Reference]) -> None:
+    """What `-o type=oci,dest=DIR,tar=false` does with the build's result."""
+    write_all(result, [OciLayoutDir(root)], PublishContext(tags, None, root.parent, Progress("off")))
 
 
 def _tags(*texts: str) -> list[Reference]:

@@ -6,11 +6,13 @@ stdout carries results only (pushed references or the image digest); logs go to 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from dockwright import __version__
 from dockwright.model.errors import DockwrightError
@@ -108,6 +110,9 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     log.setLevel(level)
 
 
+INTERRUPTED, INTERRUPTED_BY_SIGTERM = 130, 143
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM: unwound like Ctrl-C (temporary files removed, no tag pushed), exit status 128 + 15."""
 
@@ -117,16 +122,17 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status. Callable from any thread and more than once: it installs
+    no signal handler and never exits the process (`run` is the `dockwright` program)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _on_sigterm)
     _setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
     try:
         if args.command == "build":
-            from dockwright.cli.commands import run_build
+            from dockwright.cli.build import run_build
 
             return run_build(args)
         if args.command in ("login", "logout"):
@@ -147,7 +153,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt as exc:
         print("interrupted: nothing was tagged and no partial output was left", file=sys.stderr)
-        sys.stderr.flush()
-        # do not wait for transfer threads; temporary files were removed on the way out
-        os._exit(143 if isinstance(exc, _Terminated) else 130)
+        return INTERRUPTED_BY_SIGTERM if isinstance(exc, _Terminated) else INTERRUPTED
 
+
+def run() -> NoReturn:
+    """The `dockwright` program: SIGTERM unwinds like Ctrl-C; after an interruption the process exits at once,
+    without waiting for transfer threads (temporary files were removed on the way out)."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        status = main()
+    except KeyboardInterrupt as exc:  # arrived while main() was already returning
+        status = INTERRUPTED_BY_SIGTERM if isinstance(exc, _Terminated) else INTERRUPTED
+    if status in (INTERRUPTED, INTERRUPTED_BY_SIGTERM):
+        sys.stderr.flush()
+        with contextlib.suppress(OSError):
+            sys.stdout.flush()
+        os._exit(status)
+    sys.exit(status)

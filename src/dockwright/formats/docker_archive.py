@@ -1,4 +1,5 @@
-"""A docker-archive (`docker save`, `skopeo copy ... docker-archive:`) as a base image.
+"""docker-archives: read one (`docker save`, `skopeo copy ... docker-archive:`) as a base image, and write one
+for `docker load` / `podman load` (an OCI layout tar plus Docker's manifest.json, as Docker 25+ saves).
 
 Its layers are usually uncompressed tars; each is streamed once through the layer compressor, which
 checks it against the config's diff_id and gives a registry-ready gzip blob."""
@@ -6,20 +7,27 @@ checks it against the config's diff_id and gives a registry-ready gzip blob."""
 from __future__ import annotations
 
 import json
+import logging
 import tarfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from dockwright.formats.layout import StagedFile, blob_name, write_archive
 from dockwright.model import documents, mediatypes
 from dockwright.model.blobs import FileBlob
 from dockwright.model.digest import digest_bytes
 from dockwright.model.documents import Descriptor
 from dockwright.model.errors import DigestMismatchError, ImageFormatError, UsageError
-from dockwright.model.image import BaseImage, Layer
+from dockwright.model.image import BaseImage, BuildResult, Layer
 from dockwright.model.platform import Platform
 
+if TYPE_CHECKING:
+    from dockwright.formats import PublishContext
+    from dockwright.model.reference import Reference
+
+log = logging.getLogger("dockwright")
 CHUNK = 1 << 20
 
 
@@ -105,3 +113,37 @@ def _layer(tar: tarfile.TarFile, name: str, diff_id: str, workdir: Path, where: 
         raise DigestMismatchError(f"{where}: layer {name} has content {blob.diff_id}, its config says {diff_id}")
     descriptor = Descriptor(mediatypes.DOCKER_LAYER_GZIP, blob.digest, blob.size)
     return Layer(descriptor, diff_id, FileBlob(target, blob.digest, blob.size, f"layer of {where}"))
+
+
+class DockerArchive:
+    """`-o type=docker,dest=FILE`: RepoTags from the tags."""
+
+    needs_blobs = True
+    visible_last = True
+
+    def __init__(self, dest: Path) -> None:
+        self.file = StagedFile(dest)
+
+    def prepare(self, result: BuildResult, context: PublishContext) -> None:
+        write_archive(result, self.file.temp, context.tags, mtime=context.mtime, progress=context.progress,
+                      extra={"manifest.json": docker_manifest_json(result, context.tags)}, shown=self.file.dest)
+
+    def commit(self, result: BuildResult, context: PublishContext) -> None:
+        self.file.commit()
+        log.info("wrote docker archive %s", self.file.dest)
+
+    def discard(self) -> None:
+        self.file.discard()
+
+
+def docker_manifest_json(result: BuildResult, tags: list[Reference]) -> bytes:
+    if len(result.images) != 1:
+        raise UsageError("a docker archive holds one platform, but this build made "
+                         f"{len(result.images)}", hint="pick one with --platform, or use -o type=oci")
+    img = result.images[0]
+    entry = {
+        "Config": blob_name(img.config.descriptor.digest),
+        "RepoTags": [t.familiar for t in tags if t.tag],
+        "Layers": [blob_name(layer.descriptor.digest) for layer in img.layers],
+    }
+    return json.dumps([entry]).encode()

@@ -4,11 +4,18 @@ at DOCKER_HOST (default unix:///var/run/docker.sock). No docker CLI needed."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dockwright.model.errors import DockwrightError
 
+if TYPE_CHECKING:
+    from dockwright.formats import PublishContext
+    from dockwright.model.image import BuildResult
+
+log = logging.getLogger("dockwright")
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 
 
@@ -50,3 +57,24 @@ def load_archive(archive: Path) -> str:
     if response.status_code >= 400:
         raise DockwrightError(f"the engine at {host} answered HTTP {response.status_code}: {response.text[:300]}")
     return "; ".join(m for m in messages if m)
+
+
+class Engine:
+    """`--load`: into the Docker or Podman engine at DOCKER_HOST (a docker-archive sent to POST /images/load)."""
+
+    needs_blobs = True
+    visible_last = False
+
+    def prepare(self, result: BuildResult, context: PublishContext) -> None:
+        from dockwright.formats.docker_archive import docker_manifest_json
+        from dockwright.formats.layout import write_archive
+
+        self.archive = context.workdir / "load.tar"
+        write_archive(result, self.archive, context.tags, mtime=context.mtime, progress=context.progress,
+                      extra={"manifest.json": docker_manifest_json(result, context.tags)})
+
+    def commit(self, result: BuildResult, context: PublishContext) -> None:
+        log.info("loaded into the engine: %s", load_archive(self.archive))
+
+    def discard(self) -> None:
+        pass

@@ -1,18 +1,20 @@
-"""OCI image layouts, in a directory or a tar archive; a docker-archive is an OCI layout tar plus
-Docker's manifest.json, which `docker load` and `podman load` read (the format Docker 25+ saves)."""
+"""OCI image layouts, in a directory or a tar archive (writing; reading a layout as a base is in resolve.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import logging
 import os
 import tarfile
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from dockwright.files import atomic_write
 from dockwright.formats.registry import RegistryBlob
 from dockwright.model import mediatypes
 from dockwright.model.blobs import BlobSource, BytesBlob
@@ -20,9 +22,13 @@ from dockwright.model.digest import check_digest
 from dockwright.model.errors import DockwrightError, ImageFormatError, UsageError
 from dockwright.model.image import BuildResult
 from dockwright.model.reference import Reference
-from dockwright.parallel import run_parallel
+from dockwright.parallel import cancellable, run_parallel
 from dockwright.progress import Progress
 
+if TYPE_CHECKING:
+    from dockwright.formats import PublishContext
+
+log = logging.getLogger("dockwright")
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 REF_NAME = "org.opencontainers.image.ref.name"
 IMAGE_NAME = "io.containerd.image.name"
@@ -36,7 +42,7 @@ class Sink(Protocol):
     def put_file(self, name: str, data: bytes) -> None: ...
 
 
-def prefetch(result: BuildResult, jobs: int, progress: Progress) -> None:
+def prefetch(result: BuildResult, jobs: int, progress: Progress, cancel: threading.Event | None = None) -> None:
     """Download the registry blobs a local output needs, in parallel, into the cache, so that the
     archive is then written from local files at disk speed."""
     missing = [(digest, size, source) for digest, size, source in result.blobs()
@@ -46,10 +52,10 @@ def prefetch(result: BuildResult, jobs: int, progress: Progress) -> None:
         return
 
     def fetch(digest: str, size: int, source: BlobSource) -> None:
-        for _ in progress.track(f"pull {digest[7:19]}", size, source.open()):
+        for _ in cancellable(progress.track(f"pull {digest[7:19]}", size, source.open()), cancel):
             pass
 
-    run_parallel([partial(fetch, *blob) for blob in missing], jobs, "pull")
+    run_parallel([partial(fetch, *blob) for blob in missing], jobs, "pull", cancel)
 
 
 def write_layout(result: BuildResult, sink: Sink, tags: list[Reference],
@@ -77,20 +83,7 @@ def write_layout(result: BuildResult, sink: Sink, tags: list[Reference],
     sink.put_file("index.json", json.dumps(index, indent=2, sort_keys=True).encode())
 
 
-def docker_manifest_json(result: BuildResult, tags: list[Reference]) -> bytes:
-    if len(result.images) != 1:
-        raise UsageError("a docker archive holds one platform, but this build made "
-                         f"{len(result.images)}", hint="pick one with --platform, or use -o type=oci")
-    img = result.images[0]
-    entry = {
-        "Config": _blob_name(img.config.descriptor.digest),
-        "RepoTags": [t.familiar for t in tags if t.tag],
-        "Layers": [_blob_name(layer.descriptor.digest) for layer in img.layers],
-    }
-    return json.dumps([entry]).encode()
-
-
-def _blob_name(digest: str) -> str:
+def blob_name(digest: str) -> str:
     return "blobs/" + check_digest(digest, "blob").replace(":", "/", 1)
 
 
@@ -146,10 +139,10 @@ class TarSink:
                 self.tar.addfile(self._info(folder, 0, tarfile.DIRTYPE))
 
     def has_blob(self, digest: str, size: int) -> bool:
-        return _blob_name(digest) in self._names
+        return blob_name(digest) in self._names
 
     def put_blob(self, digest: str, size: int, chunks: Iterator[bytes]) -> None:
-        name = _blob_name(digest)
+        name = blob_name(digest)
         self._mkdirs(name)
         reader = _ChunkReader(chunks)
         self.tar.addfile(self._info(name, size), reader)  # type: ignore[arg-type]
@@ -166,77 +159,135 @@ class TarSink:
 
 
 class DirSink:
-    """An OCI layout directory: each file written to a temporary name and renamed into place."""
+    """An OCI layout directory: each blob written to a temporary name and renamed into place; the small files
+    (index.json, oci-layout) are held until `flush`, which makes the image visible. `discard` removes the
+    blobs this sink added."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._files: dict[str, bytes] = {}
+        self._added: list[Path] = []
 
     def has_blob(self, digest: str, size: int) -> bool:
         try:
-            return (self.root / _blob_name(digest)).stat().st_size == size
+            return (self.root / blob_name(digest)).stat().st_size == size
         except OSError:
             return False
 
     def put_blob(self, digest: str, size: int, chunks: Iterator[bytes]) -> None:
-        _atomic_write(self.root / _blob_name(digest), chunks)
+        path = self.root / blob_name(digest)
+        atomic_write(path, chunks)
+        self._added.append(path)
 
     def put_file(self, name: str, data: bytes) -> None:
-        _atomic_write(self.root / name, [data])
+        self._files[name] = data
+
+    def flush(self) -> None:
+        for name in sorted(self._files, key=lambda n: n == "index.json"):  # the index last
+            atomic_write(self.root / name, [self._files[name]])
+        self._added.clear()
+
+    def discard(self) -> None:
+        for path in self._added:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        self._added.clear()
 
 
-def _atomic_write(path: Path, chunks: Iterable[bytes]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def write_archive(result: BuildResult, dest: Path, tags: list[Reference], *, mtime: int,
+                  progress: Progress | None = None, extra: dict[str, bytes] | None = None,
+                  shown: Path | None = None) -> None:
+    """Write an OCI archive (plus `extra` files, such as a docker-archive's manifest.json) to `dest`, named
+    `shown` in errors. The caller owns `dest`: on a failure it may hold a partial archive (see `StagedFile`)."""
     try:
-        with temp.open("wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-
-
-def write_archive(result: BuildResult, dest: Path, tags: list[Reference], *, docker: bool, mtime: int,
-                  progress: Progress | None = None) -> None:
-    """Write an OCI archive (or, with docker=True, a docker-archive) to `dest` atomically."""
-    manifest_json = docker_manifest_json(result, tags) if docker else None
-    dest = dest.absolute()
-    temp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
-        with temp.open("wb") as handle:
+        with dest.open("wb") as handle:
             sink = TarSink(handle, mtime)
             write_layout(result, sink, tags, progress=progress)
-            if manifest_json is not None:
-                sink.put_file("manifest.json", manifest_json)
+            for name, data in (extra or {}).items():
+                sink.put_file(name, data)
             sink.close()
-        os.replace(temp, dest)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise DockwrightError(f"cannot write {dest}: {exc.strerror}") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
+        raise DockwrightError(f"cannot write {shown or dest}: {exc.strerror}") from None
 
 
-def write_layout_dir(result: BuildResult, root: Path, tags: list[Reference], progress: Progress | None = None) -> None:
-    """Add the image to the OCI layout at `root` (created when missing), tagged with `tags`."""
-    existing = None
-    index_path = root / "index.json"
-    if index_path.exists():
+class StagedFile:
+    """A file output written under a temporary name beside its destination and renamed into place on commit."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = Path(dest).absolute()
+        self.temp = self.dest.with_name(f".{self.dest.name}.tmp-{os.getpid()}-{id(self):x}")
+
+    def commit(self) -> None:
         try:
-            existing = json.loads(index_path.read_bytes())
-        except ValueError:
-            raise ImageFormatError(f"{index_path} is not valid JSON; refusing to overwrite it") from None
-        if not isinstance(existing, dict) or not isinstance(existing.get("manifests"), list):
-            raise ImageFormatError(f"{index_path} is not an OCI image index; refusing to overwrite it")
-    elif root.exists() and any(root.iterdir()):
-        raise UsageError(f"{root} exists and is not an OCI layout (no index.json)",
-                         hint="name an empty or new directory")
-    try:
-        write_layout(result, DirSink(root), tags, existing, progress)
-    except OSError as exc:
-        raise DockwrightError(f"cannot write OCI layout {root}: {exc.strerror}") from None
+            os.replace(self.temp, self.dest)
+        except OSError as exc:
+            self.discard()
+            raise DockwrightError(f"cannot write {self.dest}: {exc.strerror}") from None
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self.temp.unlink()
+
+
+class OciArchive:
+    """`-o type=oci,dest=FILE`: a tar of an OCI layout."""
+
+    needs_blobs = True
+    visible_last = True
+
+    def __init__(self, dest: Path) -> None:
+        self.file = StagedFile(dest)
+
+    def prepare(self, result: BuildResult, context: PublishContext) -> None:
+        write_archive(result, self.file.temp, context.tags, mtime=context.mtime, progress=context.progress,
+                      shown=self.file.dest)
+
+    def commit(self, result: BuildResult, context: PublishContext) -> None:
+        self.file.commit()
+        log.info("wrote OCI archive %s", self.file.dest)
+
+    def discard(self) -> None:
+        self.file.discard()
+
+
+class OciLayoutDir:
+    """`-o type=oci,dest=DIR,tar=false`: the image added to an OCI layout directory. Blobs go in first; the
+    new index.json is what makes the image visible, so it is written on commit."""
+
+    needs_blobs = True
+    visible_last = True
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._sink: DirSink | None = None
+
+    def prepare(self, result: BuildResult, context: PublishContext) -> None:
+        existing = None
+        index_path = self.root / "index.json"
+        if index_path.exists():
+            try:
+                existing = json.loads(index_path.read_bytes())
+            except ValueError:
+                raise ImageFormatError(f"{index_path} is not valid JSON; refusing to overwrite it") from None
+            if not isinstance(existing, dict) or not isinstance(existing.get("manifests"), list):
+                raise ImageFormatError(f"{index_path} is not an OCI image index; refusing to overwrite it")
+        elif self.root.exists() and any(self.root.iterdir()):
+            raise UsageError(f"{self.root} exists and is not an OCI layout (no index.json)",
+                             hint="name an empty or new directory")
+        self._sink = DirSink(self.root)
+        try:
+            write_layout(result, self._sink, context.tags, existing, context.progress)
+        except OSError as exc:
+            raise DockwrightError(f"cannot write OCI layout {self.root}: {exc.strerror}") from None
+
+    def commit(self, result: BuildResult, context: PublishContext) -> None:
+        assert self._sink is not None
+        try:
+            self._sink.flush()
+        except OSError as exc:
+            raise DockwrightError(f"cannot write OCI layout {self.root}: {exc.strerror}") from None
+        log.info("wrote OCI layout %s", self.root)
+
+    def discard(self) -> None:
+        if self._sink is not None:
+            self._sink.discard()

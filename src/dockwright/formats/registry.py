@@ -11,21 +11,23 @@ waits for another, and a tagged manifest goes up once, under its tag.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
 from dockwright.model.blobs import BlobSource, FileBlob
-from dockwright.model.errors import DigestMismatchError
+from dockwright.model.errors import DigestMismatchError, UsageError
 from dockwright.model.image import BuildResult
 from dockwright.model.mediatypes import FOREIGN_LAYER_TYPES
 from dockwright.model.reference import Reference
-from dockwright.parallel import run_parallel
+from dockwright.parallel import cancellable, run_parallel
 from dockwright.progress import Progress
 
 if TYPE_CHECKING:
     from dockwright.cache import Cache
+    from dockwright.formats import PublishContext
     from dockwright.registry import Registries, RegistryClient
 
 log = logging.getLogger("dockwright")
@@ -59,13 +61,14 @@ def push(result: BuildResult, tags: list[Reference], registries: Registries, job
     answers = run_parallel([*(partial(_already_there, target, tags, top.descriptor.digest)
                               for target in targets.values()),
                             *(partial(target.client.blob_exists, target.repository, blob[0])
-                              for target, blob in heads)], max(jobs, CHECK_JOBS), "check")
+                              for target, blob in heads)], max(jobs, CHECK_JOBS), "check", registries.cancel)
     pending = [target for target, there in zip(targets.values(), answers[:len(targets)], strict=True) if not there]
     present = answers[len(targets):]
     missing = [(target, *blob) for (target, blob), has in zip(heads, present, strict=True)
                if target in pending and not has]
     stats.existing = sum(1 for (target, _), has in zip(heads, present, strict=True) if target in pending and has)
-    run_parallel([partial(_send_blob, stats, progress, *job) for job in missing], jobs, "push")
+    run_parallel([partial(_send_blob, stats, progress, registries.cancel, *job) for job in missing], jobs, "push",
+                 registries.cancel)
     for target in pending:
         if result.index is not None:
             for img in result.images:
@@ -83,6 +86,27 @@ def push(result: BuildResult, tags: list[Reference], registries: Registries, job
             target.client.put_manifest(tag.repository, tag.tag, top.data, top.descriptor.media_type)
         lines.append(f"{tag.with_tag(tag.tag)}@{top.descriptor.digest}")
     return lines, stats
+
+
+class RegistryPush:
+    """`--push` / `-o type=registry`: to every tag. Nothing to prepare: the push itself puts the tags last."""
+
+    needs_blobs = False
+    visible_last = False
+
+    def prepare(self, result: BuildResult, context: PublishContext) -> None:
+        if not context.tags:
+            raise UsageError("a push needs at least one tag to push to")
+
+    def commit(self, result: BuildResult, context: PublishContext) -> None:
+        assert context.registries is not None
+        lines, stats = push(result, context.tags, context.registries, context.jobs, context.progress)
+        log.info("pushed: %d blobs uploaded (%d bytes), %d mounted, %d already there",
+                 stats.uploaded, stats.bytes_uploaded, stats.mounted, stats.existing)
+        context.notes.extend(lines)
+
+    def discard(self) -> None:
+        pass
 
 
 def _tags_of(target: _Target, tags: list[Reference]) -> list[Reference]:
@@ -109,8 +133,8 @@ def _blobs_only(result: BuildResult) -> list[tuple[str, int, BlobSource]]:
     return [blob for blob in result.blobs() if blob[0] not in skipped]
 
 
-def _send_blob(stats: PushStats, progress: Progress, target: _Target, digest: str, size: int,
-               source: BlobSource) -> None:
+def _send_blob(stats: PushStats, progress: Progress, cancel: threading.Event | None, target: _Target, digest: str,
+               size: int, source: BlobSource) -> None:
     """A blob the target repository does not have: mounted from the repository it came from when that is
     on the same registry, else uploaded."""
     client, repository = target.client, target.repository
@@ -120,7 +144,8 @@ def _send_blob(stats: PushStats, progress: Progress, target: _Target, digest: st
         stats.mounted += 1
         return
     label = f"push {digest[7:19]} to {client.host}/{repository}"
-    client.upload_blob(repository, digest, size, lambda: progress.track(label, size, source.open()))
+    client.upload_blob(repository, digest, size,
+                       lambda: cancellable(progress.track(label, size, source.open()), cancel))
     stats.uploaded += 1
     stats.bytes_uploaded += size
 

@@ -77,13 +77,18 @@ def config_edit(*, entrypoint: str | None = None, cmd: str | None = None, env: S
     )
 
 
+def check_chmod(flag: str, value: str) -> None:
+    if not _OCTAL_MODE.fullmatch(value):
+        raise UsageError(f"{flag} {value!r}: expected an octal mode from 0 to 7777, such as 755")
+
+
 def plan_from_flags(context: Path, base: str, copies: Sequence[str], edit: ConfigEdit, *,
                     chown: str | None = None, chmod: str | None = None,
                     annotations: Sequence[str] = (), dockerignore: Sequence[str] = (),
                     layering: bool = False) -> BuildPlan:
     """The config edit comes first so that relative --copy destinations resolve against --workdir."""
-    if chmod is not None and not _OCTAL_MODE.fullmatch(chmod):
-        raise UsageError(f"--chmod {chmod!r}: expected an octal mode from 0 to 7777, such as 755")
+    if chmod is not None:
+        check_chmod("--chmod", chmod)
     if base != SCRATCH and not base.startswith((OCI_LAYOUT_PREFIX, DOCKER_ARCHIVE_PREFIX)):
         parse_reference(base)  # a malformed --from fails now, before anything is built
     steps: list[ConfigStep | CopyStep] = []

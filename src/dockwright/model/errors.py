@@ -24,6 +24,12 @@ class UsageError(DockwrightError):
     exit_code = 2
 
 
+class Cancelled(DockwrightError):
+    """The embedding program cancelled the operation (its cancel event was set)."""
+
+    exit_code = 130
+
+
 class InvalidReferenceError(UsageError):
     """A malformed image reference."""
 

@@ -60,10 +60,15 @@ class FinalImage:
 
 @dataclass
 class BuildResult:
+    """What a build made: each platform's finished image (+ the index of several), and the images before they
+    were finished (`targets`, to build on in the library)."""
+
     images: list[FinalImage]
     index: Document | None = None
     layers_built: int = 0
     layers_cached: int = 0
+    targets: list[BaseImage] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)  # the manifests' (and index's) own
 
     @property
     def top(self) -> Document:

@@ -21,6 +21,7 @@ from dockwright.model.digest import Verifier, digest_bytes, is_digest, verify_by
 from dockwright.model.errors import AuthError, DigestMismatchError, ImageFormatError, RegistryError
 from dockwright.model.mediatypes import ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES
 from dockwright.model.reference import is_loopback
+from dockwright.parallel import check_cancelled
 from dockwright.registry.auth import HostAuth, TokenCache, pull_scope, push_scope
 from dockwright.registry.credentials import CredentialStore
 from dockwright.registry.transport import (
@@ -50,16 +51,24 @@ class Registries:
     insecure set, one HTTP client per TLS mode (connection pool sized for `jobs` threads)."""
 
     def __init__(self, *, insecure: Iterable[str] = (), jobs: int = 4, docker_config: Path | None = None,
-                 user_agent: str = f"dockwright/{__version__}") -> None:
+                 user_agent: str = f"dockwright/{__version__}", cancel: threading.Event | None = None) -> None:
         self.insecure = frozenset(host.split("://")[-1].rstrip("/") for host in insecure)
         self.credentials = CredentialStore(docker_config)
         self.tokens = TokenCache()
-        self.sleep: Callable[[float], None] = time.sleep
+        self.cancel = cancel  # set by the caller: requests and transfers stop at their next step
+        self.sleep: Callable[[float], None] = self._pause
         self._jobs = max(1, jobs)
         self._user_agent = user_agent
         self._http: dict[bool, Client] = {}
         self._clients: dict[str, RegistryClient] = {}
         self._lock = threading.Lock()
+
+    def _pause(self, seconds: float) -> None:
+        """A backoff wait that ends early, raising Cancelled, when the caller cancels."""
+        if self.cancel is None:
+            time.sleep(seconds)
+        elif self.cancel.wait(seconds):
+            check_cancelled(self.cancel)
 
     def is_insecure(self, host: str) -> bool:
         """Loopback and --insecure hosts: TLS unverified, plain HTTP allowed as a fallback."""
@@ -205,6 +214,7 @@ class RegistryClient:
             try:
                 skip = self._blob_start(response, op, verifier)
                 for piece in response.iter_bytes():
+                    check_cancelled(self._registries.cancel)
                     if skip:
                         skipped = min(skip, len(piece))
                         piece, skip = piece[skipped:], skip - skipped
@@ -424,6 +434,7 @@ class RegistryClient:
               follow_redirects: bool = False, attempts: int = MAX_ATTEMPTS) -> Response:
         """One API exchange: `path` relative to /v2/ or an absolute URL. Authorization is sent only to the
         registry's own origin; a 401 refreshes the challenge/token once and retries."""
+        check_cancelled(self._registries.cancel)
         base = self._ready()
         url = path if "://" in path else base + path
         same_origin = urlsplit(url)[:2] == urlsplit(base)[:2]

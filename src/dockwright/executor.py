@@ -8,30 +8,31 @@ from __future__ import annotations
 import functools
 import logging
 import posixpath
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from dockwright import mutate
-from dockwright.model import documents, mediatypes
-from dockwright.model.image import BaseImage, BuildResult, Layer
+from dockwright.cache import Cache
 from dockwright.formats.resolve import resolve_base
 from dockwright.model.blobs import FileBlob
-from dockwright.cache import Cache
-from dockwright.model.errors import ContextError, DockwrightError, UsageError
 from dockwright.model.documents import Descriptor
+from dockwright.model.errors import ContextError, DockwrightError, UsageError
+from dockwright.model.image import BaseImage, BuildResult, Layer
 from dockwright.model.mediatypes import Format
 from dockwright.model.platform import Platform, parse_platforms
+from dockwright.parallel import check_cancelled
 from dockwright.plan import BuildOptions, BuildPlan, ConfigStep, CopyStep, MkdirStep, Stage
 
 if TYPE_CHECKING:
     from dockwright.layers.dirindex import ImageDirs, LayerIndex
     from dockwright.layers.dockerignore import IgnoreMatcher
-    from dockwright.layers.tar import Compression, TarEntry
     from dockwright.layers.quickkey import BackgroundWalks
-    from dockwright.registry import Registries
     from dockwright.layers.rootfs import RootFS
+    from dockwright.layers.tar import Compression, TarEntry
+    from dockwright.registry import Registries
 
 log = logging.getLogger("dockwright")
 
@@ -54,6 +55,7 @@ class Builder:
     cache: Cache
     registries: Registries | None
     workdir: Path  # scratch space for extracted file systems; removed by the caller
+    cancel: threading.Event | None = None  # set by an embedding program: the build stops at its next file or step
     _bases: dict[tuple[str, str], BaseImage] = field(default_factory=dict)
     _layers: dict[str, Layer] = field(default_factory=dict)
     _result: BuildResult = field(default_factory=lambda: BuildResult([]))
@@ -70,18 +72,14 @@ class Builder:
         if wanted == "all":
             wanted = self._platforms_of_target(planner)
         plans = [(platform, planner(platform)) for platform in wanted]
-        if self.options.use_cache:  # quick keys' walks start now, and run while the bases are resolved
-            from dockwright.layers.quickkey import BackgroundWalks
-
-            self._walks = BackgroundWalks(dict.fromkeys(
-                tree for _, plan in plans for stage in plan.stages for step in stage.steps
-                if isinstance(step, CopyStep) and (tree := _tree_source(plan, step)) is not None))
+        self._start_walks([plan for _, plan in plans])  # they run while the bases are resolved
         self._prefetch_bases(plans, explicit)
         finals = []
         for platform, plan in plans:
             target = self._build_plan(plan, platform, explicit)
             fmt = self._format_for(target.image)
             finals.append(mutate.finish(target.image, fmt, self.created, dict(plan.annotations)))
+            self._result.targets.append(target.image)
         self._result.images = finals
         if len(finals) > 1:
             formats = {f.format for f in finals}
@@ -89,6 +87,7 @@ class Builder:
                 raise UsageError("the platforms' base images mix Docker and OCI formats",
                                  hint="choose one with --format oci or --format docker")
             self._result.index = mutate.make_index(finals, finals[0].format, dict(plans[0][1].annotations))
+        self._result.annotations = dict(plans[0][1].annotations)
         return self._result
 
     # ------------------------------------------------------------------ bases
@@ -129,6 +128,21 @@ class Builder:
 
     # ------------------------------------------------------------------ stages
 
+    def run_steps(self, img: BaseImage, plan: BuildPlan) -> BaseImage:
+        """Apply the steps of `plan`'s one stage to a copy of `img` (the library's Image.append): the base is
+        already resolved, and the layers are made and cached as a build makes them."""
+        self._start_walks([plan])
+        return self._run_stage(plan, plan.stages[0], img.clone(), []).image
+
+    def _start_walks(self, plans: list[BuildPlan]) -> None:
+        """Start the quick keys' walks of the plans' plain directory copies, in the background."""
+        if self.options.use_cache:
+            from dockwright.layers.quickkey import BackgroundWalks
+
+            self._walks = BackgroundWalks(dict.fromkeys(
+                tree for plan in plans for stage in plan.stages for step in stage.steps
+                if isinstance(step, CopyStep) and (tree := _tree_source(plan, step)) is not None))
+
     def _build_plan(self, plan: BuildPlan, platform: Platform, explicit: bool) -> _StageState:
         states: list[_StageState] = []
         for stage in plan.stages:
@@ -138,19 +152,23 @@ class Builder:
                 img = self._base(stage.base, Platform.parse(stage.platform), True)
             else:
                 img = self._base(stage.base, platform, explicit)
-            mutate.pad_history(img.config, len(img.layers), self.created)
-            state = _StageState(img)
-            for step in stage.steps:
-                try:
-                    self._apply(plan, step, state, states)
-                except DockwrightError as exc:
-                    line = getattr(step, "line", None)
-                    where = getattr(step, "created_by", "").removesuffix(" # buildkit") or type(step).__name__
-                    prefix = f"{plan.source}:{line}" if line else f"{plan.source}: {where}"
-                    exc.message = f"{prefix}: {exc.message}"
-                    raise
-            states.append(state)
+            states.append(self._run_stage(plan, stage, img, states))
         return states[-1]
+
+    def _run_stage(self, plan: BuildPlan, stage: Stage, img: BaseImage, states: list[_StageState]) -> _StageState:
+        mutate.pad_history(img.config, len(img.layers), self.created)
+        state = _StageState(img)
+        for step in stage.steps:
+            check_cancelled(self.cancel)
+            try:
+                self._apply(plan, step, state, states)
+            except DockwrightError as exc:
+                line = getattr(step, "line", None)
+                where = getattr(step, "created_by", "").removesuffix(" # buildkit") or type(step).__name__
+                prefix = f"{plan.source}:{line}" if line else f"{plan.source}: {where}"
+                exc.message = f"{prefix}: {exc.message}"
+                raise
+        return state
 
     def _apply(self, plan: BuildPlan, step: object, state: _StageState, states: list[_StageState]) -> None:
         config = state.image.config
@@ -460,7 +478,7 @@ class Builder:
         compression = self._compression()
         temp = self.cache.temp_path(".layer")
         try:
-            blob = write_layer(entries, temp, compression)
+            blob = write_layer(entries if self.cancel is None else _checked(entries, self.cancel), temp, compression)
             if key is None:
                 path = self.cache.adopt_blob(temp, blob.digest)
             else:
@@ -506,6 +524,12 @@ def _ancestors(path: str) -> list[str]:
     """"a/b/c" -> ["a", "a/b", "a/b/c"]; "" -> []."""
     parts = path.split("/") if path else []
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _checked(entries: Iterable[TarEntry], cancel: threading.Event) -> Iterator[TarEntry]:
+    for entry in entries:
+        check_cancelled(cancel)
+        yield entry
 
 
 def _root_stage(plan: BuildPlan, stage: Stage) -> Stage:

@@ -1,0 +1,64 @@
+"""From what a caller asks for to a planner (platform -> BuildPlan), for the Dockerfile and the flags frontends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from dockwright.model.errors import UsageError
+from dockwright.model.platform import Platform
+from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep
+
+Planner = Callable[[Platform], BuildPlan]
+
+
+def dockerfile_planner(context: Path, *, dockerfile: str | Path | None = None, text: str | None = None,
+                       target: str | None = None, build_args: Mapping[str, str] | None = None,
+                       labels: Mapping[str, str] | None = None, overlay: ConfigEdit | None = None,
+                       annotations: Sequence[tuple[str, str]] = ()) -> Planner:
+    """The Dockerfile at `dockerfile` (default CONTEXT/Dockerfile), or `text`; `overlay`: config changes on top
+    of the target stage (the command line's --entrypoint etc. in Dockerfile mode). Parse errors surface here,
+    before anything is fetched."""
+    from dockwright.frontends.dockerfile import plan_from_dockerfile
+    from dockwright.layers.dockerignore import read_dockerignore
+
+    path = None
+    if text is None:
+        path = Path(dockerfile) if dockerfile is not None else context / "Dockerfile"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UsageError(f"no --from given and no Dockerfile at {path}",
+                             hint="give a base with --from REF, or a Dockerfile with -f PATH") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read {path}: {exc}") from None
+    name = str(path) if dockerfile is not None else "Dockerfile"
+    ignore = read_dockerignore(context, path)
+    source = text
+
+    def plan_for(platform: Platform) -> BuildPlan:
+        plan = plan_from_dockerfile(context, source, dockerfile_name=name, build_args=dict(build_args or {}),
+                                    target=target, platform=platform, labels=dict(labels or {}), dockerignore=ignore)
+        return with_overlay(plan, overlay, annotations)
+
+    plan_for(Platform.host())
+    return plan_for
+
+
+def flags_planner(context: Path, base: str, copies: Sequence[str], edit: ConfigEdit, *, chown: str | None = None,
+                  chmod: str | None = None, annotations: Sequence[str] = (), layering: bool = False) -> Planner:
+    """`--from BASE --copy SRC:DEST ...`: one plan, whatever the platform."""
+    from dockwright.frontends import flags
+    from dockwright.layers.dockerignore import read_dockerignore
+
+    plan = flags.plan_from_flags(context, base, copies, edit, chown=chown, chmod=chmod, annotations=annotations,
+                                 dockerignore=read_dockerignore(context, None), layering=layering)
+    return lambda platform: plan
+
+
+def with_overlay(plan: BuildPlan, edit: ConfigEdit | None, annotations: Sequence[tuple[str, str]]) -> BuildPlan:
+    target = plan.target
+    if edit is not None and edit != ConfigEdit():
+        target = replace(target, steps=(*target.steps, ConfigStep(edit)))
+    return replace(plan, stages=(*plan.stages[:-1], target), annotations=(*plan.annotations, *annotations))

@@ -1,0 +1,205 @@
+"""`dockwright build`: arguments -> a planner and outputs -> the library (dockwright.api) -> results on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from dockwright.model.errors import DockwrightError, UsageError
+from dockwright.model.reference import Reference, parse_reference
+
+if TYPE_CHECKING:
+    from dockwright.api.plans import Planner
+    from dockwright.formats import Output
+    from dockwright.model.image import BuildResult
+
+log = logging.getLogger("dockwright")
+
+
+class OutputSpec(NamedTuple):
+    """One `-o`, `--push` or `--load`, as written: type registry | docker | oci | oci-dir | load."""
+
+    type: str
+    dest: str | None = None
+
+    @property
+    def is_oci(self) -> bool:
+        return self.type in ("oci", "oci-dir")
+
+    def output(self) -> Output:
+        from dockwright.formats.docker_archive import DockerArchive
+        from dockwright.formats.engine import Engine
+        from dockwright.formats.layout import OciArchive, OciLayoutDir
+        from dockwright.formats.registry import RegistryPush
+
+        makers: dict[str, Any] = {"registry": RegistryPush, "load": Engine, "oci": OciArchive,
+                                  "oci-dir": OciLayoutDir, "docker": DockerArchive}
+        maker = makers[self.type]
+        return maker(Path(self.dest)) if self.dest is not None else maker()
+
+
+def parse_output(spec: str) -> OutputSpec:
+    fields: dict[str, str] = {}
+    for item in spec.split(","):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"-o {spec!r}: expected key=value pairs, e.g. type=oci,dest=app.tar")
+        fields[key.strip()] = value.strip()
+    kind = fields.pop("type", None)
+    dest = fields.pop("dest", None)
+    tar = fields.pop("tar", "true").lower()
+    fields.pop("push", None)
+    if fields:
+        raise UsageError(f"-o {spec!r}: unknown option(s) {', '.join(sorted(fields))}")
+    if kind in ("registry", "image"):
+        return OutputSpec("registry")
+    if kind not in ("docker", "oci"):
+        problem = "no type= given" if kind is None else f"unknown type {kind!r}"
+        raise UsageError(f"-o {spec!r}: {problem}", hint="use type=registry, type=docker or type=oci")
+    if not dest:
+        raise UsageError(f"-o {spec!r}: type={kind} needs dest=PATH")
+    if tar not in ("true", "false"):
+        raise UsageError(f"-o {spec!r}: tar must be true or false")
+    if tar == "false":
+        if kind != "oci":
+            raise UsageError(f"-o {spec!r}: tar=false is only for type=oci (an OCI layout directory)")
+        return OutputSpec("oci-dir", dest)
+    return OutputSpec(kind, dest)
+
+
+def output_specs(args: argparse.Namespace, tags: list[Reference]) -> list[OutputSpec]:
+    specs = [parse_output(spec) for spec in args.output]
+    if args.push and not any(o.type == "registry" for o in specs):
+        specs.append(OutputSpec("registry"))
+    if args.load:
+        specs.append(OutputSpec("load"))
+    if any(o.type == "registry" for o in specs) and not tags:
+        raise UsageError("--push needs at least one -t/--tag REF to push to")
+    dests = [os.path.abspath(o.dest) for o in specs if o.dest]
+    if len(dests) != len(set(dests)):
+        raise UsageError("two outputs write to the same destination", hint="give each -o its own dest=")
+    multi = args.platform is not None and (args.platform.strip() == "all" or "," in args.platform)
+    if multi and any(o.type in ("docker", "load") for o in specs):
+        raise UsageError("docker archives and --load hold one platform, but --platform asks for several",
+                         hint="use -o type=oci or --push for a multi-platform image")
+    return specs
+
+
+def choose_format(requested: str | None, specs: list[OutputSpec], annotations: list[str]) -> str | None:
+    """--format, else OCI when an OCI archive or layout is written (skopeo, umoci and containerd
+    skip Docker-typed manifests in an OCI layout) or when --annotation is given (Docker manifests
+    cannot carry annotations; BuildKit switches to OCI too), else None: follow the base."""
+    if requested == "docker" and annotations:
+        log.warning("warning: --format docker manifests cannot carry annotations; --annotation is ignored")
+    if requested is None and (annotations or any(o.is_oci for o in specs)):
+        return "oci"
+    return requested
+
+
+def planner(args: argparse.Namespace, context: Path) -> Planner:
+    """The flags frontend with --from, else the Dockerfile frontend."""
+    import sys
+
+    from dockwright.api.plans import dockerfile_planner, flags_planner
+    from dockwright.frontends import flags
+
+    if args.base:
+        if args.file or args.target or args.build_arg:
+            raise UsageError("--from (flags mode) cannot be combined with -f/--target/--build-arg (Dockerfile mode)")
+        edit = flags.config_edit(entrypoint=args.entrypoint, cmd=args.cmd, env=args.env, workdir=args.workdir,
+                                 user=args.user, expose=args.expose, volumes=args.volume, labels=args.label,
+                                 stop_signal=args.stop_signal)
+        return flags_planner(context, args.base, args.copy, edit, chown=args.chown, chmod=args.chmod,
+                             annotations=args.annotation, layering=args.layering == "auto")
+    if args.copy:
+        raise UsageError("--copy needs --from (flags mode); in Dockerfile mode use COPY in the Dockerfile")
+    from dockwright.frontends.dockerfile import parse_build_args
+
+    overlay = flags.config_edit(entrypoint=args.entrypoint, cmd=args.cmd, env=args.env, workdir=args.workdir,
+                                user=args.user, expose=args.expose, volumes=args.volume, stop_signal=args.stop_signal)
+    return dockerfile_planner(
+        context, dockerfile=None if args.file in (None, "-") else args.file,
+        text=sys.stdin.read() if args.file == "-" else None, target=args.target,
+        build_args=parse_build_args(args.build_arg),
+        labels=dict(flags.key_value("--label", label) for label in args.label), overlay=overlay,
+        annotations=[flags.key_value("--annotation", a) for a in args.annotation])
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from dockwright.api.session import Settings
+    from dockwright.model.platform import Platform, parse_platforms
+
+    context = Path(args.context)
+    if not context.is_dir():
+        raise UsageError(f"build context {context} is not a directory")
+    tags = [parse_reference(t) for t in args.tag]
+    specs = output_specs(args, tags)
+    wanted = parse_platforms(args.platform)  # validate before anything else
+    settings = Settings(
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None, use_cache=not args.no_cache,
+        insecure_registries=tuple(args.insecure_registry), compression=args.compression,
+        compression_level=args.compression_level, jobs=max(1, args.jobs),
+        format=choose_format(args.format, specs, args.annotation))  # type: ignore[arg-type]
+    settings = Settings(**{**settings.__dict__, "source_date_epoch": settings.epoch})  # read once, fail early
+    plans = planner(args, context)
+    if args.dry_run:
+        for platform in wanted if wanted != "all" else [Platform.host()]:
+            print(plans(platform).describe())
+        return 0
+    if not specs:
+        log.warning("no output given (-t with --push, -o, --load): the image is built but not saved")
+    from dockwright.api import publish, release, run_planner
+    from dockwright.progress import Progress
+
+    with Progress.for_stderr(args.quiet) as progress:
+        result, image = run_planner(plans, settings, args.platform)
+        try:
+            lines = publish(image, [spec.output() for spec in specs], tags=args.tag, progress=progress)
+        finally:
+            release(image)
+    top = result.top.descriptor
+    log.info("built %s (%d layers built, %d from cache)", top.digest, result.layers_built, result.layers_cached)
+    pushed = lines if any(spec.type == "registry" for spec in specs) else []
+    write_metadata(args, result, tags, pushed)
+    for line in lines:
+        print(line)
+    return 0
+
+
+def write_metadata(args: argparse.Namespace, result: BuildResult, tags: list[Reference], pushed: list[str]) -> None:
+    from dockwright.files import atomic_write_text
+
+    top = result.top.descriptor
+    config_digest = result.images[0].config.descriptor.digest if len(result.images) == 1 else None
+    if args.metadata_file:
+        data = {
+            "digest": top.digest,
+            "media_type": top.media_type,
+            "size": top.size,
+            "config_digest": config_digest,
+            "platforms": [str(img.platform) for img in result.images],
+            "manifests": [{"platform": str(img.platform), "digest": img.manifest.descriptor.digest,
+                           "config_digest": img.config.descriptor.digest} for img in result.images],
+            "tags": [str(t) for t in tags],
+            "pushed": pushed,
+            # the keys `docker buildx build --metadata-file` writes, for scripts that read those
+            "containerimage.digest": top.digest,
+            "containerimage.descriptor": top.to_json(),
+            "image.name": ",".join(str(t) for t in tags),
+        }
+        if config_digest:
+            data["containerimage.config.digest"] = config_digest
+        _write(Path(args.metadata_file), json.dumps(data, indent=2) + "\n", atomic_write_text)
+    if args.iidfile:
+        _write(Path(args.iidfile), config_digest or top.digest, atomic_write_text)
+
+
+def _write(path: Path, text: str, writer: Any) -> None:
+    try:
+        writer(path, text)
+    except OSError as exc:
+        raise DockwrightError(f"cannot write {path}: {exc.strerror}") from None
