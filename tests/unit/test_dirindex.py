@@ -9,8 +9,8 @@ import stat
 import tarfile
 from pathlib import Path
 
-from dockwright.build.executor import Builder
 from dockwright.cache import Cache
+from dockwright.executor import Builder
 from dockwright.formats.layout import write_layout_dir
 from dockwright.frontends.dockerfile import plan_from_dockerfile
 from dockwright.layers.dirindex import ImageDirs, LayerIndex
