@@ -11,13 +11,15 @@ from pathlib import Path
 
 from dockwright.cache import Cache
 from dockwright.executor import Builder
-from dockwright.formats.layout import write_layout_dir
+from dockwright.formats import PublishContext, write_all
+from dockwright.formats.layout import OciLayoutDir
 from dockwright.frontends.dockerfile import plan_from_dockerfile
 from dockwright.layers.dirindex import ImageDirs, LayerIndex
 from dockwright.layers.rootfs import iter_layer
 from dockwright.model.platform import Platform
 from dockwright.model.reference import parse_reference
 from dockwright.plan import BuildOptions
+from dockwright.progress import Progress
 
 
 def _tar(*members: tuple[str, str, str]) -> bytes:
@@ -92,7 +94,8 @@ def test_workdir_and_chown_against_a_base(tmp_path: Path) -> None:
     base = Builder(BuildOptions(platforms="linux/amd64"), cache, None, tmp_path).build(
         lambda platform: plan_from_dockerfile(tmp_path, "FROM scratch\nCOPY --chown=7:7 --chmod=1777 f /tmp/f\n",
                                               platform=platform))
-    write_layout_dir(base, base_layout, [parse_reference("example.com/base:1")])
+    write_all(base, [OciLayoutDir(base_layout)],
+              PublishContext([parse_reference("example.com/base:1")], None, tmp_path, Progress("off")))
     ref = f"oci-layout://{base_layout}:1"
 
     # a plain COPY never needs the base's directories: nothing indexed
