@@ -24,7 +24,7 @@ from dockwright.model.image import BaseImage, BuildResult, Layer
 from dockwright.model.mediatypes import Format
 from dockwright.model.platform import Platform, parse_platforms
 from dockwright.parallel import check_cancelled
-from dockwright.plan import BuildOptions, BuildPlan, ConfigStep, CopyStep, MkdirStep, Stage
+from dockwright.plan import BuildOptions, BuildPlan, ConfigEdit, ConfigStep, CopyStep, MkdirStep, RunStep, Stage
 
 if TYPE_CHECKING:
     from dockwright.layers.dirindex import ImageDirs, LayerIndex
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from dockwright.layers.rootfs import RootFS
     from dockwright.layers.tar import Compression, TarEntry
     from dockwright.registry import Registries
+    from dockwright.run.steps import RunSteps
 
 log = logging.getLogger("dockwright")
 
@@ -61,6 +62,7 @@ class Builder:
     _result: BuildResult = field(default_factory=lambda: BuildResult([]))
     _walks: BackgroundWalks | None = None
     _indexes: dict[str, LayerIndex] = field(default_factory=dict)  # layer digest -> its directory index
+    _runs: RunSteps | None = None
 
     @property
     def created(self) -> str:
@@ -165,8 +167,10 @@ class Builder:
             except DockwrightError as exc:
                 line = getattr(step, "line", None)
                 where = getattr(step, "created_by", "").removesuffix(" # buildkit") or type(step).__name__
-                prefix = f"{plan.source}:{line}" if line else f"{plan.source}: {where}"
-                exc.message = f"{prefix}: {exc.message}"
+                prefix = f"{plan.source}:{line}: " if line else f"{plan.source}: {where}: "
+                if isinstance(step, RunStep) and not line:
+                    prefix = ""  # flags mode: the message names the --run
+                exc.message = f"{prefix}{exc.message}"
                 raise
         return state
 
@@ -191,6 +195,42 @@ class Builder:
                                                    posixpath.dirname(dest).strip("/")))
             case MkdirStep():
                 self._mkdir(step, state)
+            case RunStep():
+                self._run(plan, step, state)
+
+    def _run(self, plan: BuildPlan, step: RunStep, state: _StageState) -> None:
+        """A RUN: its layer from this build or the cache when its inputs are known, else run (run/steps.py)."""
+        from dockwright.run.command import summary
+        from dockwright.run.steps import EMPTY_DIFF_ID, RunSteps
+
+        config = state.image.config.get("config") or {}
+        args = step.args
+        if step.deferred:
+            from dockwright.frontends.dockerfile import resolve_deferred
+
+            args = resolve_deferred(ConfigEdit(env=args, deferred=True), config.get("Env") or []).env
+        if self._runs is None:
+            self._runs = RunSteps(self.cache.root, self.options.isolation, self.options.runtime,
+                                  self.options.source_date_epoch)
+        runs = self._runs
+        inputs = runs.inputs(step, state.image, list(args))
+        label = runs.label()
+        log.info("%s %s", label, inputs.created_by.removesuffix(" # buildkit"))
+        fmt = self._format_for(state.image)
+        compression = self._compression()
+        key = runs.key(step, state.image, inputs, f"{compression.algorithm}:{compression.resolved_level()}")
+        layer = self._layer_from_cache(key, fmt)
+        if layer is not None:
+            log.info("%s cached", label)
+        else:
+            shown = f"{'--run' if plan.source == 'flags' else 'RUN'} {summary(step)}"
+            layer = runs.run(step, state.image, inputs, label, shown, state.image.name or "the image",
+                             lambda entries: self._write_layer(entries, fmt, key))
+        state.known_dirs.clear()  # the command may have removed some; the layers' indexes know
+        if layer.diff_id == EMPTY_DIFF_ID:  # it changed no file: no layer (as BuildKit)
+            mutate.add_history(state.image.config, self.created, inputs.created_by, empty_layer=True)
+        else:
+            self._append_layer(state, layer, inputs.created_by)
 
     def _mkdir(self, step: MkdirStep, state: _StageState) -> None:
         """WORKDIR, as BuildKit: mkdir -p owned by the stage's current USER (the base's included), mode

@@ -5,11 +5,13 @@ A plan is made for one target platform (Dockerfile ARGs such as TARGETARCH depen
 the stages the target needs, in build order; the last stage is the target. Each stage starts from a
 base (a registry reference, `scratch`, an `oci-layout://` / `docker-archive://` source, or an earlier
 stage) and applies its steps in order: every CopyStep/MkdirStep makes one layer, every ConfigStep
-edits the config (and, when it has `created_by`, adds an empty-layer history entry).
+edits the config (and, when it has `created_by`, adds an empty-layer history entry), every RunStep
+runs a command and makes one layer of what it changed.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +93,56 @@ class MkdirStep:
     created_by: str = ""
 
 
-Step = ConfigStep | CopyStep | MkdirStep
+@dataclass(frozen=True)
+class RunMount:
+    """A RUN --mount, as BuildKit names its options. `type`: bind | cache | secret | tmpfs.
+
+    bind: `source` below the root of `from_stage` / `from_image` / the context (neither set), read-only
+    unless `readonly=False` (then writes are discarded). cache: `id` (default: target), `sharing`
+    shared|private|locked, seeded from `from_*`+`source`. secret: `id` names the secret, `env` exposes it
+    as a variable instead of (or besides) a file at `target`. tmpfs: `size` in bytes (0: no limit).
+    `mode`/`uid`/`gid` are None when not given (each type has its default). A relative `target` is
+    relative to the WORKDIR in force."""
+
+    type: str
+    target: str = ""
+    source: str = ""
+    from_stage: int | None = None  # index into BuildPlan.stages
+    from_image: str | None = None
+    readonly: bool = True
+    id: str = ""
+    sharing: str = "shared"
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    required: bool = False
+    env: str = ""
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class RunStep:
+    """A command run in the stage's file system (through an OCI runtime); what it changes is one layer.
+
+    `command` is the shell form's string (run through `shell`, else the image config's Shell, else
+    /bin/sh -c) or the exec form's argv (a tuple). `files` are heredoc scripts (name, content) the
+    command finds at /dev/pipes/NAME. `args` are the build args in scope, visible to the command as
+    environment variables after the config's Env, never written to the config; when `deferred` their
+    values are templates as in ConfigEdit (they used the base image's Env). `network`: default | none
+    | host."""
+
+    command: str | tuple[str, ...]
+    shell: tuple[str, ...] | None = None
+    files: tuple[tuple[str, bytes], ...] = ()
+    args: tuple[tuple[str, str], ...] = ()
+    deferred: bool = False
+    network: str = "default"
+    mounts: tuple[RunMount, ...] = ()
+    line: int | None = None
+    created_by: str = ""  # "" : the executor writes BuildKit's `RUN [|N K=V ...] ARGV # buildkit`
+
+
+Step = ConfigStep | CopyStep | MkdirStep | RunStep
 
 
 @dataclass(frozen=True)
@@ -134,6 +185,9 @@ class BuildPlan:
                         lines.append(f"    layer: mkdir {step.path}")
                     case ConfigStep():
                         lines.append(f"    config: {step.created_by or _edit_summary(step.edit)}")
+                    case RunStep():
+                        command = step.command if isinstance(step.command, str) else json.dumps(step.command)
+                        lines.append(f"    layer: run {command}".replace("\n", "\\n"))
         return "\n".join(lines)
 
 
@@ -158,3 +212,5 @@ class BuildOptions:
     cache_dir: Path | None = None
     use_cache: bool = True
     source_date_epoch: int = 0
+    isolation: str = "oci"  # how RUN steps run: see dockwright.run.isolation
+    runtime: str | None = None  # the OCI runtime for RUN (a path); None: runc or crun from PATH

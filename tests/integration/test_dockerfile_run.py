@@ -1,6 +1,6 @@
 """Images built from Dockerfiles run for real: `dockwright build` pushes to a real registry, skopeo
 pulls the result back, runc runs it, and the tests assert what the program printed. Then the
-errors a user meets through the CLI: RUN in a needed stage (before any network access), parse
+errors a user meets through the CLI: an unsupported RUN flag (before any network access), parse
 errors naming file and line, never a traceback."""
 
 from __future__ import annotations
@@ -104,23 +104,21 @@ def test_multi_stage_with_arg_driven_from_copy_from_a_stage_and_chown_names(
 # Errors through the CLI
 
 
-def test_run_in_a_needed_stage_fails_before_any_network_access(dockwright: RunDockwright, tmp_path: Path) -> None:
+def test_an_unsupported_run_mount_fails_before_any_network_access(dockwright: RunDockwright, tmp_path: Path) -> None:
     context = tmp_path / "context"
     context.mkdir()
     (context / "Dockerfile").write_text(
         f"FROM {UNREACHABLE}/base/image:1\n"
         "ENV A=1\n"
-        "RUN apt-get update && \\\n"
-        "    apt-get install -y curl\n"
+        "RUN --mount=type=ssh \\\n"
+        "    git clone git@example.com:private/repo.git\n"
     )
 
     proc = dockwright("build", context, "-t", f"{UNREACHABLE}/out:1", "--push", *cache_args(tmp_path),
                       check=False)
 
-    line = assert_user_error(proc, "Dockerfile:3: RUN apt-get update && apt-get install -y curl",
-                             "dockwright does not run commands")
-    assert "CI build" in line or "base image" in line  # where to move the step
-    assert "hint:" in proc.stderr and "--target" in proc.stderr
+    line = assert_user_error(proc, "Dockerfile:3: RUN --mount=type=ssh", "not supported")
+    assert "secret" in line  # what to use instead
     assert UNREACHABLE not in proc.stderr  # the unreachable registry was never contacted
 
 

@@ -47,13 +47,16 @@ def dockerfile_planner(context: Path, *, dockerfile: str | Path | None = None, t
 
 
 def flags_planner(context: Path, base: str, copies: Sequence[str], edit: ConfigEdit, *, chown: str | None = None,
-                  chmod: str | None = None, annotations: Sequence[str] = (), layering: bool = False) -> Planner:
-    """`--from BASE --copy SRC:DEST ...`: one plan, whatever the platform."""
+                  chmod: str | None = None, annotations: Sequence[str] = (), layering: bool = False,
+                  layer_steps: Sequence[tuple[str, str]] | None = None) -> Planner:
+    """`--from BASE --copy SRC:DEST --run CMD ...`: one plan, whatever the platform. `layer_steps`: ("copy",
+    SRC:DEST) and ("run", CMD) in order (default: `copies`)."""
     from dockwright.frontends import flags
     from dockwright.layers.dockerignore import read_dockerignore
 
     plan = flags.plan_from_flags(context, base, copies, edit, chown=chown, chmod=chmod, annotations=annotations,
-                                 dockerignore=read_dockerignore(context, None), layering=layering)
+                                 dockerignore=read_dockerignore(context, None), layering=layering,
+                                 layer_steps=layer_steps)
     return lambda platform: plan
 
 

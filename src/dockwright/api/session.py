@@ -40,7 +40,8 @@ class Settings:
     cache_dir: where layers and blobs are cached (default $XDG_CACHE_HOME/dockwright); use_cache=False neither
     reads nor writes it. insecure_registries: hosts (HOST[:PORT]) reached without certificate checks, plain HTTP
     allowed (loopback always is). source_date_epoch: the time written into configs and layers (default
-    $SOURCE_DATE_EPOCH, else 0). format: "oci" or "docker" media types (default: the base's)."""
+    $SOURCE_DATE_EPOCH, else 0). format: "oci" or "docker" media types (default: the base's). isolation: how RUN
+    steps run ("oci": an OCI runtime on an overlay root); runtime: that runtime's path (default: runc or crun)."""
 
     cache_dir: Path | None = None
     use_cache: bool = True
@@ -50,6 +51,8 @@ class Settings:
     source_date_epoch: int | None = None
     jobs: int = DEFAULT_JOBS
     format: Format | None = None
+    isolation: str = "oci"
+    runtime: str | None = None
 
     @classmethod
     def of(cls, options: dict[str, Any]) -> Settings:
@@ -71,7 +74,7 @@ class Settings:
         return BuildOptions(platforms=platforms, format=self.format, insecure_registries=self.insecure_registries,
                             compression=self.compression, compression_level=self.compression_level,
                             jobs=max(1, self.jobs), cache_dir=self.cache_dir, use_cache=self.use_cache,
-                            source_date_epoch=self.epoch)
+                            source_date_epoch=self.epoch, isolation=self.isolation, runtime=self.runtime)
 
 
 class LazyRegistries:

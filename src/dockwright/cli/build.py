@@ -114,9 +114,11 @@ def planner(args: argparse.Namespace, context: Path) -> Planner:
                                  user=args.user, expose=args.expose, volumes=args.volume, labels=args.label,
                                  stop_signal=args.stop_signal)
         return flags_planner(context, args.base, args.copy, edit, chown=args.chown, chmod=args.chmod,
-                             annotations=args.annotation, layering=args.layering == "auto")
-    if args.copy:
-        raise UsageError("--copy needs --from (flags mode); in Dockerfile mode use COPY in the Dockerfile")
+                             annotations=args.annotation, layering=args.layering == "auto",
+                             layer_steps=getattr(args, "layer_steps", None))
+    if args.copy or args.run:
+        flag, instruction = ("--copy", "COPY") if args.copy else ("--run", "RUN")
+        raise UsageError(f"{flag} needs --from (flags mode); in Dockerfile mode use {instruction} in the Dockerfile")
     from dockwright.frontends.dockerfile import parse_build_args
 
     overlay = flags.config_edit(entrypoint=args.entrypoint, cmd=args.cmd, env=args.env, workdir=args.workdir,
@@ -143,7 +145,8 @@ def run_build(args: argparse.Namespace) -> int:
         cache_dir=Path(args.cache_dir) if args.cache_dir else None, use_cache=not args.no_cache,
         insecure_registries=tuple(args.insecure_registry), compression=args.compression,
         compression_level=args.compression_level, jobs=max(1, args.jobs),
-        format=choose_format(args.format, specs, args.annotation))  # type: ignore[arg-type]
+        format=choose_format(args.format, specs, args.annotation),  # type: ignore[arg-type]
+        isolation=args.isolation, runtime=args.runtime)
     settings = Settings(**{**settings.__dict__, "source_date_epoch": settings.epoch})  # read once, fail early
     plans = planner(args, context)
     if args.dry_run:

@@ -20,6 +20,16 @@ from dockwright.model.errors import DockwrightError
 log = logging.getLogger("dockwright")
 
 
+class _InOrder(argparse.Action):
+    """Appends to its own list and to `layer_steps` ((dest, value) pairs), so that --copy and --run steps
+    keep their command-line order."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, [*getattr(namespace, self.dest), values])
+        namespace.layer_steps = [*(getattr(namespace, "layer_steps", None) or []), (self.dest, values)]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dockwright",
@@ -34,8 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     what = build.add_argument_group("what to build")
     what.add_argument("--from", dest="base", metavar="REF",
                       help="base image: REF, scratch, oci-layout://DIR[:TAG] or docker-archive://FILE")
-    what.add_argument("--copy", action="append", default=[], metavar="SRC:DEST",
+    what.add_argument("--copy", action=_InOrder, default=[], metavar="SRC:DEST",
                       help="copy SRC (relative to the context) to DEST; one layer each, in order")
+    what.add_argument("--run", action=_InOrder, default=[], metavar="CMD",
+                      help="run CMD (a shell string, or a JSON array) as a Dockerfile RUN; one layer each, "
+                           "in order with --copy")
     what.add_argument("--chown", metavar="UID:GID", help="owner of copied files (default 0:0)")
     what.add_argument("--chmod", metavar="MODE", help="octal mode of copied files and directories")
     what.add_argument("-f", "--file", metavar="PATH", help="Dockerfile (default CONTEXT/Dockerfile; - for stdin)")
@@ -73,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     how.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     how.add_argument("--layering", choices=("off", "auto"), default="off",
                      help="auto: split --copy trees into dependency and application layers")
+    how.add_argument("--isolation", default="oci", metavar="KIND",
+                     help="how RUN steps run: oci (an OCI runtime on an overlay root; the default)")
+    how.add_argument("--runtime", metavar="PATH", help="the OCI runtime for RUN (default: runc or crun from PATH)")
     how.add_argument("--dry-run", action="store_true", help="print the build plan and stop (no network)")
     how.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
     how.add_argument("-v", "--verbose", action="store_true", help="detailed logs on stderr")

@@ -1,15 +1,16 @@
-"""The flags frontend: `dockwright build --from BASE --copy SRC:DEST ...` -> BuildPlan."""
+"""The flags frontend: `dockwright build --from BASE --copy SRC:DEST --run CMD ...` -> BuildPlan."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from dockwright.model.errors import UsageError
 from dockwright.model.reference import DOCKER_ARCHIVE_PREFIX, OCI_LAYOUT_PREFIX, SCRATCH, parse_reference
-from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, CopyStep, Stage
+from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, CopyStep, RunStep, Stage
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
 _OCTAL_MODE = re.compile(r"0*[0-7]{1,4}")  # 0..7777, as COPY --chmod
@@ -30,6 +31,15 @@ def command_form(flag: str, value: str) -> tuple[str, ...]:
     if not text:
         return ()
     return (*DEFAULT_SHELL, value)
+
+
+def run_step(value: str) -> RunStep:
+    """`--run CMD`: a shell string (through /bin/sh -c) or a JSON array (exec form), as a Dockerfile RUN."""
+    command = command_form("--run", value)
+    if not command:
+        raise UsageError("--run '': expected a command, e.g. --run 'apt-get update && apt-get install -y curl'")
+    return RunStep(value if command[:2] == DEFAULT_SHELL and command[2:] == (value,) else command,
+                   created_by=f"dockwright --run {value}")
 
 
 def key_value(flag: str, value: str) -> tuple[str, str]:
@@ -85,16 +95,25 @@ def check_chmod(flag: str, value: str) -> None:
 def plan_from_flags(context: Path, base: str, copies: Sequence[str], edit: ConfigEdit, *,
                     chown: str | None = None, chmod: str | None = None,
                     annotations: Sequence[str] = (), dockerignore: Sequence[str] = (),
-                    layering: bool = False) -> BuildPlan:
-    """The config edit comes first so that relative --copy destinations resolve against --workdir."""
+                    layering: bool = False, layer_steps: Sequence[tuple[str, str]] | None = None) -> BuildPlan:
+    """The config edit comes first so that relative --copy destinations resolve against --workdir and
+    --run commands see --env and --workdir; --user applies after the --run commands (which run as the
+    base's user, so that they may create it). `layer_steps`: ("copy", SRC:DEST) and ("run", CMD) in
+    command-line order; without it, `copies`."""
     if chmod is not None:
         check_chmod("--chmod", chmod)
     if base != SCRATCH and not base.startswith((OCI_LAYOUT_PREFIX, DOCKER_ARCHIVE_PREFIX)):
         parse_reference(base)  # a malformed --from fails now, before anything is built
-    steps: list[ConfigStep | CopyStep] = []
-    if edit != ConfigEdit():
-        steps.append(ConfigStep(edit))
-    for value in copies:
+    ordered = list(layer_steps) if layer_steps is not None else [("copy", value) for value in copies]
+    runs = any(kind == "run" for kind, _ in ordered)
+    first = replace(edit, user=None) if runs else edit
+    steps: list[ConfigStep | CopyStep | RunStep] = []
+    if first != ConfigEdit():
+        steps.append(ConfigStep(first))
+    for kind, value in ordered:
+        if kind == "run":
+            steps.append(run_step(value))
+            continue
         source, dest = parse_copy(value)
         step = CopyStep((source,), dest, chown=chown, chmod=chmod, created_by=f"dockwright --copy {value}")
         if layering:
@@ -103,6 +122,8 @@ def plan_from_flags(context: Path, base: str, copies: Sequence[str], edit: Confi
             steps.extend(split_copy(context, step))
         else:
             steps.append(step)
+    if runs and edit.user is not None:
+        steps.append(ConfigStep(ConfigEdit(user=edit.user)))
     return BuildPlan(
         context=context,
         stages=(Stage(base=base, steps=tuple(steps)),),

@@ -4,6 +4,10 @@ the user/group lookups that `--chown=NAME` needs.
 Extraction never trusts the archive: names are cleaned and may not climb out of the root, nothing
 is written through a symlink (every parent directory is checked with lstat), devices and FIFOs
 are skipped, hard links must point inside the root, and the decompressed size is capped.
+
+`extract_layer` is the faithful variant for RUN's root file systems: one layer into a directory of its
+own, in overlayfs's form (whiteouts as 0/0 character devices, opaque directories marked by an xattr),
+with owners, modes (setuid included), mtimes, xattrs, devices and FIFOs as the archive has them.
 """
 
 from __future__ import annotations
@@ -234,11 +238,32 @@ def resolve_chown(chown: str, rootfs: RootFS | None) -> tuple[int, int]:
     return uid, rootfs.lookup_group(group) if group else primary
 
 
-class _Extractor:
-    """Applies one layer after another to a directory; see the module docstring for the rules."""
+def extract_layer(chunks: Iterable[bytes], dest: Path, *, name: str, opaque_xattr: str,
+                  lower_dirs: Sequence[Path] = (), max_bytes: int = MAX_LAYER_BYTES) -> None:
+    """Extract one layer into `dest` (an empty directory) as an overlayfs layer directory: faithful
+    owners, modes, mtimes, xattrs and special files; `.wh.NAME` -> a 0/0 character device NAME,
+    `.wh..wh..opq` -> xattr `opaque_xattr`="y" on its directory. A hard link to a file of a lower layer
+    (`lower_dirs`, top first) becomes a copy of it: the link itself cannot cross layer directories."""
+    extractor = _Extractor(str(dest.resolve()), None, faithful=True, opaque_xattr=opaque_xattr,
+                           lower_dirs=[str(d) for d in lower_dirs])
+    extractor.start_layer()
+    for member, content in _members(LayerReader(chunks, name, max_bytes), name):
+        extractor.extract(member, content, name)
+    extractor.finish_layer()
 
-    def __init__(self, root: str, paths: Collection[str] | None) -> None:
+
+class _Extractor:
+    """Applies one layer after another to a directory; see the module docstring for the rules.
+    `faithful`: keep owners, mtimes, xattrs and special files (needs root, or a user namespace);
+    `opaque_xattr`: write whiteouts in overlayfs's form instead of applying them."""
+
+    def __init__(self, root: str, paths: Collection[str] | None, *, faithful: bool = False,
+                 opaque_xattr: str | None = None, lower_dirs: Sequence[str] = ()) -> None:
         self.root = root
+        self.faithful = faithful
+        self.opaque_xattr = opaque_xattr
+        self.lower_dirs = lower_dirs
+        self.dir_times: list[tuple[str, int]] = []  # set last: writing into a directory changes its mtime
         self.safe_dirs: set[str] = {""}  # in-root dirs checked to be real directories
         self.layer_paths: set[str] = set()  # paths written by the current layer
         self.wanted: set[str] | None = None
@@ -251,6 +276,11 @@ class _Extractor:
     def start_layer(self) -> None:
         self.layer_paths = set()
 
+    def finish_layer(self) -> None:
+        for path, mtime in reversed(self.dir_times):
+            os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+        self.dir_times = []
+
     def host(self, rel: str) -> str:
         return os.path.join(self.root, rel) if rel else self.root
 
@@ -259,6 +289,9 @@ class _Extractor:
         if not rel:
             return
         parent, _, base = rel.rpartition("/")
+        if self.opaque_xattr is not None and base.startswith(_WHITEOUT):
+            self._overlay_whiteout(parent, base, rel)
+            return
         if base == _OPAQUE:
             if self._parent_ok(parent, rel, create=False):
                 self._clear_lower(parent)
@@ -270,7 +303,8 @@ class _Extractor:
             return
         if self.wanted is not None and rel not in self.wanted:
             return
-        if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        special = not (member.isreg() or member.isdir() or member.issym() or member.islnk())
+        if special and not self.faithful:
             return  # devices, FIFOs: nothing COPY --from or a user lookup could use
         if not self._parent_ok(parent, rel, create=True):
             return
@@ -286,6 +320,10 @@ class _Extractor:
                 st = None
             if st is None:
                 os.mkdir(path, 0o700)
+            if self.faithful:
+                os.lchown(path, member.uid, member.gid)
+                self._set_xattrs(path, member)
+                self.dir_times.append((path, member.mtime * 1_000_000_000))
             os.chmod(path, member.mode & 0o7777)
             self.safe_dirs.add(rel)
             return
@@ -295,6 +333,9 @@ class _Extractor:
         elif member.islnk():
             target = clean_member_name(member.linkname, layer)
             target_parent = target.rpartition("/")[0]
+            if target and self.faithful and not os.path.lexists(self.host(target)):
+                self._copy_from_lower(target, path, layer)
+                return  # a copy of a lower layer's file, which has its own metadata
             if not target or not self._parent_ok(target_parent, target, create=False):
                 log.warning("%s: skipping hard link %s to %s", layer, rel, member.linkname)
                 return
@@ -302,12 +343,64 @@ class _Extractor:
                 os.link(self.host(target), path, follow_symlinks=False)
             except OSError as exc:
                 raise ImageFormatError(f"{layer}: hard link /{rel} -> /{target}: {exc.strerror}") from None
+            return  # the link shares its target's metadata
+        elif special:
+            kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK if member.isblk() else stat.S_IFIFO
+            os.mknod(path, kind | 0o600, os.makedev(member.devmajor, member.devminor) if member.isdev() else 0)
         else:
             assert content is not None
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "wb") as out:
                 shutil.copyfileobj(content, out, 1 << 20)
+                if self.faithful:
+                    os.fchown(fd, member.uid, member.gid)
                 os.fchmod(fd, member.mode & 0o7777)
+        if self.faithful:
+            self._finish_faithful(path, member)
+
+    def _finish_faithful(self, path: str, member: tarfile.TarInfo) -> None:
+        """Owner (then mode: chown clears setuid), xattrs and mtime of a non-directory just written."""
+        if not member.isreg():
+            os.lchown(path, member.uid, member.gid)
+            if not member.issym():
+                os.chmod(path, member.mode & 0o7777)
+        self._set_xattrs(path, member)
+        os.utime(path, ns=(member.mtime * 1_000_000_000,) * 2, follow_symlinks=False)
+
+    @staticmethod
+    def _set_xattrs(path: str, member: tarfile.TarInfo) -> None:
+        for key, value in member.pax_headers.items():
+            if key.startswith("SCHILY.xattr."):
+                try:
+                    os.setxattr(path, key[len("SCHILY.xattr."):], value.encode("utf-8", "surrogateescape"),
+                                follow_symlinks=False)
+                except OSError as exc:  # e.g. security.selinux on a host without SELinux
+                    log.debug("cannot set xattr %s on %s: %s", key, path, exc.strerror)
+
+    def _overlay_whiteout(self, parent: str, base: str, rel: str) -> None:
+        if not self._parent_ok(parent, rel, create=True):
+            return
+        if base == _OPAQUE:
+            assert self.opaque_xattr is not None
+            os.setxattr(self.host(parent), self.opaque_xattr, b"y", follow_symlinks=False)
+            return
+        name = base[len(_WHITEOUT):]
+        target = f"{parent}/{name}" if parent else name
+        if target in self.layer_paths or not name:
+            return
+        self._remove(target)
+        os.mknod(self.host(target), stat.S_IFCHR | 0o600, os.makedev(0, 0))
+
+    def _copy_from_lower(self, target: str, path: str, layer: str) -> None:
+        for lower in self.lower_dirs:
+            source = os.path.join(lower, target)
+            if os.path.isfile(source) and not os.path.islink(source):  # parents checked by construction
+                shutil.copy2(source, path, follow_symlinks=False)
+                st = os.lstat(source)
+                os.lchown(path, st.st_uid, st.st_gid)
+                os.chmod(path, st.st_mode & 0o7777)
+                return
+        log.warning("%s: skipping hard link %s: its target is in no layer", layer, path)
 
     def _parent_ok(self, parent: str, rel: str, *, create: bool) -> bool:
         """Is every directory above `rel` a real directory (no symlink)? Creates missing ones."""

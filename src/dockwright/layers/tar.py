@@ -39,9 +39,12 @@ GZIP_LEVELS = range(0, 4)  # ISA-L levels
 ZSTD_LEVELS = range(1, 23)
 DEFAULT_LEVEL = {"gzip": 1, "zstd": 3}
 
-EntryKind = Literal["file", "dir", "symlink", "hardlink"]
-_TYPEFLAG = {"file": b"0", "hardlink": b"1", "symlink": b"2", "dir": b"5"}
-_TYPE_BITS = {"file": 0o100000, "hardlink": 0o100000, "symlink": 0o120000, "dir": 0o040000}
+EntryKind = Literal["file", "dir", "symlink", "hardlink", "chardev", "blockdev", "fifo"]
+_TYPEFLAG = {"file": b"0", "hardlink": b"1", "symlink": b"2", "dir": b"5", "chardev": b"3", "blockdev": b"4",
+             "fifo": b"6"}
+_TYPE_BITS = {"file": 0o100000, "hardlink": 0o100000, "symlink": 0o120000, "dir": 0o040000, "chardev": 0o020000,
+              "blockdev": 0o060000, "fifo": 0o010000}
+_DEVICES = ("chardev", "blockdev")
 _ZERO_BLOCK = bytes(512)
 _PAX_NAME = b"././@PaxHeader"
 _MAX_ID = 8**7  # the largest uid/gid USTAR's 8-byte octal fields hold, plus one
@@ -69,6 +72,8 @@ class TarEntry(NamedTuple):
     data: bytes | None = None
     mtime: int = 0
     host_stat: os.stat_result | None = None  # the source's identity for the cache key, read in fingerprint()
+    xattrs: tuple[tuple[str, bytes], ...] = ()  # extended attributes (PAX SCHILY.xattr.NAME records)
+    device: tuple[int, int] = (0, 0)  # (major, minor) of a chardev/blockdev
 
     @property
     def content_size(self) -> int:
@@ -139,6 +144,8 @@ def fingerprint(entries: Iterable[TarEntry], compression: Compression) -> str:
         parts.append(b"%s\0%s\0%o\0%d\0%d\0%d\0%d\0%s\0%s\n" % (
             fsencode(e.path), e.kind.encode(), e.mode, e.uid, e.gid, e.content_size, e.mtime, content.encode(),
             fsencode(e.linkname)))
+        if e.xattrs or e.device != (0, 0):  # only then: the keys of other entries stay as they were
+            parts.append(repr((e.xattrs, e.device)).encode() + b"\n")
     return "sha256:" + hashlib.sha256(b"".join(parts)).hexdigest()
 
 
@@ -195,7 +202,7 @@ def _fixed_fields(mode: int, uid: int, gid: int, mtime: int) -> tuple[bytes, byt
 
 def encode_header(entry: TarEntry) -> bytes:
     """The header block(s) for `entry`: a PAX extended header when needed, then the USTAR header."""
-    path, kind, mode, uid, gid, size, linkname, _, data, mtime, _ = entry  # unpacked: once per file
+    path, kind, mode, uid, gid, size, linkname, _, data, mtime, _, xattrs, device = entry  # unpacked: once per file
     name = path.encode(_FS_ENCODING, _FS_ERRORS)
     if kind == "dir":
         name += b"/"
@@ -206,10 +213,12 @@ def encode_header(entry: TarEntry) -> bytes:
     link = linkname.encode(_FS_ENCODING, _FS_ERRORS) if linkname else b""
     mode = mode & 0o7777 | _TYPE_BITS[kind]
     if (len(name) <= 100 and len(link) <= 100 and name.isascii() and link.isascii() and 0 <= uid < _MAX_ID
-            and 0 <= gid < _MAX_ID and 0 <= size < _MAX_NUMBER and 0 <= mtime < _MAX_NUMBER):
+            and 0 <= gid < _MAX_ID and 0 <= size < _MAX_NUMBER and 0 <= mtime < _MAX_NUMBER and not xattrs
+            and kind not in _DEVICES):
         return _ustar(name, b"", mode, uid, gid, size, mtime, _TYPEFLAG[kind], link)  # the common case
 
-    pax: list[bytes] = []
+    pax: list[bytes] = [b"".join(_pax_record(b"SCHILY.xattr." + key.encode(_FS_ENCODING, _FS_ERRORS), value)
+                                 for key, value in sorted(xattrs))] if xattrs else []
     binary = False
     split = _split_name(name) if name.isascii() else None
     if split is None:
@@ -229,6 +238,8 @@ def encode_header(entry: TarEntry) -> bytes:
         fields[key] = value if fits else 0
     header = _ustar(split[1], split[0], mode, fields[b"uid"], fields[b"gid"], fields[b"size"], fields[b"mtime"],
                     _TYPEFLAG[kind], link)
+    if kind in _DEVICES:
+        header = _with_device(header, *device)
     if not pax:
         return header
     if binary:
@@ -236,6 +247,15 @@ def encode_header(entry: TarEntry) -> bytes:
     records = b"".join(pax)
     pax_header = _ustar(_PAX_NAME, b"", 0o644, 0, 0, len(records), fields[b"mtime"], b"x", b"")
     return pax_header + records + bytes(-len(records) % 512) + header
+
+
+def _with_device(header: bytes, major: int, minor: int) -> bytes:
+    """A USTAR header with its devmajor/devminor fields set, and its checksum made again."""
+    block = bytearray(header)
+    block[329:345] = b"%07o\0%07o\0" % (major, minor)
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -430,7 +450,7 @@ def write_layer(entries: Iterable[TarEntry], dest: Path, compression: Compressio
     def feed(sink: _Sink) -> None:
         write = sink.write
         for entry in entries:
-            path, kind, _, _, _, size, _, source, data, _, _ = entry
+            path, kind, _, _, _, size, _, source, data, _, _, _, _ = entry
             if path in seen:
                 raise ContextError(f"duplicate path {path!r} in one layer")
             seen.add(path)

@@ -2,7 +2,7 @@
 network, no files read (the caller reads the Dockerfile and .dockerignore).
 
 Only the stages the target needs are translated, dependencies first (FROM an earlier stage, COPY
---from a stage), so stages the target does not need may contain RUN. Not known here: the base
+--from a stage, RUN --mount from=a stage): stages the target does not need never run. Not known here: the base
 image's Env, WorkingDir, User, Shell and ONBUILD triggers. Values that need the base Env are
 deferred (plan.ConfigEdit.deferred); COPY/ADD/EXPOSE/VOLUME/STOPSIGNAL words may not use a
 variable this Dockerfile does not define when the base is an image (an error says so).
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
-from dockwright.frontends.dockerfile import formats
+from dockwright.frontends.dockerfile import formats, runflags
 from dockwright.frontends.dockerfile.shell import (
     UNKNOWN,
     Expansion,
@@ -42,7 +42,7 @@ from dockwright.frontends.dockerfile.workdir import CopyMark, Item, Workdir, fin
 from dockwright.model.errors import InvalidReferenceError
 from dockwright.model.platform import Platform
 from dockwright.model.reference import SCRATCH, parse_reference
-from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, CopyStep, Stage
+from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, CopyStep, RunMount, RunStep, Stage
 
 _HEREDOC_WORD = re.compile(r"^<<(-?)(['\"]?)([^'\"]+)\2$")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -145,8 +145,7 @@ class _Frontend:
         stages = []
         for old in self.order:
             stage = self.done[old].stage
-            steps = tuple(replace(s, from_stage=new_index[s.from_stage])
-                          if isinstance(s, CopyStep) and s.from_stage is not None else s for s in stage.steps)
+            steps = tuple(_renumbered(step, new_index) for step in stage.steps)
             base_stage = new_index[stage.base_stage] if stage.base_stage is not None else None
             stages.append(replace(stage, steps=steps, base_stage=base_stage))
         return stages
@@ -219,11 +218,54 @@ class _Frontend:
         return handler(command, scope)
 
     def do_run(self, command: Any, scope: _Scope) -> list[Item]:
-        text = " ".join(" ".join(command.value).split())
-        short = text if len(text) <= 60 else text[:57] + "..."
-        return self.error(f"RUN {short}: dockwright does not run commands; move this step into your CI build "
-                          "before dockwright, or into a base image",
-                          hint="stages that the target does not need may contain RUN (see --target)")
+        flags = self.flags(command, {"mount": "list", "network": "str", "security": "str"})
+        if "security" in flags:
+            self.error(f"RUN --security={flags['security']}: not supported (dockwright runs no privileged steps)")
+        network = flags.get("network", "default")
+        if network not in runflags.NETWORKS:
+            self.error(f"RUN --network={network}: not supported", hint="use default, none or host")
+        mounts = tuple(self.run_mount(text, scope) for text in flags["mount"])
+        files: tuple[tuple[str, bytes], ...] = ()
+        if command.json:  # (BuildKit's parser reads no heredoc after a JSON array)
+            run: str | tuple[str, ...] = tuple(command.value)
+            if not run:
+                self.error("RUN requires at least one argument")
+        else:
+            run, files = self.run_text(command)
+        args = [(key, var) for key, var in scope.args.items() if key not in scope.env]
+        deferred = any(var.template is not None for _, var in args)
+        return [RunStep(run, shell=scope.shell, files=files, network=network, mounts=mounts, line=self.line,
+                        args=tuple((key, _as_text(Expansion(var.value, var.template), deferred)) for key, var in args),
+                        deferred=deferred)]
+
+    def run_text(self, command: Any) -> tuple[str, tuple[tuple[str, bytes], ...]]:
+        """A shell-form RUN's command text (and its /dev/pipes script), heredocs done as BuildKit does them:
+        a RUN that is one heredoc runs its content (a script with #! is run as a file); any other RUN with
+        heredocs hands the shell the command line with the heredocs appended, for the shell to read."""
+        text = " ".join(command.value)
+        if not text.strip():
+            self.error("RUN requires at least one argument")
+        heredocs = list(command.heredocs)
+        if not heredocs:
+            return text, ()
+        only = _HEREDOC_WORD.match(text.strip())
+        if len(heredocs) == 1 and only is not None and only.group(3) == heredocs[0].name:
+            content = heredocs[0].content
+            if only.group(1):  # <<-: strip leading tabs
+                content = re.sub(r"(?m)^\t+", "", content)
+            if content.startswith("#!"):
+                name = heredocs[0].name
+                return f"/dev/pipes/{name}", ((name, content.encode()),)
+            return content, ()
+        return text + "".join(f"\n{heredoc.content}{heredoc.name}" for heredoc in heredocs), ()
+
+    def run_mount(self, text: str, scope: _Scope) -> RunMount:
+        try:
+            pairs = [(key, self.word(value, scope).value if value is not None else None)
+                     for key, value in runflags.split_mount(text)]
+            return runflags.parse_mount(pairs, lambda value: self.copy_from(value, scope))
+        except runflags.MountError as exc:
+            return self.error(f"RUN --mount={text}: {exc}")
 
     def do_arg(self, command: Any, scope: _Scope) -> list[Item]:
         shown = []
@@ -471,6 +513,16 @@ class _Frontend:
         return raw.index, None
 
 
+def _renumbered(step: Any, new_index: Mapping[int, int]) -> Any:
+    """`step` with its stage indexes (COPY --from, RUN --mount from=) in the plan's numbering."""
+    if isinstance(step, CopyStep) and step.from_stage is not None:
+        return replace(step, from_stage=new_index[step.from_stage])
+    if isinstance(step, RunStep) and any(m.from_stage is not None for m in step.mounts):
+        return replace(step, mounts=tuple(replace(m, from_stage=new_index[m.from_stage])
+                                          if m.from_stage is not None else m for m in step.mounts))
+    return step
+
+
 def _as_text(expanded: Expansion, deferred: bool) -> str:
     """A value for a ConfigEdit: a template when the edit is deferred, else the plain value."""
     if not deferred:
@@ -498,8 +550,7 @@ def plan_from_dockerfile(context: Path, dockerfile_text: str, *, dockerfile_name
                          labels: Mapping[str, str] | None = None,
                          dockerignore: Sequence[str] = ()) -> BuildPlan:
     """The BuildPlan for building `target` (default: the last stage) of a Dockerfile for `platform`.
-    Raises DockerfileError (`NAME:LINE: message`) for anything Docker would reject, and for RUN in a
-    stage the target needs."""
+    Raises DockerfileError (`NAME:LINE: message`) for anything Docker would reject."""
     frontend = _Frontend(dockerfile_text, Source(dockerfile_name), build_args or {}, platform,
                          build_platform or Platform.host())
     stages = frontend.plan(target)

@@ -1,0 +1,10 @@
+"""RUN: commands run in a stage's file system through an OCI runtime; what they change is a layer.
+
+snapshots.py  layer directories for overlayfs, one per layer chain, kept in the cache
+command.py    the argv, environment and history text of a RunStep
+spec.py       the OCI runtime spec (config.json): process, user, mounts, namespaces
+isolation.py  which runtime runs the container (--isolation, --runtime) and what is missing
+container.py  one container run: overlay mount, runtime, live output, clean-up
+diff.py       the overlay upper directory -> the layer's tar entries
+steps.py      the executor's RUN step: inputs, cache key, run -> layer (the only module the executor calls)
+"""

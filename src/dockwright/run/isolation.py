@@ -1,0 +1,146 @@
+"""How RUN steps run: the `--isolation` choice, the OCI runtime, the root file system's mount, and
+running a foreign architecture's binaries. The one place that decides; everything it cannot do ends
+in one error line saying what is missing and what to install.
+
+Isolations (buildah's names):
+- `oci` (default): an OCI runtime (runc or crun from PATH, or --runtime PATH) runs the command in
+  namespaces of its own, on an overlayfs root; needs root (or CAP_SYS_ADMIN) and overlayfs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import functools
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockwright.model.errors import DockwrightError, UsageError
+from dockwright.model.platform import Platform
+from dockwright.run.snapshots import OPAQUE_XATTR
+
+ISOLATIONS = ("oci",)
+RUNTIMES = ("runc", "crun")
+_OVERLAY_PARAMETERS = Path("/sys/module/overlay/parameters")
+_BINFMT = Path("/proc/sys/fs/binfmt_misc")
+_QEMU_NAMES = {"amd64": "x86_64", "arm64": "aarch64", "arm": "arm", "386": "i386", "ppc64le": "ppc64le",
+               "s390x": "s390x", "riscv64": "riscv64", "mips64le": "mips64el"}
+
+
+class RunUnavailable(DockwrightError):
+    """Nothing here can run the command: the message says what is missing, the hint what to install."""
+
+
+@dataclass(frozen=True)
+class Isolation:
+    name: str
+    runtime: str  # absolute path of the OCI runtime
+    opaque_xattr: str = OPAQUE_XATTR
+    overlay_options: str = ""  # extra overlayfs mount options
+
+    def mount_root(self, lowers: list[Path], upper: Path, work: Path, target: Path) -> None:
+        """Mount the overlay (lowers top first) on `target`."""
+        options = f"lowerdir={':'.join(map(str, lowers))},upperdir={upper},workdir={work}{self.overlay_options}"
+        if len(options) >= 4096:
+            raise DockwrightError(f"too many layers for one overlay mount ({len(lowers)})",
+                                  hint="squash the base image, or merge RUN steps")
+        _mount("overlay", target, "overlay", options)
+
+    def unmount(self, target: Path) -> None:
+        _umount(target)
+
+
+def choose(name: str = "oci", runtime: str | None = None) -> Isolation:
+    """The isolation for this build; raises RunUnavailable naming what is missing."""
+    if name not in ISOLATIONS:
+        raise UsageError(f"--isolation {name!r}: unknown", hint=f"use one of: {', '.join(ISOLATIONS)}")
+    path = _find_runtime(runtime)
+    if os.geteuid() != 0:
+        raise RunUnavailable("RUN needs root to mount its overlay root file system (dockwright runs as uid "
+                             f"{os.geteuid()}); rootless RUN is not available yet",
+                             hint="run dockwright as root (sudo), or build without RUN steps")
+    if not _overlay_supported():
+        raise RunUnavailable("RUN needs the overlay file system, which this kernel does not offer",
+                             hint="load it with `modprobe overlay` (or run on a kernel with CONFIG_OVERLAY_FS)")
+    return Isolation(name, path, overlay_options=_overlay_options())
+
+
+def _find_runtime(runtime: str | None) -> str:
+    if runtime:
+        found = shutil.which(runtime)
+        if found is None:
+            raise RunUnavailable(f"--runtime {runtime}: no such executable")
+        return os.path.abspath(found)
+    for name in RUNTIMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise RunUnavailable("RUN needs an OCI runtime, and neither runc nor crun is on PATH",
+                         hint="install one (apt-get install runc, dnf install crun, apk add runc), "
+                              "or pass --runtime PATH")
+
+
+@functools.cache
+def _overlay_supported() -> bool:
+    try:
+        return "overlay" in Path("/proc/filesystems").read_text().split()
+    except OSError:
+        return False
+
+
+@functools.cache
+def _overlay_options() -> str:
+    """Keep the upper directory self-contained: no redirects to renamed lower directories and no
+    metadata-only copy-ups (their data would stay in a lower layer, out of the diff). Only options the
+    kernel knows are given (an unknown option fails the mount)."""
+    known = set(os.listdir(_OVERLAY_PARAMETERS)) if _OVERLAY_PARAMETERS.is_dir() else set()
+    return "".join(f",{name}=off" for name in ("redirect_dir", "metacopy", "index") if name in known)
+
+
+def check_platform(platform: Platform) -> str | None:
+    """None when the host runs `platform`'s binaries natively; else the qemu-user interpreter that
+    binfmt_misc hands them to. Raises RunUnavailable when neither: never run a foreign binary blind."""
+    host = Platform.host()
+    if platform.os != "linux":
+        raise RunUnavailable(f"RUN for {platform}: only Linux images can run commands")
+    if platform.architecture == host.architecture:  # variants (amd64 v2/v3, arm64 v8) run natively
+        return None
+    qemu = _QEMU_NAMES.get(platform.architecture, platform.architecture)
+    entry = _BINFMT / f"qemu-{qemu}"
+    try:
+        lines = entry.read_text().splitlines()
+    except OSError:
+        lines = []
+    if "enabled" in lines:
+        interpreter = next((line.split(None, 1)[1] for line in lines if line.startswith("interpreter ")), str(entry))
+        return interpreter
+    raise RunUnavailable(f"RUN for {platform} on this {host} machine needs qemu-user emulation, and "
+                         f"binfmt_misc has no enabled qemu-{qemu} entry",
+                         hint="install qemu-user-static and binfmt-support (apt-get install qemu-user-static "
+                              "binfmt-support), or build on a matching machine")
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _mount(source: str, target: Path, fstype: str, options: str) -> None:
+    if _libc().mount(source.encode(), os.fsencode(target), fstype.encode(), 0, options.encode()) != 0:
+        code = ctypes.get_errno()
+        hint = ("run as root; in a container (CI pod) it also needs privileges to mount (e.g. a privileged "
+                "pod)" if code in (errno.EPERM, errno.EACCES) else None)
+        raise RunUnavailable(f"cannot mount the overlay root file system for RUN: {os.strerror(code)}", hint=hint)
+
+
+def _umount(target: Path) -> None:
+    mnt_detach = 2
+    if _libc().umount2(os.fsencode(target), 0) != 0:
+        code = ctypes.get_errno()
+        if code == errno.EINVAL:  # not mounted
+            return
+        if _libc().umount2(os.fsencode(target), mnt_detach) != 0:
+            raise DockwrightError(f"cannot unmount {target}: {os.strerror(ctypes.get_errno())}")

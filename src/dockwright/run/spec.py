@@ -1,0 +1,138 @@
+"""The OCI runtime spec (a bundle's config.json) for a RUN step, and the USER it runs as.
+
+What the command gets is what `docker buildx build` gives a RUN: Docker's default capabilities, no
+terminal, stdin from /dev/null (the caller's job), /proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys
+read-only, the host's /etc/hosts and /etc/resolv.conf read-only, the host's network unless
+`--network=none` (then a network namespace with only loopback), and the usual masked and read-only
+/proc and /sys paths. Extra mounts (RUN --mount) are given as OCI mount objects."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockwright.model.errors import DockwrightError
+
+# Docker's default capability set for containers (and BuildKit's for RUN)
+CAPABILITIES = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+                "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+                "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE")
+MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware")
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+# where the runtime mounts something over the root file system: the stubs it creates for them when
+# missing are not the command's doing (BuildKit removes them from the layer)
+MOUNT_POINTS = ("proc", "dev", "sys", "etc/hosts", "etc/resolv.conf")
+
+
+@dataclass(frozen=True)
+class User:
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+
+@dataclass
+class Process:
+    args: Sequence[str]
+    env: Sequence[str]
+    cwd: str
+    user: User
+    network: str = "default"  # default | host | none
+    mounts: list[dict[str, Any]] = field(default_factory=list)  # extra OCI mounts, after the standard ones
+
+
+def runtime_spec(rootfs: str, process: Process) -> dict[str, Any]:
+    """config.json for a bundle whose root file system is `rootfs` (an absolute path)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    namespaces = [{"type": kind} for kind in ("pid", "ipc", "uts", "mount")]
+    if process.network == "none":
+        namespaces.append({"type": "network"})  # the runtime brings up nothing but loopback
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": process.user.uid, "gid": process.user.gid, "umask": 0o022,
+                     **({"additionalGids": list(process.user.groups)} if process.user.groups else {})},
+            "args": list(process.args),
+            "env": list(process.env),
+            "cwd": process.cwd,
+            "capabilities": {kind: list(CAPABILITIES) for kind in ("bounding", "effective", "permitted")},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": hard, "soft": hard}],
+            "noNewPrivileges": False,
+        },
+        "root": {"path": rootfs, "readonly": False},
+        "hostname": socket.gethostname(),  # resolvable through the host's /etc/hosts, which the command sees
+        "mounts": [*_standard_mounts(process.network), *process.mounts],
+        "linux": {
+            "namespaces": namespaces,
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+        },
+    }
+
+
+def _standard_mounts(network: str) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+    ]
+    if network == "none":
+        mounts.append({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                       "options": ["nosuid", "noexec", "nodev", "ro"]})
+    else:  # sysfs cannot be mounted anew outside a network namespace of one's own: the host's, read-only
+        mounts.append({"destination": "/sys", "type": "bind", "source": "/sys",
+                       "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+    for name in ("hosts", "resolv.conf"):
+        if os.path.exists(f"/etc/{name}"):
+            mounts.append({"destination": f"/etc/{name}", "type": "bind", "source": f"/etc/{name}",
+                           "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]})
+    return mounts
+
+
+def resolve_user(spec: str, passwd: bytes | None, group: bytes | None, where: str) -> User:
+    """USER as runc/BuildKit resolve it: `uid:gid` numbers as they are; otherwise the user (a name or a
+    uid) is looked up in /etc/passwd (a uid without an entry: gid 0), the group (a name or gid) in
+    /etc/group; without a group, the supplementary groups are those listing the user as a member."""
+    spec = spec or "0"
+    user_part, has_group, group_part = spec.partition(":")
+    if has_group and user_part.isdecimal() and group_part.isdecimal():
+        return User(int(user_part), int(group_part))
+    uid, gid, name = -1, 0, None
+    for fields in _table(passwd):
+        if len(fields) >= 4 and user_part in (fields[0], fields[2]) and fields[2].isdecimal() \
+                and fields[3].isdecimal():
+            uid, gid, name = int(fields[2]), int(fields[3]), fields[0]
+            break
+    if uid < 0:
+        if not user_part.isdecimal():
+            raise DockwrightError(f"USER {spec}: no user {user_part!r} in /etc/passwd of {where}",
+                                  hint="create the user in an earlier RUN (useradd/adduser), or use a numeric uid")
+        uid = int(user_part)
+    groups = [fields for fields in _table(group) if len(fields) >= 3 and fields[2].isdecimal()]
+    if has_group:
+        found = [int(f[2]) for f in groups if group_part in (f[0], f[2])]
+        if not found and not group_part.isdecimal():
+            raise DockwrightError(f"USER {spec}: no group {group_part!r} in /etc/group of {where}",
+                                  hint="create the group in an earlier RUN, or use a numeric gid")
+        return User(uid, found[0] if found else int(group_part))
+    members = tuple(int(f[2]) for f in groups if name is not None and len(f) >= 4 and name in f[3].split(","))
+    return User(uid, gid, members)
+
+
+def _table(data: bytes | None) -> list[list[str]]:
+    if not data:
+        return []
+    return [line.split(":") for line in data.decode("utf-8", "replace").splitlines()
+            if line and not line.startswith("#")]

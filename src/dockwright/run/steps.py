@@ -1,0 +1,115 @@
+"""The RUN step of the executor: its inputs and cache key, the container run, and the layer of what it changed.
+
+A RUN whose inputs are unchanged (the layer chain below it, the command, its environment and build
+args, user, working directory, network, mounts' specs, heredoc scripts, the platform and the epoch)
+is not run again: its layer comes from the cache and the build says "cached". Secrets never count."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dockwright.model.image import BaseImage, Layer
+from dockwright.plan import RunStep
+
+if TYPE_CHECKING:
+    from dockwright.layers.tar import TarEntry
+    from dockwright.run.isolation import Isolation
+    from dockwright.run.snapshots import Snapshots
+
+log = logging.getLogger("dockwright")
+RUN_KEY_VERSION = "dockwright-run-1"
+EMPTY_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"  # a tar of no entries
+
+
+@dataclasses.dataclass
+class RunInputs:
+    """Everything the command sees, resolved against the image so far."""
+
+    argv: list[str]
+    env: list[str]
+    user: str
+    cwd: str
+    created_by: str
+
+
+class RunSteps:
+    """Runs the RUN steps of one build; the isolation is chosen on the first RUN that needs to run."""
+
+    def __init__(self, cache_root: Path, isolation: str, runtime: str | None, epoch: int) -> None:
+        self.cache_root = cache_root
+        self.isolation_name = isolation
+        self.runtime = runtime
+        self.epoch = epoch
+        self._isolation: Isolation | None = None
+        self._snapshots: Snapshots | None = None
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def inputs(self, step: RunStep, image: BaseImage, args: list[tuple[str, str]]) -> RunInputs:
+        from dockwright.run import command
+
+        config = image.config.get("config") or {}
+        argv = command.argv(step, config)
+        return RunInputs(argv, command.environment(config.get("Env") or [], args), config.get("User") or "",
+                         config.get("WorkingDir") or "/", step.created_by or command.history(args, argv))
+
+    def key(self, step: RunStep, image: BaseImage, inputs: RunInputs, layer_settings: str) -> str:
+        """The step's cache key (never secret values: mounts are keyed by their specs)."""
+        mounts = [dataclasses.asdict(mount) for mount in step.mounts]
+        files = [(name, hashlib.sha256(data).hexdigest()) for name, data in step.files]
+        text = json.dumps([RUN_KEY_VERSION, layer_settings, [layer.diff_id for layer in image.layers],
+                           inputs.argv, inputs.env, inputs.user, inputs.cwd, step.network, mounts, files,
+                           str(image.platform), self.epoch])
+        return "run:" + hashlib.sha256(text.encode()).hexdigest()
+
+    def label(self) -> str:
+        with self._lock:
+            self._count += 1
+            return f"#{self._count}"
+
+    def run(self, step: RunStep, image: BaseImage, inputs: RunInputs, label: str, shown: str, where: str,
+            write: Callable[[Iterable[TarEntry]], Layer]) -> Layer:
+        """Run the command in the image's file system; the layer `write` makes of what it changed. `label`
+        prefixes its output lines, `shown` names it in a failure, `where` names the image."""
+        from dockwright.run.container import Sandbox
+        from dockwright.run.diff import upper_entries
+        from dockwright.run.isolation import check_platform
+        from dockwright.run.snapshots import chain_ids
+        from dockwright.run.spec import Process, resolve_user
+
+        isolation, snapshots = self._setup()
+        interpreter = check_platform(image.platform)
+        if interpreter is not None:
+            log.info("%s running %s binaries through %s (qemu-user, binfmt_misc)", label, image.platform,
+                     interpreter)
+        lowers = snapshots.layer_dirs([(layer.diff_id, layer.source.open, layer.descriptor.digest)
+                                       for layer in image.layers])
+        with Sandbox(isolation, snapshots, lowers) as box:
+            user = resolve_user(inputs.user, box.read("etc/passwd"), box.read("etc/group"), where)
+            process = Process(inputs.argv, inputs.env, inputs.cwd, user, step.network)
+            box.run(process, shown, step.files, output=lambda line: log.info("%s %s", label, line))
+            box.finish()
+            entries = upper_entries(box.upper, lowers, self.epoch, isolation.opaque_xattr)
+            layer = write(entries)
+            chain = chain_ids([*(lay.diff_id for lay in image.layers), layer.diff_id])[-1]
+            if entries and not snapshots.path(chain).exists():
+                snapshots.adopt(box.upper, chain)  # the next RUN on this chain needs no extraction
+        return layer
+
+    def _setup(self) -> tuple[Isolation, Snapshots]:
+        with self._lock:
+            if self._isolation is None:
+                from dockwright.run.isolation import choose
+                from dockwright.run.snapshots import Snapshots
+
+                self._isolation = choose(self.isolation_name, self.runtime)
+                self._snapshots = Snapshots(self.cache_root / "rootfs")
+            assert self._snapshots is not None
+            return self._isolation, self._snapshots

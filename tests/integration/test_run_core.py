@@ -1,0 +1,232 @@
+"""RUN for real: Dockerfile RUN steps (and flags-mode --run) run through runc on the busybox base; the
+built image is pushed, pulled back with skopeo and run with runc, and the tests assert what the
+commands left behind as a user would see it. Then failures, interruption, leftovers and the step cache."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from build_checks import EPOCH_ENV, assert_user_error, cache_args, image_config, raw_manifest
+from conftest import SRC, RunDockwright
+from images import APP_UID, BusyboxBase, pull_to_layout, run_oci_image, sh
+
+pytestmark = pytest.mark.requires("runc")
+_GUARD = 120  # seconds: a guard against hangs, not an assertion
+
+
+def _context(tmp_path: Path, dockerfile: str, files: dict[str, str] | None = None) -> Path:
+    context = tmp_path / "context"
+    context.mkdir(exist_ok=True)
+    (context / "Dockerfile").write_text(dockerfile)
+    for name, text in (files or {}).items():
+        (context / name).write_text(text)
+    return context
+
+
+def _run_image(tag: str, tmp_path: Path, *args: str) -> list[str]:
+    layout = pull_to_layout(tag, tmp_path / f"pulled-{len(list(tmp_path.glob('pulled-*')))}", "app")
+    return run_oci_image(layout, "app", tmp_path, list(args) if args else None).splitlines()
+
+
+def _leftovers(cache: Path) -> list[str]:
+    """What a RUN could leave behind: mounts, containers, temporary directories in the cache."""
+    mounts = [line for line in Path("/proc/mounts").read_text().splitlines() if str(cache) in line]
+    containers = [line for line in sh("runc", "list", "-q").splitlines() if line.startswith("dockwright-")]
+    temps = [p.name for p in (cache / "rootfs").glob("tmp-*")] + [p.name for p in (cache / "tmp").glob("*")]
+    return mounts + containers + temps
+
+
+def _layer_members(ref: str, index: int = -1) -> dict[str, tarfile.TarInfo]:
+    """The tar members of one layer of a pushed image, by name (directories without their slash)."""
+    blob = _fetch_blob(ref, raw_manifest(ref)["layers"][index]["digest"])
+    with tarfile.open(fileobj=io.BytesIO(blob)) as archive:
+        return {member.name: member for member in archive}
+
+
+def _fetch_blob(ref: str, digest: str) -> bytes:
+    import urllib.request
+
+    host, _, rest = ref.partition("/")
+    repository = rest.rpartition(":")[0]
+    with urllib.request.urlopen(f"http://{host}/v2/{repository}/blobs/{digest}") as response:
+        return response.read()
+
+
+def test_shell_exec_and_heredoc_runs_with_args_env_user_and_workdir(
+    dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
+) -> None:
+    context = _context(tmp_path, (
+        f"FROM {busybox_base.oci_ref}\n"
+        "ARG FLAVOUR=plain\n"
+        "ENV GREETING=hello\n"
+        'RUN echo "$GREETING $FLAVOUR from the shell form" > /shell.txt\n'
+        'RUN ["/bin/sh", "-c", "echo exec form sees $GREETING > /exec.txt"]\n'
+        "RUN <<EOF\n"
+        "echo first line of a heredoc > /heredoc.txt\n"
+        "echo second line >> /heredoc.txt\n"
+        "EOF\n"
+        "RUN <<EOF\n"
+        "#!/bin/sh\n"
+        "echo a script run as a file: $0 > /script.txt\n"
+        "EOF\n"
+        "RUN cat <<-ONE >/tabs.txt\n"
+        "\tstripped $GREETING\n"
+        "\tONE\n"
+        "USER app\n"
+        "WORKDIR /work\n"  # made owned by app, the USER then (as Docker does)
+        "RUN id > ids.txt && pwd > pwd.txt\n"
+        'CMD ["sh", "-c", "cat /shell.txt /exec.txt /heredoc.txt /script.txt /tabs.txt ids.txt pwd.txt; '
+        'env | grep -c FLAVOUR || true"]\n'
+    ))
+    tag = f"{busybox_base.host}/apps/run:1"
+
+    proc = dockwright("build", context, "-t", tag, "--push", "--build-arg", "FLAVOUR=vanilla", *cache_args(tmp_path),
+                      env=EPOCH_ENV)
+
+    assert _run_image(tag, tmp_path) == [
+        "hello vanilla from the shell form",
+        "exec form sees hello",
+        "first line of a heredoc",
+        "second line",
+        "a script run as a file: /dev/pipes/EOF",
+        "stripped hello",
+        f"uid={APP_UID}(app) gid={APP_UID}(app)",  # no supplementary groups: app is in none
+        "/work",
+        "0",  # the build arg was visible to RUN, but is not in the image's Env
+    ]
+    assert "#1 RUN |1 FLAVOUR=vanilla /bin/sh -c echo" in proc.stderr  # the step, then its output lines
+    history = [h["created_by"] for h in image_config(tag)["history"]]
+    assert 'RUN |1 FLAVOUR=vanilla /bin/sh -c echo "$GREETING $FLAVOUR from the shell form" > /shell.txt ' \
+           "# buildkit" in history
+
+
+def test_removed_and_recreated_base_files_are_whiteouts_and_opaque_directories(
+    dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
+) -> None:
+    context = _context(tmp_path, (
+        f"FROM {busybox_base.oci_ref}\n"
+        "RUN rm /bin/vi && rm -rf /home && mkdir -p /home/fresh && echo new > /home/fresh/file\n"
+        "RUN cp /bin/busybox /bin/suid && chmod 4755 /bin/suid && ln /bin/suid /bin/suid-link "
+        "&& ln -s /bin/suid /bin/suid-sym && chown app:app /home/fresh\n"
+        'CMD ["sh", "-c", "ls /home; ls /home/fresh; test -e /bin/vi || echo no vi; '
+        "stat -c '%a %U %h' /bin/suid; readlink /bin/suid-sym; stat -c '%U' /home/fresh\"]\n"
+    ))
+    tag = f"{busybox_base.host}/apps/whiteouts:1"
+
+    dockwright("build", context, "-t", tag, "--push", *cache_args(tmp_path), env=EPOCH_ENV)
+
+    assert _run_image(tag, tmp_path) == ["fresh", "file", "no vi", "4755 root 2", "/bin/suid", "app"]
+    removal = _layer_members(tag, index=-2)
+    assert {"bin/.wh.vi", "home/.wh..wh..opq", "home/fresh/file"} <= set(removal)
+    assert "home/app" not in {name.rstrip("/") for name in removal}
+    made = _layer_members(tag, index=-1)
+    assert made["bin/suid"].mode & 0o7777 == 0o4755
+    assert made["bin/suid-link"].islnk() and made["bin/suid-sym"].issym()
+    for stub in ("proc", "sys", "dev", "etc/hosts", "etc/resolv.conf", "etc"):
+        assert stub not in made and stub not in removal, stub  # the runtime's mount points are not layers
+
+
+def test_a_failing_run_names_the_line_shows_its_output_and_leaves_nothing(
+    dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
+) -> None:
+    context = _context(tmp_path, (
+        f"FROM {busybox_base.oci_ref}\n"
+        "RUN echo fine > /fine\n"
+        "RUN echo about to fail; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo line $i; done; exit 3\n"
+    ))
+    out = tmp_path / "out.tar"
+
+    proc = dockwright("build", context, "-t", f"{busybox_base.host}/apps/fails:1", "--push", "-o",
+                      f"type=oci,dest={out}", *cache_args(tmp_path), check=False)
+
+    assert_user_error(proc, "Dockerfile:3: RUN echo about to fail;", "exit code 3")
+    tail = proc.stderr[proc.stderr.index("error: "):].splitlines()
+    assert "line 12" in tail[-1] and "line 3" in tail[1]  # the last lines of its output
+    assert not out.exists()
+    assert "apps/fails" not in sh("skopeo", "list-tags", "--tls-verify=false",
+                                  f"docker://{busybox_base.host}/base/busybox")
+    assert _leftovers(tmp_path / "cache") == []
+
+
+def test_a_stage_the_target_does_not_need_never_runs(
+    dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
+) -> None:
+    context = _context(tmp_path, (
+        f"FROM {busybox_base.oci_ref} AS broken\n"
+        "RUN echo this must not run; exit 1\n"
+        f"FROM {busybox_base.oci_ref} AS tools\n"
+        "RUN echo built by a needed stage > /tool.txt\n"
+        f"FROM {busybox_base.oci_ref}\n"
+        "COPY --from=tools /tool.txt /tool.txt\n"
+        'CMD ["cat", "/tool.txt"]\n'
+    ))
+    tag = f"{busybox_base.host}/apps/stages:1"
+
+    proc = dockwright("build", context, "-t", tag, "--push", *cache_args(tmp_path), env=EPOCH_ENV)
+
+    assert "this must not run" not in proc.stderr
+    assert _run_image(tag, tmp_path) == ["built by a needed stage"]
+
+
+def test_an_unchanged_run_is_cached_and_no_cache_runs_it_again(
+    dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
+) -> None:
+    context = _context(tmp_path, (
+        f"FROM {busybox_base.oci_ref}\n"
+        "RUN echo running the step; echo $RANDOM$RANDOM > /random\n"
+    ))
+    out = [tmp_path / f"out{i}.tar" for i in range(3)]
+
+    first = dockwright("build", context, "-o", f"type=oci,dest={out[0]}", *cache_args(tmp_path), env=EPOCH_ENV)
+    again = dockwright("build", context, "-o", f"type=oci,dest={out[1]}", *cache_args(tmp_path), env=EPOCH_ENV)
+    fresh = dockwright("build", context, "-o", f"type=oci,dest={out[2]}", "--no-cache", *cache_args(tmp_path),
+                       env=EPOCH_ENV)
+
+    assert "#1 running the step" in first.stderr
+    assert "#1 running the step" not in again.stderr and "#1 cached" in again.stderr
+    assert again.stdout == first.stdout  # the same image digest
+    assert "#1 running the step" in fresh.stderr
+    assert fresh.stdout != first.stdout  # it ran again: another random number
+
+
+def test_flags_mode_run_steps_in_order_with_copies(
+    dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
+) -> None:
+    context = _context(tmp_path, "", {"app.txt": "from the context\n"})
+    tag = f"{busybox_base.host}/apps/flags-run:1"
+
+    dockwright("build", context, "--from", busybox_base.oci_ref, "--run", "mkdir /app && echo before > /app/order",
+               "--copy", "app.txt:/app/app.txt", "--run", "cat /app/app.txt >> /app/order",
+               "--user", "app", "--cmd", "cat /app/order; id -un", "-t", tag, "--push", *cache_args(tmp_path),
+               env=EPOCH_ENV)
+
+    assert _run_image(tag, tmp_path) == ["before", "from the context", "app"]
+
+
+def test_ctrl_c_stops_the_container_at_once_and_leaves_nothing(busybox_base: BusyboxBase, tmp_path: Path) -> None:
+    context = _context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN echo started; sleep 600\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "dockwright", "build", str(context), "-o",
+                             f"type=oci,dest={tmp_path / 'out.tar'}", *cache_args(tmp_path)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # wait until the command runs
+        seen.append(line)
+        if "#1 started" in line:
+            break
+
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=_GUARD)  # far less than the command's 600 s
+
+    assert proc.returncode == 130, "".join(seen) + stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr and stdout == ""
+    assert _leftovers(tmp_path / "cache") == []
+    assert not (tmp_path / "out.tar").exists()
