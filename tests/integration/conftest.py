@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from debian import DebianBase, debian_base
 from faultproxy import FaultProxy
 from images import BusyboxBase, Podman, make_busybox_base
+from rootless import Unprivileged, unprivileged_user
 from servers import RegistryServer, start_registry
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -31,6 +33,9 @@ DEBIAN_PACKAGES = {
     "podman": "podman",
     "buildah": "buildah",
     "htpasswd": "apache2-utils",
+    "debootstrap": "debootstrap",
+    "newuidmap": "uidmap",
+    "useradd": "passwd",
 }
 
 
@@ -102,6 +107,28 @@ def busybox_base(busybox_files: BusyboxBase, registry: RegistryServer) -> Busybo
     """The busybox base seeded into `registry` as `base/busybox:{docker,oci,multi}`.
     For an auth registry: `busybox_files.seed(token_registry)`."""
     return busybox_files.seed(registry)
+
+
+@pytest.fixture(scope="session")
+def debian_files() -> DebianBase:
+    """A Debian bookworm minbase image as an OCI layout, debootstrapped once per machine (cached
+    under ~/.cache/dockwright-tests, see debian.py)."""
+    require("debootstrap", "umoci", "skopeo")
+    return debian_base()
+
+
+@pytest.fixture
+def debian(debian_files: DebianBase, registry: RegistryServer) -> DebianBase:
+    """The Debian base seeded into `registry` as `base/debian:bookworm` (`.ref`)."""
+    return debian_files.seed(registry)
+
+
+@pytest.fixture(scope="session")
+def unprivileged() -> Iterator[Unprivileged]:
+    """A user of this session's own (made with useradd, subordinate ids in /etc/subuid and
+    /etc/subgid, removed at the end) to run dockwright rootless: `unprivileged.dockwright(...)`."""
+    require("useradd", "setpriv")
+    yield from unprivileged_user(SRC)
 
 
 @dataclass

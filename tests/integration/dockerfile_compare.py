@@ -16,7 +16,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ CONFIG_KEYS = (
     "StopSignal", "Healthcheck", "OnBuild", "Shell",
 )  # fmt: skip
 _REF_NAME = "org.opencontainers.image.ref.name"
+IGNORED_LABELS = ("io.buildah.version",)  # buildah's own label, not in the Dockerfile
 
 
 @dataclass(frozen=True)
@@ -197,9 +198,11 @@ class Entry:
     mode: str  # octal permission bits, setuid/setgid/sticky included
     owner: str  # uid:gid
     content: str = ""  # sha256 of a file's bytes, or a symlink's target
+    hardlink_of: str = ""  # the first path (sorted) that is the same file, for its other hard links
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.mode} {self.owner} {self.content}".rstrip()
+        link = f" hardlink-of={self.hardlink_of}" if self.hardlink_of else ""
+        return f"{self.kind} {self.mode} {self.owner} {self.content}".rstrip() + link
 
 
 def file_tree(layout: Path, tag: str, work: Path) -> dict[str, Entry]:
@@ -207,10 +210,14 @@ def file_tree(layout: Path, tag: str, work: Path) -> dict[str, Entry]:
     rootfs = work / f"rootfs-{tag}"
     sh("umoci", "raw", "unpack", "--image", f"{layout}:{tag}", rootfs)
     try:
-        return {
-            "/" + str(path.relative_to(rootfs)): _entry(path)
-            for path in sorted(rootfs.rglob("*"))
-        }
+        tree, first_of_inode = {}, {}
+        for path in sorted(rootfs.rglob("*")):
+            name, entry, info = "/" + str(path.relative_to(rootfs)), _entry(path), path.lstat()
+            if entry.kind == "file" and info.st_nlink > 1:
+                first = first_of_inode.setdefault(info.st_ino, name)
+                entry = replace(entry, hardlink_of=first) if first != name else entry
+            tree[name] = entry
+        return tree
     finally:
         shutil.rmtree(rootfs, ignore_errors=True)
 
@@ -235,3 +242,34 @@ def tree_differences(ours: dict[str, Entry], reference: dict[str, Entry]) -> lis
         if mine != theirs:
             lines.append(f"{path}: dockwright={mine or 'missing'} buildah={theirs or 'missing'}")
     return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# The comparison
+
+
+def _settings(config: dict[str, Any], deviation: Deviation) -> dict[str, Any]:
+    settings = dockerfile_config(config)
+    labels = {k: v for k, v in (settings["Labels"] or {}).items() if k not in IGNORED_LABELS}
+    return comparable({**settings, "Labels": labels or None}, deviation.ignore)
+
+
+def assert_same_image(case: Case, deviation: Deviation, buildah: Buildah, dockwright: Callable[..., Any],
+                      work: Path, skip: Callable[[str], bool] = lambda path: False) -> None:
+    """Build `case` with both (buildah gets `deviation` applied) into OCI layouts under `work`; assert the
+    same Dockerfile-set config, platform and file tree, paths `skip` accepts left out of both trees."""
+    theirs = buildah.build(buildah_variant(case, deviation, work), work / "buildah", "buildah")
+    dockwright(*dockwright_args(case, work / "dockwright", "dockwright"))
+    ours = read_config(work / "dockwright", "dockwright")
+
+    expected = _settings(theirs, deviation)
+    if expected["WorkingDir"] is None:  # buildah leaves it unset on FROM scratch; Docker sets "/"
+        expected["WorkingDir"] = "/"
+    assert _settings(ours, deviation) == expected
+    assert (ours["os"], ours["architecture"], ours.get("variant")) == (
+        theirs["os"], theirs["architecture"], theirs.get("variant"))
+    ours_tree = {p: e for p, e in file_tree(work / "dockwright", "dockwright", work).items() if not skip(p)}
+    reference = {p: e for p, e in file_tree(work / "buildah", "buildah", work).items() if not skip(p)}
+    for path in deviation.paths:
+        assert ours_tree.pop(path, None) != reference.pop(path, None), f"{case.name}: {path} no longer differs"
+    assert tree_differences(ours_tree, reference) == []

@@ -23,14 +23,8 @@ from dockerfile_compare import (
     Buildah,
     Case,
     Deviation,
-    buildah_variant,
-    comparable,
+    assert_same_image,
     corpus_case,
-    dockerfile_config,
-    dockwright_args,
-    file_tree,
-    read_config,
-    tree_differences,
 )
 from images import BusyboxBase, sh
 from servers import RegistryServer, start_registry
@@ -124,7 +118,6 @@ DEVIATIONS: dict[str, Deviation] = {
         dockerfile={"CMD echo hi | cat": 'CMD ["/bin/bash", "-o", "pipefail", "-c", "echo hi | cat"]',
                     "ENTRYPOINT exec /app": 'ENTRYPOINT ["/bin/bash", "-o", "pipefail", "-c", "exec /app"]'}),
 }
-IGNORED_LABELS = ("io.buildah.version",)  # buildah's own label, not in the Dockerfile
 # where dockwright differs from Docker (and buildah agrees with Docker): expected failures, so the
 # test turns red the day they are fixed and this list must shrink
 KNOWN_DEFECTS: dict[str, str] = {}
@@ -167,31 +160,6 @@ def nonroot_base(busybox_files: BusyboxBase, diff_registry: RegistryServer,
     return reference
 
 
-def _settings(config: dict[str, Any], deviation: Deviation) -> dict[str, Any]:
-    settings = dockerfile_config(config)
-    labels = {k: v for k, v in (settings["Labels"] or {}).items() if k not in IGNORED_LABELS}
-    return comparable({**settings, "Labels": labels or None}, deviation.ignore)
-
-
-def _assert_same_image(case: Case, deviation: Deviation, buildah: Buildah, dockwright: RunDockwright,
-                       work: Path) -> None:
-    theirs = buildah.build(buildah_variant(case, deviation, work), work / "buildah", "buildah")
-    dockwright(*dockwright_args(case, work / "dockwright", "dockwright"))
-    ours = read_config(work / "dockwright", "dockwright")
-
-    expected = _settings(theirs, deviation)
-    if expected["WorkingDir"] is None:  # buildah leaves it unset on FROM scratch; Docker sets "/"
-        expected["WorkingDir"] = "/"
-    assert _settings(ours, deviation) == expected
-    assert (ours["os"], ours["architecture"], ours.get("variant")) == (
-        theirs["os"], theirs["architecture"], theirs.get("variant"))
-    ours_tree = file_tree(work / "dockwright", "dockwright", work)
-    reference = file_tree(work / "buildah", "buildah", work)
-    for path in deviation.paths:
-        assert ours_tree.pop(path, None) != reference.pop(path, None), f"{case.name}: {path} no longer differs"
-    assert tree_differences(ours_tree, reference) == []
-
-
 def _case_param(name: str) -> Any:
     defect = KNOWN_DEFECTS.get(name)
     return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=defect)) if defect else name
@@ -204,22 +172,22 @@ def test_same_image_as_buildah(name: str, buildah: Buildah, local_base: str, doc
     substitute, build_args = ADAPT.get(name, ({}, {}))
     case = corpus_case(name, tmp_path, {k: v.replace(BASE, local_base) for k, v in substitute.items()},
                        {k: v.replace(BASE, local_base) for k, v in build_args.items()})
-    _assert_same_image(case, DEVIATIONS.get(name, Deviation("")), buildah, dockwright, tmp_path)
+    assert_same_image(case, DEVIATIONS.get(name, Deviation("")), buildah, dockwright, tmp_path)
 
 
 @pytest.mark.requires("buildah", "umoci", "skopeo", "docker-registry")
 def test_existing_directories_keep_their_mode_and_owner(buildah: Buildah, local_base: str,
                                                         dockwright: RunDockwright, tmp_path: Path) -> None:
     """busybox has /tmp (1777) and /home/app (owned by app): copying below them must not change them."""
-    _assert_same_image(_existing_dirs_case(tmp_path, "COPY f /home/app/f\nCOPY f /tmp/sub/f\n", local_base),
-                       Deviation(""), buildah, dockwright, tmp_path)
+    assert_same_image(_existing_dirs_case(tmp_path, "COPY f /home/app/f\nCOPY f /tmp/sub/f\n", local_base),
+                      Deviation(""), buildah, dockwright, tmp_path)
 
 
 @pytest.mark.requires("buildah", "umoci", "skopeo", "docker-registry")
 def test_workdir_on_an_existing_directory_keeps_its_owner(buildah: Buildah, local_base: str,
                                                           dockwright: RunDockwright, tmp_path: Path) -> None:
-    _assert_same_image(_existing_dirs_case(tmp_path, "WORKDIR /home/app\n", local_base),
-                       Deviation(""), buildah, dockwright, tmp_path)
+    assert_same_image(_existing_dirs_case(tmp_path, "WORKDIR /home/app\n", local_base),
+                      Deviation(""), buildah, dockwright, tmp_path)
 
 
 # WORKDIR and COPY --chown against a base with existing directories (/tmp 1777, /home/app owned by app)
@@ -244,16 +212,16 @@ def test_workdir_and_chown_create_directories_as_docker(name: str, buildah: Buil
                                                         dockwright: RunDockwright, tmp_path: Path) -> None:
     """Created directories (parents included) belong to the USER (WORKDIR) or the --chown user; existing
     ones, in the base or made by an earlier step, keep their owner and mode."""
-    _assert_same_image(_existing_dirs_case(tmp_path, _OWNERSHIP_CASES[name], local_base),
-                       Deviation(""), buildah, dockwright, tmp_path)
+    assert_same_image(_existing_dirs_case(tmp_path, _OWNERSHIP_CASES[name], local_base),
+                      Deviation(""), buildah, dockwright, tmp_path)
 
 
 @pytest.mark.requires("buildah", "umoci", "skopeo", "docker-registry")
 @pytest.mark.parametrize("name", sorted(_NONROOT_CASES))
 def test_workdir_owned_by_the_base_images_user(name: str, buildah: Buildah, nonroot_base: str,
                                                dockwright: RunDockwright, tmp_path: Path) -> None:
-    _assert_same_image(_existing_dirs_case(tmp_path, _NONROOT_CASES[name], nonroot_base),
-                       Deviation(""), buildah, dockwright, tmp_path)
+    assert_same_image(_existing_dirs_case(tmp_path, _NONROOT_CASES[name], nonroot_base),
+                      Deviation(""), buildah, dockwright, tmp_path)
 
 
 def _existing_dirs_case(tmp_path: Path, instructions: str, local_base: str) -> Case:
