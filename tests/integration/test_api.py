@@ -216,3 +216,30 @@ def test_scratch_images_are_values(tmp_path: Path) -> None:
     assert img.with_annotations(team="x").manifest["annotations"]["team"] == "x"
     assert img.digest == base.append(dockwright.Layer.from_directory(tmp_path / "site", "/srv")).with_config(
         cmd=["/srv/index.html"], labels={"a": "b"}).digest
+
+
+@pytest.mark.requires("skopeo")
+def test_cancel_breaks_a_request_the_registry_does_not_answer(
+    proxy: FaultProxy, base_1: str, registry: RegistryServer, tmp_path: Path
+) -> None:
+    """A registry that holds the tag's PUT: cancelling ends the call now, not at the 60 s read timeout."""
+    image = dockwright.pull(base_1.replace(registry.host, proxy.host)).with_config(env={"A": "1"})
+    proxy.delay("PUT", "/manifests/", 50, times=None)
+    cancel = threading.Event()
+    outcome: list[BaseException | str] = []
+
+    def job() -> None:
+        try:
+            outcome.append(dockwright.push(image, f"{proxy.host}/app:held", cancel=cancel))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=job, daemon=True)
+    worker.start()
+    while not proxy.seen("PUT", "/manifests/"):
+        worker.join(0.05)
+    cancel.set()
+    worker.join(20)  # far below the delay and the read timeout: only a broken exchange ends this soon
+    assert not worker.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], dockwright.Cancelled), outcome
+    assert not tag_exists(registry, "app")

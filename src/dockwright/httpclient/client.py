@@ -101,6 +101,10 @@ class Client:
     def close(self) -> None:
         self._pool.close()
 
+    def abort(self) -> None:
+        """Break the exchanges in flight (from another thread): they fail at once with TransportError."""
+        self._pool.abort()
+
     def __enter__(self) -> Client:
         return self
 
@@ -119,19 +123,20 @@ class Client:
             reused = connection is not None
             if connection is None:
                 connection = self._connect(route)
+                self._pool.lend(connection)
             try:
                 connection.request(request.method, route.target, body=body, headers=headers)
                 raw = connection.getresponse()
             except _SourceFailed as failed:  # the body's own iterator failed: not the network's doing
-                connection.close()
+                self._pool.release(route.key, connection, keep=False)
                 raise failed.error from None
             except (OSError, http.client.HTTPException) as exc:
-                connection.close()
+                self._pool.release(route.key, connection, keep=False)
                 if reused and replayable and isinstance(exc, CLOSED_BY_SERVER):
                     continue  # the server had closed the idle connection: once more on a new one
                 raise _classified(exc, route) from None
             except BaseException:
-                connection.close()
+                self._pool.release(route.key, connection, keep=False)
                 raise
             return wrap_response(raw, connection, route, self._pool)
 

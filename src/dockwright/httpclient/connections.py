@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import select
@@ -62,11 +63,14 @@ class TLSConnection(http.client.HTTPSConnection):
 
 
 class Pool:
-    """Idle keep-alive connections per route; a connection is used by one exchange at a time."""
+    """Idle keep-alive connections per route; a connection is used by one exchange at a time. The pool also
+    knows the connections on loan to an exchange, so that `abort` can break them (a cancelled transfer)."""
 
     def __init__(self, size: int) -> None:
         self._size = max(1, size)
         self._idle: dict[tuple[str, str, int, str | None], list[http.client.HTTPConnection]] = {}
+        self._busy: set[http.client.HTTPConnection] = set()
+        self._aborted = False
         self._lock = threading.Lock()
 
     def take(self, key: tuple[str, str, int, str | None]) -> http.client.HTTPConnection | None:
@@ -77,16 +81,38 @@ class Pool:
                     return None
                 connection = idle.pop()
             if _still_open(connection):
+                self.lend(connection)
                 return connection
             connection.close()
 
-    def put(self, key: tuple[str, str, int, str | None], connection: http.client.HTTPConnection) -> None:
+    def lend(self, connection: http.client.HTTPConnection) -> None:
         with self._lock:
+            if not self._aborted:
+                self._busy.add(connection)
+                return
+        connection.close()
+        raise TransportError("the exchange was aborted")
+
+    def release(self, key: tuple[str, str, int, str | None], connection: http.client.HTTPConnection, *,
+                keep: bool) -> None:
+        """An exchange is done with `connection`: kept for the next one when `keep`, else closed."""
+        with self._lock:
+            self._busy.discard(connection)
             idle = self._idle.setdefault(key, [])
-            if len(idle) < self._size:
+            if keep and len(idle) < self._size:
                 idle.append(connection)
                 return
         connection.close()
+
+    def abort(self) -> None:
+        """Break the connections in use, and refuse new exchanges: a read or write blocked on one fails at once."""
+        with self._lock:
+            self._aborted = True
+            busy = list(self._busy)
+        for connection in busy:
+            if connection.sock is not None:
+                with contextlib.suppress(OSError):
+                    connection.sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         with self._lock:
@@ -116,10 +142,7 @@ def wrap_response(raw: http.client.HTTPResponse, connection: http.client.HTTPCon
                   pool: Pool) -> Response:
     def end(complete: bool) -> None:
         raw.close()  # its end of the socket only: the connection holds the socket
-        if complete and not raw.will_close:
-            pool.put(route.key, connection)
-        else:
-            connection.close()
+        pool.release(route.key, connection, keep=complete and not raw.will_close)
 
     return Response(raw.status, raw.getheaders(), reason=raw.reason, stream=_body(raw, route), on_end=end)
 

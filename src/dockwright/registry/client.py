@@ -62,6 +62,21 @@ class Registries:
         self._http: dict[bool, Client] = {}
         self._clients: dict[str, RegistryClient] = {}
         self._lock = threading.Lock()
+        self._closed = threading.Event()
+        if cancel is not None:
+            threading.Thread(target=self._abort_on_cancel, name="dockwright-cancel", daemon=True).start()
+
+    def _abort_on_cancel(self) -> None:
+        """Once the caller cancels, break the exchanges in flight: a read blocked on a silent registry ends now,
+        not at its timeout (the worker then stops at its backoff wait, which raises Cancelled)."""
+        assert self.cancel is not None
+        while not self._closed.is_set():
+            if self.cancel.wait(0.2):
+                with self._lock:
+                    clients = list(self._http.values())
+                for client in clients:
+                    client.abort()
+                return
 
     def _pause(self, seconds: float) -> None:
         """A backoff wait that ends early, raising Cancelled, when the caller cancels."""
@@ -92,6 +107,7 @@ class Registries:
             return self._clients[host]
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
             for client in self._http.values():
                 client.close()
