@@ -44,10 +44,11 @@ class Cache:
         self.blobs = self.root / "blobs" / "sha256"
         self.layers = self.root / "layers"
         self.indexes = self.root / "dirindex"  # layers/dirindex.py's per-layer indexes, by layer digest
+        self.machines = self.root / "machines"  # the ELF machines in layers we wrote (layers/elf.py), by digest
         self.tmp = self.root / "tmp"
         self._temps: set[Path] = set()  # made by this process; what is left of them goes on close
         try:
-            for folder in (self.blobs, self.layers, self.indexes, self.tmp):
+            for folder in (self.blobs, self.layers, self.indexes, self.machines, self.tmp):
                 folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise self._error(exc) from None
@@ -145,7 +146,7 @@ class Cache:
         os.replace(self._write_temp(json.dumps(record).encode(), ".json"), self.layers / f"{fingerprint}.json")
 
     def lookup_json(self, folder: Path, digest: str) -> object | None:
-        """A small JSON record filed under a digest in `folder` (self.indexes), or None."""
+        """A small JSON record filed under a digest in `folder` (self.indexes, self.machines), or None."""
         entry = folder / check_digest(digest, "cache").split(":", 1)[1]
         try:
             data = json.loads(entry.read_bytes())
@@ -165,7 +166,7 @@ class Cache:
 
 def _entries(root: Path) -> list[tuple[Path, os.stat_result]]:
     found = []
-    for folder in (root / "blobs" / "sha256", root / "layers", root / "dirindex"):
+    for folder in (root / "blobs" / "sha256", root / "layers", root / "dirindex", root / "machines"):
         if folder.is_dir():
             for path in folder.iterdir():
                 with contextlib.suppress(OSError):

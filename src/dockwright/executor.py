@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from dockwright import mutate
 from dockwright.cache import Cache
 from dockwright.formats.resolve import resolve_base
+from dockwright.layers.facts import LayerFacts
 from dockwright.model.blobs import FileBlob
 from dockwright.model.documents import Descriptor
 from dockwright.model.errors import ContextError, DockwrightError, UsageError
@@ -27,7 +28,7 @@ from dockwright.parallel import check_cancelled
 from dockwright.plan import BuildOptions, BuildPlan, ConfigEdit, ConfigStep, CopyStep, MkdirStep, RunStep, Stage
 
 if TYPE_CHECKING:
-    from dockwright.layers.dirindex import ImageDirs, LayerIndex
+    from dockwright.layers.dirindex import ImageDirs
     from dockwright.layers.dockerignore import IgnoreMatcher
     from dockwright.layers.quickkey import BackgroundWalks
     from dockwright.layers.rootfs import RootFS
@@ -61,8 +62,11 @@ class Builder:
     _layers: dict[str, Layer] = field(default_factory=dict)
     _result: BuildResult = field(default_factory=lambda: BuildResult([]))
     _walks: BackgroundWalks | None = None
-    _indexes: dict[str, LayerIndex] = field(default_factory=dict)  # layer digest -> its directory index
     _runs: RunSteps | None = None
+    _facts: LayerFacts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._facts = LayerFacts(self.cache)
 
     @property
     def created(self) -> str:
@@ -266,25 +270,10 @@ class Builder:
             if state.dirs is None:
                 state.dirs = ImageDirs()
             for layer in layers[state.dirs_layers:]:
-                state.dirs.apply(self._layer_index(layer))
+                state.dirs.apply(self._facts.index(layer))
             state.dirs_layers = len(layers)
             missing = state.dirs.missing(path)
         return [p for p in missing if p not in state.known_dirs]
-
-    def _layer_index(self, layer: Layer) -> LayerIndex:
-        from dockwright.layers.dirindex import LayerIndex
-
-        digest = layer.descriptor.digest
-        known = self._indexes.get(digest)
-        if known is None and self.options.use_cache:
-            known = LayerIndex.from_json(self.cache.lookup_json(self.cache.indexes, digest))
-        if known is None:
-            log.info("reading the directories of layer %s", digest[:19])
-            known = LayerIndex.read(layer.source.open(), f"layer {digest}")
-            if self.options.use_cache:
-                self.cache.store_json(self.cache.indexes, digest, known.to_json())
-        self._indexes[digest] = known
-        return known
 
     def _absolute(self, dest: str, state: _StageState) -> str:
         """Resolve a COPY destination against the WorkingDir in force, keeping a trailing slash."""
@@ -389,6 +378,7 @@ class Builder:
 
     def _append_layer(self, state: _StageState, layer: Layer, created_by: str) -> None:
         mutate.append_layer(state.image, layer, self.created, created_by)
+        self._facts.warn_foreign_binaries(layer, state.image.platform)
         state.rootfs = state.accounts = None  # the file system changed; a later lookup re-extracts
 
     def _copy_layer(self, plan: BuildPlan, step: CopyStep, state: _StageState, states: list[_StageState]) -> Layer:
@@ -527,6 +517,7 @@ class Builder:
         finally:
             temp.unlink(missing_ok=True)
         self._result.layers_built += 1
+        self._facts.record_machines(blob.digest, blob.machines)
         log.info("built layer %s (%d entries, %s bytes)", blob.digest[:19], blob.entries, blob.size)
         layer = Layer(Descriptor(layer_media_type(compression.algorithm, fmt), blob.digest, blob.size),
                       blob.diff_id, FileBlob(path, blob.digest, blob.size, "built layer", fresh=True))

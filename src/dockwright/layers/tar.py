@@ -27,14 +27,18 @@ from pathlib import Path
 from typing import BinaryIO, Literal, NamedTuple
 from zlib import adler32
 
+from dockwright.layers.elf import HEAD as ELF_HEAD
+from dockwright.layers.elf import machine
+from dockwright.layers.pyc import fix_header
 from dockwright.model.errors import ContextError, DockwrightError, UsageError
 from dockwright.model.mediatypes import OCI_LAYER_TAR, OCI_LAYER_ZSTD, Format, layer_media_type_for, media_type
 
 # Bump when anything that changes the bytes of a layer changes (header layout, block size...):
 # it is part of every layer-cache fingerprint.
-FORMAT_VERSION = "dockwright-layer-1"
+FORMAT_VERSION = "dockwright-layer-2"  # 2: .pyc source mtimes (pyc.py)
 BLOCK_SIZE = 1 << 20
 SMALL_FILE = 1 << 16  # read whole into memory; larger files stream through the block buffer
+LARGE_PYC = 1 << 24  # a .pyc up to this size is read whole too, for its header (pyc.py)
 GZIP_LEVELS = range(0, 4)  # ISA-L levels
 ZSTD_LEVELS = range(1, 23)
 DEFAULT_LEVEL = {"gzip": 1, "zstd": 3}
@@ -115,6 +119,7 @@ class LayerBlob:
     diff_id: str  # sha256 of the uncompressed tar
     compression: str  # "gzip" | "zstd" | "none"
     entries: int = 0  # tar members written (0 for a recompressed stream)
+    machines: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # ELF machine key -> paths (elf.py)
 
 
 def layer_media_type(compression: str, fmt: Format) -> str:
@@ -139,6 +144,11 @@ def fingerprint(entries: Iterable[TarEntry], compression: Compression) -> str:
         elif (st := e.host_stat) is not None:
             # ctime too: a rewrite that keeps size and mtime (touch -r, some extractors) changes it
             content = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+            if e.path.endswith(".pyc"):  # its header may be rewritten after its source's stat (pyc.py)
+                from dockwright.layers.pyc import source_stat
+
+                py = source_stat(os.fspath(e.source))  # type: ignore[arg-type]
+                content += f":{py.st_size}:{py.st_mtime_ns}" if py is not None else ":-"
         else:
             content = ""
         parts.append(b"%s\0%s\0%o\0%d\0%d\0%d\0%d\0%s\0%s\n" % (
@@ -432,6 +442,17 @@ def _read_small(path: str | Path, size: int) -> bytes:
     return data
 
 
+def _read_head(path: str | Path) -> bytes:
+    """The first bytes of a large host file, for its ELF header."""
+    fd = _open(path)
+    try:
+        return os.pread(fd, ELF_HEAD, 0)
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    finally:
+        os.close(fd)
+
+
 def _unreadable(path: str | Path, exc: OSError, hint: str | None = None) -> ContextError:
     return ContextError(f"cannot read {path}: {exc.strerror}", hint=hint)
 
@@ -443,14 +464,23 @@ def _changed(path: str | Path) -> ContextError:
 
 def write_layer(entries: Iterable[TarEntry], dest: Path, compression: Compression) -> LayerBlob:
     """Write the layer to `dest` (a temporary name the caller renames). Entries are written in the
-    given order; a duplicate path is an error. On failure `dest` is removed."""
+    given order; a duplicate path is an error. On failure `dest` is removed.
+
+    On the way, a timestamp-based .pyc gets the layer's mtime for its source (pyc.py), and the machine
+    of each ELF executable or shared library (a file with an exec bit or named *.so*) is recorded in
+    the result's `machines` (elf.py): both from bytes a small file has in hand already."""
 
     seen: set[str] = set()
+    machines: dict[str, list[str]] = {}
+
+    def note(path: str, head: bytes) -> None:
+        if (key := machine(head)) is not None:
+            machines.setdefault(key, []).append(path)
 
     def feed(sink: _Sink) -> None:
         write = sink.write
         for entry in entries:
-            path, kind, _, _, _, size, _, source, data, _, _, _, _ = entry
+            path, kind, mode, _, _, size, _, source, data, mtime, _, _, _ = entry
             if path in seen:
                 raise ContextError(f"duplicate path {path!r} in one layer")
             seen.add(path)
@@ -458,18 +488,27 @@ def write_layer(entries: Iterable[TarEntry], dest: Path, compression: Compressio
             if kind != "file":
                 write(header)
             elif data is not None:  # header, content and padding in one write, unless the content is large
+                if mode & 0o111 or ".so" in path:
+                    note(path, data)
                 write(header + data + _ZERO_BLOCK[: -len(data) % 512])
             elif size == 0:
                 write(header)
-            elif size <= SMALL_FILE:
-                write(header + _read_small(source, size) + _ZERO_BLOCK[: -size % 512])  # type: ignore[arg-type]
+            elif size <= SMALL_FILE or (size <= LARGE_PYC and path.endswith(".pyc")):
+                content = _read_small(source, size)  # type: ignore[arg-type]
+                if path.endswith(".pyc"):
+                    content = fix_header(content, os.fspath(source), mtime)  # type: ignore[arg-type]
+                elif mode & 0o111 or ".so" in path:
+                    note(path, content)
+                write(header + content + _ZERO_BLOCK[: -size % 512])
             else:
+                if mode & 0o111 or ".so" in path:
+                    note(path, _read_head(source))  # type: ignore[arg-type]
                 write(header)
                 sink.copy_file(source, size)  # type: ignore[arg-type]
                 write(_ZERO_BLOCK[: -size % 512])
         sink.write(_ZERO_BLOCK * 2)
 
-    return dataclasses.replace(_write_blob(dest, compression, feed), entries=len(seen))
+    return dataclasses.replace(_write_blob(dest, compression, feed), entries=len(seen), machines=machines)
 
 
 def compress_stream(chunks: Iterable[bytes], dest: Path, compression: Compression) -> LayerBlob:
