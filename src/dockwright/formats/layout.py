@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -275,6 +276,7 @@ class OciLayoutDir:
             raise UsageError(f"{self.root} exists and is not an OCI layout (no index.json)",
                              hint="name an empty or new directory")
         self._sink = DirSink(self.root)
+        self._new = not self.root.exists()
         try:
             write_layout(result, self._sink, context.tags, existing, context.progress)
         except OSError as exc:
@@ -291,3 +293,5 @@ class OciLayoutDir:
     def discard(self) -> None:
         if self._sink is not None:
             self._sink.discard()
+            if self._new:  # a layout this output began: nothing of it stays
+                shutil.rmtree(self.root, ignore_errors=True)
