@@ -27,8 +27,8 @@ class ConfigEdit:
     `deferred`: the Dockerfile frontend cannot know the base image's Env, so `ENV PATH=/x:$PATH`
     cannot be expanded up front. Such an edit has deferred=True: its env values, label values,
     workdir and user are templates (`${NAME}` references, literal `\\`, `$`, `}` backslash-escaped)
-    and a relative workdir is relative to the inherited one. build.py must call
-    `dockwright.frontends.dockerfile.resolve_deferred(edit, inherited_env, inherited_workdir)` first.
+    and a relative workdir is relative to the inherited one. The executor
+    calls `dockwright.build.deferred.resolve_deferred(edit, inherited_env, inherited_workdir)` first.
     """
 
     entrypoint: tuple[str, ...] | None = None

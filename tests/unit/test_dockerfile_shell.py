@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.frontends.dockerfile import parse_build_args, parse_dockerignore, read_dockerignore, resolve_deferred
+from dockwright.build.deferred import resolve_deferred, resolve_template
+from dockwright.frontends.dockerfile import parse_build_args, parse_dockerignore, read_dockerignore
 from dockwright.frontends.dockerfile.formats import format_duration, parse_duration, parse_port_specs
-from dockwright.frontends.dockerfile.shell import UNKNOWN, ShellError, Unknown, expand, expand_words
+from dockwright.frontends.dockerfile.shell import UNKNOWN, ShellError, Unknown, escape_template, expand, expand_words
 from dockwright.plan import ConfigEdit
 
 ENV = {"A": "a b", "EMPTY": "", "X": "x"}
@@ -70,6 +71,32 @@ def test_resolve_deferred_uses_the_inherited_env_and_workdir() -> None:
     assert (resolved.user, resolved.workdir, resolved.deferred) == ("1654", "/app/sub", False)
     plain = ConfigEdit(env=(("A", "${B}"),))
     assert resolve_deferred(plain, {"B": "no"}) is plain
+
+
+@pytest.mark.parametrize("word", [
+    "/opt/bin:$BASE:$X", "'$BASE' \\$ \\} }", '"a $BASE b" c\\d', "${BASE:-$X}", "${BASE-${X}y}", "${BASE:+[$X]}",
+    "${BASE+${NONE:-z\\}}}", "${BASE:?}", "${EMPTYBASE:-e}${EMPTYBASE-f}${EMPTYBASE:+g}${EMPTYBASE+h}", "$ $1 ${X}$",
+])
+@pytest.mark.parametrize("base", [{"BASE": "b:a}s\\e$", "EMPTYBASE": ""}, {"BASE": "", "EMPTYBASE": ""}])
+def test_a_deferred_template_resolves_as_the_word_would_have_expanded(word: str, base: dict[str, str]) -> None:
+    """The executor resolves templates without the frontend's lexer (build/deferred.py): the result
+    must equal expanding the word with the base's Env known up front."""
+    known = {"X": "x", "NONE": None}
+
+    def unknown_base(name: str) -> object:
+        return UNKNOWN if name in base else known.get(name)
+
+    def everything(name: str) -> str | None:
+        return base[name] if name in base else known.get(name)
+
+    try:
+        expected = expand(word, everything).value
+    except ShellError as exc:
+        with pytest.raises(ValueError, match=str(exc).split(":")[0]):
+            resolve_template(expand(word, unknown_base, unknown=Unknown.DEFER).template or "", everything)
+        return
+    deferred = expand(word, unknown_base, unknown=Unknown.DEFER)
+    assert resolve_template(deferred.template or escape_template(deferred.value), everything) == expected
 
 
 @pytest.mark.parametrize(("text", "ns", "shown"), [

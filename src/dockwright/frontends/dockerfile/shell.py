@@ -8,7 +8,8 @@ The frontend does not know the base image's Env. A lookup may therefore answer U
 caller decides what an unknown variable means (`Unknown`): keep the reference for later
 (`DEFER`: the result carries a template, resolved once the inherited Env is known), treat it as
 unset, or refuse a plain `$VAR` (`ERROR`). A template is text in this same syntax with quotes
-disabled: literal `\\`, `$` and `}` are escaped with a backslash.
+disabled: literal `\\`, `$` and `}` are escaped with a backslash; dockwright.build.deferred
+resolves it without this lexer.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Unknown(enum.Enum):
 @dataclass(frozen=True)
 class Expansion:
     value: str  # the expanded text (unknown variables as empty) when not deferred
-    template: str | None = None  # set when a reference was deferred: resolve with `resolve_template`
+    template: str | None = None  # set when a reference was deferred (build/deferred.py resolves it)
 
 
 def escape_template(text: str) -> str:
@@ -259,7 +260,3 @@ def expand_words(text: str, lookup: Lookup, *, escape: str = "\\") -> list[str]:
     out = _Lexer(text, lookup, escape, Unknown.UNSET).process()
     return out.finish_words()
 
-
-def resolve_template(template: str, env: Callable[[str], str | None]) -> str:
-    """Expand a deferred template against the now-known environment."""
-    return expand(template, env, quotes=False).value
