@@ -42,8 +42,6 @@ def test_the_model_imports_nothing_else_of_dockwright() -> None:
             assert all(i.startswith("dockwright.model") for i in imported), (name, imported)
 
 
-@pytest.mark.xfail(strict=True, reason="executor.py imports frontends.dockerfile.resolve_deferred (issue 10): move it "
-                   "out of the frontend, then remove this mark")
 def test_only_the_library_and_the_command_line_import_the_frontends() -> None:
     for name, imported in _graph(top_level_only=False).items():
         if any(i.startswith("dockwright.frontends") for i in imported):
