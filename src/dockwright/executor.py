@@ -184,7 +184,7 @@ class Builder:
             case ConfigStep():
                 edit = step.edit
                 if edit.deferred:
-                    from dockwright.build.deferred import resolve_deferred
+                    from dockwright.deferred import resolve_deferred
 
                     inherited = config.get("config") or {}
                     edit = resolve_deferred(edit, inherited.get("Env") or [], inherited.get("WorkingDir") or "/")

@@ -28,7 +28,7 @@ class ConfigEdit:
     cannot be expanded up front. Such an edit has deferred=True: its env values, label values,
     workdir and user are templates (`${NAME}` references, literal `\\`, `$`, `}` backslash-escaped)
     and a relative workdir is relative to the inherited one. The executor
-    calls `dockwright.build.deferred.resolve_deferred(edit, inherited_env, inherited_workdir)` first.
+    calls `dockwright.deferred.resolve_deferred(edit, inherited_env, inherited_workdir)` first.
     """
 
     entrypoint: tuple[str, ...] | None = None

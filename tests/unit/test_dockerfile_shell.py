@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.build.deferred import resolve_deferred, resolve_template
+from dockwright.deferred import resolve_deferred, resolve_template
 from dockwright.frontends.dockerfile import parse_build_args, parse_dockerignore, read_dockerignore
 from dockwright.frontends.dockerfile.formats import format_duration, parse_duration, parse_port_specs
 from dockwright.frontends.dockerfile.shell import UNKNOWN, ShellError, Unknown, escape_template, expand, expand_words
@@ -79,7 +79,7 @@ def test_resolve_deferred_uses_the_inherited_env_and_workdir() -> None:
 ])
 @pytest.mark.parametrize("base", [{"BASE": "b:a}s\\e$", "EMPTYBASE": ""}, {"BASE": "", "EMPTYBASE": ""}])
 def test_a_deferred_template_resolves_as_the_word_would_have_expanded(word: str, base: dict[str, str]) -> None:
-    """The executor resolves templates without the frontend's lexer (build/deferred.py): the result
+    """The executor resolves templates without the frontend's lexer (dockwright/deferred.py): the result
     must equal expanding the word with the base's Env known up front."""
     known = {"X": "x", "NONE": None}
 

@@ -8,7 +8,7 @@ The frontend does not know the base image's Env. A lookup may therefore answer U
 caller decides what an unknown variable means (`Unknown`): keep the reference for later
 (`DEFER`: the result carries a template, resolved once the inherited Env is known), treat it as
 unset, or refuse a plain `$VAR` (`ERROR`). A template is text in this same syntax with quotes
-disabled: literal `\\`, `$` and `}` are escaped with a backslash; dockwright.build.deferred
+disabled: literal `\\`, `$` and `}` are escaped with a backslash; dockwright.deferred
 resolves it without this lexer.
 """
 
@@ -40,7 +40,7 @@ class Unknown(enum.Enum):
 @dataclass(frozen=True)
 class Expansion:
     value: str  # the expanded text (unknown variables as empty) when not deferred
-    template: str | None = None  # set when a reference was deferred (build/deferred.py resolves it)
+    template: str | None = None  # set when a reference was deferred (dockwright/deferred.py resolves it)
 
 
 def escape_template(text: str) -> str:

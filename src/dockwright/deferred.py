@@ -1,0 +1,102 @@
+"""Finishing ConfigEdits whose expansion needed the base image's Env (see plan.ConfigEdit.deferred).
+
+A template is plain data, so the executor resolves it without the frontend that wrote it. Its
+syntax: `\\c` is the literal character c; `${NAME}` is NAME's value; `${NAME<op>WORD}` with op one of
+`-`, `:-`, `+`, `:+`, `?`, `:?` has the shell's meaning, WORD being a template itself; anything else
+is literal. (The Dockerfile frontend writes templates in this form: frontends/dockerfile/shell.py.)
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+from dockwright.model.errors import DockerfileError
+from dockwright.plan import ConfigEdit
+
+Env = Callable[[str], "str | None"]
+_OPS = ("-", "+", "?", ":-", ":+", ":?")
+
+
+class TemplateError(ValueError):
+    """A template that cannot be resolved (`${VAR:?msg}` with VAR unset, or malformed text)."""
+
+
+def resolve_deferred(edit: ConfigEdit, inherited_env: Mapping[str, str] | Sequence[str],
+                     inherited_workdir: str = "") -> ConfigEdit:
+    """Expand a deferred edit against the Env (a mapping, or the config's `K=V` list) and the
+    WorkingDir in force when it applies (the base's, plus the edits before it). Returns the edit
+    unchanged when it is not deferred."""
+    if not edit.deferred:
+        return edit
+    if not isinstance(inherited_env, Mapping):
+        inherited_env = dict(item.partition("=")[::2] for item in inherited_env)
+    lookup = inherited_env.get
+    try:
+        workdir = edit.workdir
+        if workdir is not None:
+            workdir = resolve_template(workdir, lookup)
+            if not workdir.startswith("/"):
+                workdir = posixpath.normpath(posixpath.join("/", inherited_workdir, workdir))
+        return replace(
+            edit,
+            env=tuple((key, resolve_template(value, lookup)) for key, value in edit.env),
+            labels=tuple((key, resolve_template(value, lookup)) for key, value in edit.labels),
+            workdir=workdir,
+            user=resolve_template(edit.user, lookup) if edit.user is not None else None,
+            deferred=False,
+        )
+    except TemplateError as exc:
+        raise DockerfileError(f"cannot expand a Dockerfile value against the base image's Env: {exc}") from None
+
+
+def resolve_template(template: str, env: Env) -> str:
+    """A template's text with every reference expanded against `env` (None: unset)."""
+    return _resolve(template, 0, env, stop=False)[0]
+
+
+def _resolve(text: str, pos: int, env: Env, *, stop: bool) -> tuple[str, int]:
+    """Resolve from `pos` to the end, or (`stop`) to the unescaped `}` closing a reference's word;
+    (value, position after it)."""
+    out: list[str] = []
+    while pos < len(text):
+        ch = text[pos]
+        if ch == "\\":
+            out.append(text[pos + 1 : pos + 2])
+            pos += 2
+        elif ch == "}" and stop:
+            return "".join(out), pos + 1
+        elif text.startswith("${", pos):
+            value, pos = _reference(text, pos + 2, env)
+            out.append(value)
+        else:
+            out.append(ch)
+            pos += 1
+    if stop:
+        raise TemplateError("syntax error: missing '}'")
+    return "".join(out), pos
+
+
+def _reference(text: str, pos: int, env: Env) -> tuple[str, int]:
+    """`${` already read: NAME, then `}` or an operator and its word."""
+    start = pos
+    while pos < len(text) and (text[pos].isalnum() or text[pos] == "_"):
+        pos += 1
+    name = text[start:pos]
+    if text.startswith("}", pos):
+        return env(name) or "", pos + 1
+    op = text[pos : pos + 2] if text.startswith(":", pos) else text[pos : pos + 1]
+    if not name or op not in _OPS:
+        raise TemplateError(f"bad substitution in {text!r}")
+    word, pos = _resolve(text, pos + len(op), env, stop=True)
+    value = env(name)
+    empty = value is None or (op.startswith(":") and value == "")
+    if op.endswith("-"):
+        return (word if empty else value or ""), pos
+    if op.endswith("+"):
+        return ("" if empty else word), pos
+    if empty:  # ? and :?
+        default = "is not allowed to be unset" if value is None else "is not allowed to be empty"
+        raise TemplateError(f"{name}: {word or default}")
+    return value or "", pos
