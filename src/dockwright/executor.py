@@ -210,7 +210,7 @@ class Builder:
         config = state.image.config.get("config") or {}
         args = step.args
         if step.deferred:
-            from dockwright.frontends.dockerfile import resolve_deferred
+            from dockwright.deferred import resolve_deferred
 
             args = resolve_deferred(ConfigEdit(env=args, deferred=True), config.get("Env") or []).env
         if self._runs is None:
