@@ -45,8 +45,8 @@ ADAPT: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     "python-runtime": ({}, {"BASE": BASE}),
     "workdir-relative-to-base-image": ({"busybox:1.36": BASE}, {}),
 }
-# cases neither can build offline as they are: dockwright refuses RUN in a needed stage, and
-# buildah 1.28 builds every stage before the target (it would run these commands)
+# cases neither can build offline as they are: their RUN steps need public base images and package
+# mirrors, and buildah 1.28 builds every stage before the target (it would run these commands)
 NOT_BUILDABLE = {
     "dotnet-aspnet-runtime": "RUN in the build stage",
     "run-only-in-unused-stage": "RUN in the builder stage",
