@@ -203,33 +203,27 @@ class Builder:
                 self._run(plan, step, state)
 
     def _run(self, plan: BuildPlan, step: RunStep, state: _StageState) -> None:
-        """A RUN: its layer from this build or the cache when its inputs are known, else run (run/steps.py)."""
-        from dockwright.run.command import summary
+        """A RUN (run/steps.py): its layer from this build or the cache when its inputs are unchanged, else run."""
         from dockwright.run.steps import EMPTY_DIFF_ID, RunSteps
 
-        config = state.image.config.get("config") or {}
         args = step.args
         if step.deferred:
             from dockwright.deferred import resolve_deferred
 
-            args = resolve_deferred(ConfigEdit(env=args, deferred=True), config.get("Env") or []).env
+            env = (state.image.config.get("config") or {}).get("Env") or []
+            args = resolve_deferred(ConfigEdit(env=args, deferred=True), env).env
         if self._runs is None:
+            compression = self._compression()
             self._runs = RunSteps(self.cache.root, self.options.isolation, self.options.runtime,
-                                  self.options.source_date_epoch)
-        runs = self._runs
-        inputs = runs.inputs(step, state.image, list(args))
-        label = runs.label()
-        log.info("%s %s", label, inputs.created_by.removesuffix(" # buildkit"))
+                                  self.options.source_date_epoch,
+                                  f"{compression.algorithm}:{compression.resolved_level()}")
+        inputs = self._runs.prepare(step, state.image, args, flag=plan.source == "flags")
         fmt = self._format_for(state.image)
-        compression = self._compression()
-        key = runs.key(step, state.image, inputs, f"{compression.algorithm}:{compression.resolved_level()}")
-        layer = self._layer_from_cache(key, fmt)
+        layer = self._layer_from_cache(inputs.key, fmt)
         if layer is not None:
-            log.info("%s cached", label)
+            log.info("%s cached", inputs.label)
         else:
-            shown = f"{'--run' if plan.source == 'flags' else 'RUN'} {summary(step)}"
-            layer = runs.run(step, state.image, inputs, label, shown, state.image.name or "the image",
-                             lambda entries: self._write_layer(entries, fmt, key))
+            layer = self._runs.run(inputs, state.image, lambda entries: self._write_layer(entries, fmt, inputs.key))
         state.known_dirs.clear()  # the command may have removed some; the layers' indexes know
         if layer.diff_id == EMPTY_DIFF_ID:  # it changed no file: no layer (as BuildKit)
             mutate.add_history(state.image.config, self.created, inputs.created_by, empty_layer=True)

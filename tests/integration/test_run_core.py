@@ -230,3 +230,18 @@ def test_ctrl_c_stops_the_container_at_once_and_leaves_nothing(busybox_base: Bus
     assert "interrupted" in stderr and "Traceback" not in stderr and stdout == ""
     assert _leftovers(tmp_path / "cache") == []
     assert not (tmp_path / "out.tar").exists()
+
+
+def test_run_for_another_architecture_needs_qemu_and_says_so(
+    dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
+) -> None:
+    if Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists():
+        pytest.skip("qemu-aarch64 is registered here: arm64 binaries would run")
+    context = _context(tmp_path, f"FROM {busybox_base.multi_ref}\nRUN echo must not run\n")
+
+    proc = dockwright("build", context, "--platform", "linux/arm64", "-o", f"type=oci,dest={tmp_path / 'o.tar'}",
+                      *cache_args(tmp_path), check=False)
+
+    assert_user_error(proc, "Dockerfile:2:", "linux/arm64", "qemu-aarch64")
+    assert "qemu-user-static" in proc.stderr and "#1 must not run" not in proc.stderr
+    assert _leftovers(tmp_path / "cache") == []

@@ -100,7 +100,8 @@ class Sandbox:
         try:
             assert proc.stdout is not None
             for raw in proc.stdout:
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                # what a terminal would show of a line redrawn with \r (progress counters)
+                line = raw.decode("utf-8", "replace").rstrip("\r\n").rpartition("\r")[2]
                 tail.append(line)
                 if output is not None:
                     output(line)

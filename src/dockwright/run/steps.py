@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,54 +30,59 @@ EMPTY_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10
 
 @dataclasses.dataclass
 class RunInputs:
-    """Everything the command sees, resolved against the image so far."""
+    """A RunStep resolved against the image so far: everything the command sees, its cache key, and how
+    the build names it (`label` prefixes its output lines, `shown` names it in a failure)."""
 
+    step: RunStep
     argv: list[str]
     env: list[str]
     user: str
     cwd: str
     created_by: str
+    key: str
+    label: str
+    shown: str
 
 
 class RunSteps:
-    """Runs the RUN steps of one build; the isolation is chosen on the first RUN that needs to run."""
+    """Runs the RUN steps of one build; the isolation is chosen on the first RUN that needs to run.
+    `layer_settings` (the compression) is part of every cache key."""
 
-    def __init__(self, cache_root: Path, isolation: str, runtime: str | None, epoch: int) -> None:
+    def __init__(self, cache_root: Path, isolation: str, runtime: str | None, epoch: int,
+                 layer_settings: str) -> None:
         self.cache_root = cache_root
         self.isolation_name = isolation
         self.runtime = runtime
         self.epoch = epoch
+        self.layer_settings = layer_settings
         self._isolation: Isolation | None = None
         self._snapshots: Snapshots | None = None
         self._count = 0
         self._lock = threading.Lock()
 
-    def inputs(self, step: RunStep, image: BaseImage, args: list[tuple[str, str]]) -> RunInputs:
+    def prepare(self, step: RunStep, image: BaseImage, args: Sequence[tuple[str, str]], flag: bool) -> RunInputs:
+        """The step's inputs (`args`: its build args, resolved); logs the step as it starts. `flag`: a --run."""
         from dockwright.run import command
 
         config = image.config.get("config") or {}
         argv = command.argv(step, config)
-        return RunInputs(argv, command.environment(config.get("Env") or [], args), config.get("User") or "",
-                         config.get("WorkingDir") or "/", step.created_by or command.history(args, argv))
-
-    def key(self, step: RunStep, image: BaseImage, inputs: RunInputs, layer_settings: str) -> str:
-        """The step's cache key (never secret values: mounts are keyed by their specs)."""
+        env = command.environment(config.get("Env") or [], args)
+        user, cwd = config.get("User") or "", config.get("WorkingDir") or "/"
+        # the cache key: never secret values (mounts count by their specs)
         mounts = [dataclasses.asdict(mount) for mount in step.mounts]
         files = [(name, hashlib.sha256(data).hexdigest()) for name, data in step.files]
-        text = json.dumps([RUN_KEY_VERSION, layer_settings, [layer.diff_id for layer in image.layers],
-                           inputs.argv, inputs.env, inputs.user, inputs.cwd, step.network, mounts, files,
-                           str(image.platform), self.epoch])
-        return "run:" + hashlib.sha256(text.encode()).hexdigest()
-
-    def label(self) -> str:
+        text = json.dumps([RUN_KEY_VERSION, self.layer_settings, [layer.diff_id for layer in image.layers], argv,
+                           env, user, cwd, step.network, mounts, files, str(image.platform), self.epoch])
         with self._lock:
             self._count += 1
-            return f"#{self._count}"
+            label = f"#{self._count}"
+        created_by = step.created_by or command.history(args, argv)
+        log.info("%s %s", label, created_by.removesuffix(" # buildkit"))
+        return RunInputs(step, argv, env, user, cwd, created_by, "run:" + hashlib.sha256(text.encode()).hexdigest(),
+                         label, f"{'--run' if flag else 'RUN'} {command.summary(step)}")
 
-    def run(self, step: RunStep, image: BaseImage, inputs: RunInputs, label: str, shown: str, where: str,
-            write: Callable[[Iterable[TarEntry]], Layer]) -> Layer:
-        """Run the command in the image's file system; the layer `write` makes of what it changed. `label`
-        prefixes its output lines, `shown` names it in a failure, `where` names the image."""
+    def run(self, inputs: RunInputs, image: BaseImage, write: Callable[[Iterable[TarEntry]], Layer]) -> Layer:
+        """Run the command in the image's file system; the layer `write` makes of what it changed."""
         from dockwright.run.container import Sandbox
         from dockwright.run.diff import upper_entries
         from dockwright.run.isolation import check_platform
@@ -87,14 +92,15 @@ class RunSteps:
         isolation, snapshots = self._setup()
         interpreter = check_platform(image.platform)
         if interpreter is not None:
-            log.info("%s running %s binaries through %s (qemu-user, binfmt_misc)", label, image.platform,
+            log.info("%s running %s binaries through %s (qemu-user, binfmt_misc)", inputs.label, image.platform,
                      interpreter)
         lowers = snapshots.layer_dirs([(layer.diff_id, layer.source.open, layer.descriptor.digest)
                                        for layer in image.layers])
         with Sandbox(isolation, snapshots, lowers) as box:
+            where = image.name or "the image"
             user = resolve_user(inputs.user, box.read("etc/passwd"), box.read("etc/group"), where)
-            process = Process(inputs.argv, inputs.env, inputs.cwd, user, step.network)
-            box.run(process, shown, step.files, output=lambda line: log.info("%s %s", label, line))
+            process = Process(inputs.argv, inputs.env, inputs.cwd, user, inputs.step.network)
+            box.run(process, inputs.shown, inputs.step.files, output=lambda line: log.info("%s %s", inputs.label, line))
             box.finish()
             entries = upper_entries(box.upper, lowers, self.epoch, isolation.opaque_xattr)
             layer = write(entries)

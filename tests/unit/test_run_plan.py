@@ -1,0 +1,133 @@
+"""RUN without running anything: the Dockerfile frontend's RunSteps (shell, exec, heredocs, flags, mounts,
+build args), flags mode --run, the command's argv/env/history, USER resolution and the platform check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dockwright.frontends import flags
+from dockwright.frontends.dockerfile import plan_from_dockerfile
+from dockwright.model.errors import DockwrightError
+from dockwright.model.platform import Platform
+from dockwright.plan import ConfigEdit, ConfigStep, CopyStep, RunMount, RunStep
+from dockwright.run import command, isolation
+from dockwright.run.spec import User, resolve_user
+
+PASSWD = b"root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nbob:x:2000:3000::/home/bob:/bin/sh\n"
+GROUP = b"root:x:0:\napp:x:1000:\nstaff:x:3000:\nextra:x:4000:app,bob\nmore:x:5000:bob\n"
+
+
+def runs(text: str, **kwargs: object) -> list[RunStep]:
+    plan = plan_from_dockerfile(Path("."), text, platform=Platform.parse("linux/amd64"),
+                                build_platform=Platform.parse("linux/amd64"), **kwargs)  # type: ignore[arg-type]
+    return [step for stage in plan.stages for step in stage.steps if isinstance(step, RunStep)]
+
+
+def test_shell_and_exec_forms() -> None:
+    shell, exec_form = runs('FROM scratch\nRUN echo a \\\n  b\nSHELL ["/bin/bash", "-c"]\nRUN ["ls", "-l"]\n')
+    assert (shell.command, shell.shell, shell.line) == ("echo a   b", None, 2)
+    assert (exec_form.command, exec_form.shell) == (("ls", "-l"), ("/bin/bash", "-c"))
+
+
+@pytest.mark.parametrize(("text", "expected", "files"), [
+    ("RUN <<EOF\necho $HOME\nEOF\n", "echo $HOME\n", ()),  # a simple heredoc: its content is the script
+    ("RUN <<-EOF\n\techo tabs\n\tEOF\n", "echo tabs\n", ()),  # <<- strips leading tabs
+    ("RUN <<'EOF'\necho $HOME\nEOF\n", "echo $HOME\n", ()),  # the shell expands (or not) at run time
+    ("RUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\n", "/dev/pipes/EOF",
+     (("EOF", b"#!/usr/bin/env python3\nprint(1)\n"),)),  # a script with #! runs as a file
+    ("RUN cat <<A <<B > /x\na\nA\nb\nB\n", "cat <<A <<B > /x\na\nA\nb\nB", ()),  # the shell reads them
+])
+def test_heredocs_as_buildkit_runs_them(text: str, expected: str, files: tuple[tuple[str, bytes], ...]) -> None:
+    (step,) = runs("FROM scratch\n" + text)
+    assert step.command == expected and step.files == files
+
+
+def test_flags_and_mounts() -> None:
+    (step,) = runs("FROM scratch AS tools\nFROM scratch\nARG CACHE=/root/.cache\n"
+                   "RUN --network=none --mount=type=cache,target=$CACHE,sharing=locked,mode=0700,uid=1000 "
+                   "--mount=type=bind,from=tools,source=/usr/bin,target=/tools "
+                   "--mount=type=secret,id=token --mount=type=tmpfs,target=/tmp,size=64m make\n")
+    assert step.network == "none"
+    cache, bind, secret, tmpfs = step.mounts
+    assert cache == RunMount("cache", "/root/.cache", id="/root/.cache", readonly=False, sharing="locked", mode=0o700,
+                             uid=1000)
+    assert bind == RunMount("bind", "/tools", source="/usr/bin", from_stage=0)
+    assert (secret.type, secret.id, secret.target) == ("secret", "token", "/run/secrets/token")
+    assert (tmpfs.type, tmpfs.target, tmpfs.size) == ("tmpfs", "/tmp", 64 << 20)
+
+
+def test_build_args_reach_run_but_env_wins_and_base_env_defers() -> None:
+    (step,) = runs("FROM busybox\nARG A=1\nARG B=2\nARG P=${PATH}:/x\nENV B=3\nRUN env\n")
+    assert step.args == (("A", "1"), ("P", "${PATH}:/x")) and step.deferred  # B is the ENV's
+    (plain,) = runs("FROM scratch\nARG A=1\nRUN env\n", build_args={"A": "cli"})
+    assert plain.args == (("A", "cli"),) and not plain.deferred
+
+
+def test_a_stage_the_target_does_not_need_is_not_planned() -> None:
+    assert runs("FROM scratch AS broken\nRUN exit 1\nFROM scratch\nRUN true\n") == [RunStep("true", line=4)]
+
+
+def test_flags_mode_runs_keep_their_order_and_user_comes_last(tmp_path: Path) -> None:
+    edit = flags.config_edit(env=["A=1"], user="app")
+    plan = flags.plan_from_flags(tmp_path, "scratch", ["a:/a"], edit,
+                                 layer_steps=[("run", "useradd app"), ("copy", "a:/a"), ("run", '["ls", "/a"]')])
+    first, run, copy, exec_run, last = plan.target.steps
+    assert first == ConfigStep(ConfigEdit(env=(("A", "1"),)))
+    assert (run.command, exec_run.command) == ("useradd app", ("ls", "/a"))  # type: ignore[union-attr]
+    assert isinstance(copy, CopyStep) and last == ConfigStep(ConfigEdit(user="app"))
+
+
+def test_argv_environment_and_history() -> None:
+    step = RunStep("echo $A")
+    assert command.argv(step, {}) == ["/bin/sh", "-c", "echo $A"]
+    assert command.argv(step, {"Shell": ["/bin/bash", "-c"]}) == ["/bin/bash", "-c", "echo $A"]
+    assert command.argv(RunStep(("ls",), shell=("x",)), {}) == ["ls"]
+    assert command.environment(["PATH=/bin", "A=env"], [("A", "arg"), ("B", "2")]) == ["PATH=/bin", "A=arg", "B=2"]
+    assert command.environment([], [])[0].startswith("PATH=/usr/local/sbin")
+    assert command.history([("A", "1")], ["/bin/sh", "-c", "make"]) == "RUN |1 A=1 /bin/sh -c make # buildkit"
+
+
+@pytest.mark.parametrize(("user", "expected"), [
+    ("", User(0, 0)),
+    ("app", User(1000, 1000, (4000,))),
+    ("bob", User(2000, 3000, (4000, 5000))),  # supplementary groups: those listing the user
+    ("2000", User(2000, 3000, (4000, 5000))),  # a uid with an entry is that user
+    ("bob:extra", User(2000, 4000)),  # an explicit group: no supplementary ones (runc's rule)
+    ("4242", User(4242, 0)),  # a uid without an entry: gid 0
+    ("4242:4343", User(4242, 4343)),
+    ("app:4343", User(1000, 4343)),
+])
+def test_user_resolution(user: str, expected: User) -> None:
+    assert resolve_user(user, PASSWD, GROUP, "the image") == expected
+
+
+@pytest.mark.parametrize(("user", "fragment"), [("nobody", "no user 'nobody'"), ("app:nogroup", "no group 'nogroup'")])
+def test_unknown_users_and_groups_say_what_to_do(user: str, fragment: str) -> None:
+    with pytest.raises(DockwrightError, match=fragment) as raised:
+        resolve_user(user, PASSWD, GROUP, "the image")
+    assert raised.value.hint
+
+
+def test_a_foreign_platform_needs_a_registered_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = Platform.host()
+    other = Platform("linux", "arm64" if host.architecture != "arm64" else "amd64")
+    qemu = "aarch64" if other.architecture == "arm64" else "x86_64"
+    monkeypatch.setattr(isolation, "_BINFMT", tmp_path)
+    assert isolation.check_platform(host) is None
+    with pytest.raises(isolation.RunUnavailable, match=f"qemu-{qemu}") as raised:
+        isolation.check_platform(other)
+    assert "qemu-user-static" in (raised.value.hint or "")
+    interpreter = f"/usr/libexec/qemu-binfmt/{qemu}-binfmt-P"
+    (tmp_path / f"qemu-{qemu}").write_text(f"enabled\ninterpreter {interpreter}\nflags: POCF\n")
+    assert isolation.check_platform(other) == interpreter
+
+
+def test_a_missing_runtime_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(isolation.RunUnavailable, match="neither runc nor crun") as raised:
+        isolation.choose()
+    assert "apt-get install runc" in (raised.value.hint or "")
+    with pytest.raises(isolation.RunUnavailable, match="--runtime /no/such/runc"):
+        isolation.choose("oci", "/no/such/runc")
