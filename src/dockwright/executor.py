@@ -330,7 +330,10 @@ class Builder:
                       states: list[_StageState]) -> list[TarEntry]:
         dest, common = self._copy_args(step, state)
         if step.inline_files:
-            return self._inline_entries(step, dest, common["uid"], common["gid"], common["chmod"])
+            made = list(common["make_dirs"])
+            if dest.endswith("/") and not common["dest_exists"] and (common["uid"], common["gid"]) != (0, 0):
+                made.append(dest.strip("/"))  # the directory the files go into, made for the --chown user
+            return self._inline_entries(step, dest, common["uid"], common["gid"], common["chmod"], made)
         if step.from_stage is not None:
             return self._rootfs(states[step.from_stage]).collect(step.sources, dest, **common)
         if step.from_image is not None:
@@ -347,12 +350,14 @@ class Builder:
                                **common)
         return collect_copy(plan.context, step.sources, dest, excludes=ignore, **common)
 
-    def _inline_entries(self, step: CopyStep, dest: str, uid: int, gid: int, chmod: int | None) -> list[TarEntry]:
+    def _inline_entries(self, step: CopyStep, dest: str, uid: int, gid: int, chmod: int | None,
+                        made: list[str]) -> list[TarEntry]:
         from dockwright.layers.tar import TarEntry
 
         if len(step.inline_files) > 1 and not dest.endswith("/"):
             raise ContextError(f"{step.created_by}: several heredoc files need a destination ending in /")
-        entries: dict[str, TarEntry] = {}
+        entries = {path: TarEntry(path, "dir", 0o755, uid, gid, mtime=self.options.source_date_epoch)
+                   for path in made}
         for name, data in step.inline_files:
             path = posixpath.join(dest, name) if dest.endswith("/") else dest
             entries[path.strip("/")] = TarEntry(path.strip("/"), "file", chmod if chmod is not None else 0o644,

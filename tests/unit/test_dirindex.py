@@ -110,3 +110,6 @@ def test_workdir_and_chown_against_a_base(tmp_path: Path) -> None:
         ("tmp/x", 0o755, 9, 9), ("tmp/x/y", 0o755, 9, 9)]
     # a directory an earlier step made keeps its owner
     assert _build(tmp_path, "COPY --chown=3 dir /app\nWORKDIR /app\n", ref, cache) == [("app", 0o755, 3, 3)]
+    # a heredoc COPY --chown makes its missing directories for that user too
+    assert _build(tmp_path, "COPY --chown=4 <<EOF /tmp/h/d/\nhi\nEOF\n", ref, cache) == [
+        ("tmp/h", 0o755, 4, 4), ("tmp/h/d", 0o755, 4, 4)]
