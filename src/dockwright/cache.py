@@ -6,6 +6,7 @@ whenever its bytes are streamed out (blobs.FileBlob)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -14,8 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockwright.model.digest import check_digest, is_digest
+from dockwright.model.digest import check_digest, digest_bytes, is_digest
 from dockwright.model.errors import DockwrightError
+from dockwright.model.mediatypes import MAX_MANIFEST_BYTES
 
 FORMAT_VERSION = "1"
 STALE_TEMP_SECONDS = 3600
@@ -24,6 +26,14 @@ STALE_TEMP_SECONDS = 3600
 def default_cache_dir() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(root) / "dockwright"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A base tag's answer: the digest of the manifest or index it pointed at, and its media type."""
+
+    digest: str
+    media_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,10 +55,11 @@ class Cache:
         self.layers = self.root / "layers"
         self.indexes = self.root / "dirindex"  # layers/dirindex.py's per-layer indexes, by layer digest
         self.machines = self.root / "machines"  # the ELF machines in layers we wrote (layers/elf.py), by digest
+        self.resolutions = self.root / "resolutions"  # base tags -> the digest they pointed at, last asked
         self.tmp = self.root / "tmp"
         self._temps: set[Path] = set()  # made by this process; what is left of them goes on close
         try:
-            for folder in (self.blobs, self.layers, self.indexes, self.machines, self.tmp):
+            for folder in (self.blobs, self.layers, self.indexes, self.machines, self.resolutions, self.tmp):
                 folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise self._error(exc) from None
@@ -158,6 +169,38 @@ class Cache:
     def store_json(self, folder: Path, digest: str, data: object) -> None:
         entry = folder / check_digest(digest, "cache").split(":", 1)[1]
         os.replace(self._write_temp(json.dumps(data).encode(), ".json"), entry)
+
+    def resolution(self, name: str) -> Resolution | None:
+        """What the tag `name` (REGISTRY/REPOSITORY:TAG) last resolved to, if this cache saw it."""
+        try:
+            data = json.loads(self._resolution_path(name).read_text())
+            if data.get("version") != FORMAT_VERSION or data.get("name") != name or not is_digest(data["digest"]):
+                return None
+            return Resolution(data["digest"], data.get("media_type"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def record_resolution(self, name: str, resolution: Resolution) -> None:
+        """Remember (atomically) that the tag `name` points at `resolution.digest`."""
+        record = {"version": FORMAT_VERSION, "name": name, "digest": resolution.digest,
+                  "media_type": resolution.media_type}
+        os.replace(self._write_temp(json.dumps(record).encode(), ".json"), self._resolution_path(name))
+
+    def _resolution_path(self, name: str) -> Path:
+        return self.resolutions / f"{hashlib.sha256(name.encode()).hexdigest()}.json"
+
+    def document(self, digest: str) -> bytes | None:
+        """A manifest or index kept under its digest, re-verified (a corrupt copy is removed)."""
+        path = self.blob_path(digest)
+        try:
+            data = path.read_bytes() if path.stat().st_size <= MAX_MANIFEST_BYTES else b""
+        except OSError:
+            return None
+        if digest_bytes(data) != digest:
+            self.discard_blob(digest)
+            return None
+        self.touch(path)
+        return data
 
     def discard_blob(self, digest: str) -> None:
         with contextlib.suppress(OSError):

@@ -127,7 +127,8 @@ class Builder:
 
     def _resolve(self, spec: str, wanted: list[Platform] | Literal["all"], *, explicit: bool) -> list[BaseImage]:
         return resolve_base(spec, wanted, explicit=explicit, registries=self.registries, workdir=self.workdir,
-                            default_format=self.options.format, cache=self.cache)  # type: ignore[arg-type]
+                            default_format=self.options.format, cache=self.cache,  # type: ignore[arg-type]
+                            pull=self.options.pull)
 
     def _format_for(self, img: BaseImage) -> Format:
         return self.options.format or img.format  # type: ignore[return-value]

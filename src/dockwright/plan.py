@@ -14,6 +14,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+PullPolicy = Literal["always", "missing", "never"]
 
 
 @dataclass(frozen=True)
@@ -214,3 +217,4 @@ class BuildOptions:
     source_date_epoch: int = 0
     isolation: str = "oci"  # how RUN steps run: see dockwright.run.isolation
     runtime: str | None = None  # the OCI runtime for RUN (a path); None: runc or crun from PATH
+    pull: PullPolicy = "always"  # always: check base tags with HEAD; missing: trust cached tags; never: no asking

@@ -223,6 +223,10 @@ class FaultProxy:
         """Wait `seconds` before forwarding (a slow or hanging registry)."""
         return self._add(Rule(method, path, "delay", times, seconds=seconds))
 
+    def no_digest(self, method: str, path: str, *, times: int | None = None) -> Rule:
+        """Forward without the Docker-Content-Digest header (some registries leave it out of a HEAD)."""
+        return self._add(Rule(method, path, "no-digest", times))
+
     def throttle(self, method: str, path: str, rate: int, *, times: int | None = 1) -> Rule:
         """Read the request body at `rate` bytes per second (a slow uplink)."""
         return self._add(Rule(method, path, "throttle", times, rate=rate))
@@ -380,6 +384,8 @@ class FaultProxy:
             payload = response.read()
             headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
             headers.append(("Content-Length", str(len(payload))))
+        if action == "no-digest":
+            headers = [(k, v) for k, v in headers if k.lower() != "docker-content-digest"]
         if action == "false-digest":
             headers = [(k, v) for k, v in headers if k.lower() != "docker-content-digest"]
             headers.append(("Docker-Content-Digest", "sha256:" + "0" * 64))

@@ -193,3 +193,25 @@ def test_a_cache_hit_counts_as_recent_use_for_prune(tmp_path: Path) -> None:
     prune(tmp_path, old.size + (cache.layers / "fp-old.json").stat().st_size)
     assert cache.lookup_layer("fp-old") is not None
     assert cache.lookup_layer("fp-new") is None
+
+
+def test_tag_resolutions_round_trip_and_ignore_other_names(tmp_path: Path) -> None:
+    from dockwright.cache import Resolution
+
+    cache = Cache(tmp_path)
+    wanted = Resolution("sha256:" + "a" * 64, "application/vnd.oci.image.index.v1+json")
+    cache.record_resolution("r.example/app:1", wanted)
+    assert cache.resolution("r.example/app:1") == wanted
+    assert cache.resolution("r.example/app:2") is None
+    (cache.resolutions / next(cache.resolutions.iterdir()).name).write_text("{not json")
+    assert cache.resolution("r.example/app:1") is None
+
+
+def test_a_cached_document_is_verified_and_a_corrupt_one_removed(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    data = b'{"schemaVersion": 2}'
+    cache.put_bytes(data, digest_bytes(data))
+    assert cache.document(digest_bytes(data)) == data
+    cache.blob_path(digest_bytes(data)).write_bytes(b'{"schemaVersion": 3}')
+    assert cache.document(digest_bytes(data)) is None
+    assert not cache.blob_path(digest_bytes(data)).exists()

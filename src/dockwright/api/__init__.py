@@ -39,7 +39,8 @@ def pull(ref: str, *, platform: str | None = None, cancel: threading.Event | Non
     store = Store(settings, cancel)
     wanted = Platform.parse(platform) if platform else Platform.host()
     (state,) = resolve_base(ref, [wanted], explicit=platform is not None, registries=store.registries,  # type: ignore[arg-type]
-                            workdir=store.workdir, default_format=settings.format, cache=store.cache)
+                            workdir=store.workdir, default_format=settings.format, cache=store.cache,
+                            pull=settings.pull)
     return Image(state, store, format=settings.format)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from dockwright.model.errors import UsageError
 from dockwright.model.mediatypes import Format
-from dockwright.plan import BuildOptions
+from dockwright.plan import BuildOptions, PullPolicy
 
 if TYPE_CHECKING:
     from dockwright.cache import Cache
@@ -41,7 +41,9 @@ class Settings:
     reads nor writes it. insecure_registries: hosts (HOST[:PORT]) reached without certificate checks, plain HTTP
     allowed (loopback always is). source_date_epoch: the time written into configs and layers (default
     $SOURCE_DATE_EPOCH, else 0). format: "oci" or "docker" media types (default: the base's). isolation: how RUN
-    steps run ("oci": an OCI runtime on an overlay root); runtime: that runtime's path (default: runc or crun)."""
+    steps run ("oci": an OCI runtime on an overlay root); runtime: that runtime's path (default: runc or crun).
+    pull: how much a registry base may be asked: "always" (HEAD the tag; cached documents are reused), "missing"
+    (a tag's cached digest is used without asking), "never" (only the cache)."""
 
     cache_dir: Path | None = None
     use_cache: bool = True
@@ -53,6 +55,7 @@ class Settings:
     format: Format | None = None
     isolation: str = "oci"
     runtime: str | None = None
+    pull: PullPolicy = "always"
 
     @classmethod
     def of(cls, options: dict[str, Any]) -> Settings:
@@ -74,7 +77,8 @@ class Settings:
         return BuildOptions(platforms=platforms, format=self.format, insecure_registries=self.insecure_registries,
                             compression=self.compression, compression_level=self.compression_level,
                             jobs=max(1, self.jobs), cache_dir=self.cache_dir, use_cache=self.use_cache,
-                            source_date_epoch=self.epoch, isolation=self.isolation, runtime=self.runtime)
+                            source_date_epoch=self.epoch, isolation=self.isolation, runtime=self.runtime,
+                            pull=self.pull)
 
 
 class LazyRegistries:

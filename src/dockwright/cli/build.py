@@ -146,7 +146,7 @@ def run_build(args: argparse.Namespace) -> int:
         insecure_registries=tuple(args.insecure_registry), compression=args.compression,
         compression_level=args.compression_level, jobs=max(1, args.jobs),
         format=choose_format(args.format, specs, args.annotation),  # type: ignore[arg-type]
-        isolation=args.isolation, runtime=args.runtime)
+        isolation=args.isolation, runtime=args.runtime, pull=args.pull)
     settings = Settings(**{**settings.__dict__, "source_date_epoch": settings.epoch})  # read once, fail early
     plans = planner(args, context)
     if args.dry_run:

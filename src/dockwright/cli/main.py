@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     how = build.add_argument_group("how")
     how.add_argument("--platform", metavar="LIST", help="linux/amd64,linux/arm64/v8 or all (default: host)")
     how.add_argument("--format", choices=("docker", "oci"), help="media types of the result (default: the base's)")
+    how.add_argument("--pull", choices=("always", "missing", "never"), default="always",
+                     help="always: check base tags with the registry (a HEAD; cached documents are reused); "
+                          "missing: use a base tag's cached digest without asking; never: use only the cache")
     how.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                      help="allow plain HTTP to this registry (loopback hosts always may)")
     how.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip")

@@ -18,7 +18,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from dockwright.model.blobs import BlobSource, FileBlob
-from dockwright.model.errors import DigestMismatchError, UsageError
+from dockwright.model.errors import DigestMismatchError, DockwrightError, UsageError
 from dockwright.model.image import BuildResult
 from dockwright.model.mediatypes import FOREIGN_LAYER_TYPES
 from dockwright.model.reference import Reference
@@ -162,12 +162,17 @@ class RegistryBlob:
     digest: str
     size: int
     cache: Cache | None = None
+    offline: bool = False  # --pull never: only the cache may answer
 
     @property
     def host(self) -> str:
         return self.client.host
 
     def open(self) -> Iterator[bytes]:
+        if self.offline and (self.cache is None or not self.cache.has_blob(self.digest, self.size)):
+            raise DockwrightError(f"--pull never: blob {self.digest} of {self.host}/{self.repository} "
+                                  "is not in the cache",
+                                  hint="build once with --pull missing or always while the registry can be reached")
         if self.cache is None:
             yield from self.client.open_blob(self.repository, self.digest, self.size)
             return

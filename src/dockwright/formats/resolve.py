@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from dockwright.cache import Resolution
 from dockwright.formats.registry import RegistryBlob
 from dockwright.model import documents, mediatypes
 from dockwright.model.blobs import BlobSource, FileBlob
-from dockwright.model.digest import check_digest, digest_bytes, verify_bytes
+from dockwright.model.digest import check_digest, is_digest, verify_bytes
 from dockwright.model.documents import Descriptor, Index, Manifest
-from dockwright.model.errors import ImageFormatError, UsageError
+from dockwright.model.errors import DockwrightError, ImageFormatError, UsageError
 from dockwright.model.image import BaseImage, Layer
 from dockwright.model.mediatypes import Format
 from dockwright.model.platform import Platform
@@ -24,6 +25,7 @@ from dockwright.model.reference import DOCKER_ARCHIVE_PREFIX, OCI_LAYOUT_PREFIX,
 
 if TYPE_CHECKING:
     from dockwright.cache import Cache
+    from dockwright.plan import PullPolicy
     from dockwright.registry import Registries
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -33,9 +35,11 @@ Wanted = list[Platform] | Literal["all"]
 
 
 def resolve_base(spec: str, wanted: Wanted, *, explicit: bool, registries: Registries | None,
-                 workdir: Path, default_format: Format | None = None, cache: Cache | None = None) -> list[BaseImage]:
+                 workdir: Path, default_format: Format | None = None, cache: Cache | None = None,
+                 pull: PullPolicy = "always") -> list[BaseImage]:
     """Resolve `spec` for the wanted platforms. `explicit` is False when the platform is the host default:
-    then a single-platform base is used whatever its platform, as `docker build` does."""
+    then a single-platform base is used whatever its platform, as `docker build` does. `pull`: how much
+    a registry base may be asked (see _RegistryStore)."""
     if spec == SCRATCH:
         if wanted == "all":
             raise UsageError("--platform all needs a multi-platform base; scratch has no platforms",
@@ -51,7 +55,7 @@ def resolve_base(spec: str, wanted: Wanted, *, explicit: bool, registries: Regis
         return [base]
     if registries is None:
         raise UsageError(f"base {spec!r} needs a registry, but this build runs offline")
-    return _from_document_store(_RegistryStore(spec, registries, cache), wanted, explicit)
+    return _from_document_store(_RegistryStore(spec, registries, cache, pull), wanted, explicit)
 
 
 def _scratch(platform: Platform, fmt: Format) -> BaseImage:
@@ -82,29 +86,64 @@ class _DocumentStore(Protocol):
 
 
 class _RegistryStore:
-    def __init__(self, spec: str, registries: Registries, cache: Cache | None) -> None:
+    """A base on a registry, asked as little as `pull` allows: "always" checks the tag with a HEAD (a GET
+    only when it points at a document the cache lacks), "missing" trusts the tag's cached resolution,
+    "never" asks the registry nothing. Documents by digest come from the cache when it has them."""
+
+    def __init__(self, spec: str, registries: Registries, cache: Cache | None, pull: PullPolicy) -> None:
         self.ref = parse_reference(spec)
         self.cache = cache
+        self.pull = pull
         self.client = registries.client(self.ref.api_host)
         self.where = str(self.ref)
         self.name = str(self.ref)
 
     def top(self) -> tuple[bytes, str | None, str]:
-        return self.client.get_manifest(self.ref.repository, self.ref.identifier)
+        repository, identifier = self.ref.repository, self.ref.identifier
+        if is_digest(identifier):
+            return self._by_digest(Resolution(identifier))
+        name = f"{self.ref.api_host}/{repository}:{identifier}"
+        if self.cache is not None and self.pull != "always":
+            known = self.cache.resolution(name)
+            data = self.cache.document(known.digest) if known is not None else None
+            if known is not None and data is not None:
+                return data, known.media_type, known.digest
+        self._may_ask(f"{self.where} is not in the cache")
+        digest = self.client.manifest_digest(repository, identifier)
+        data = self.cache.document(digest) if digest and self.cache is not None else None
+        if digest and data is not None:
+            media_type = None  # the document's own mediaType field says it (parse_document)
+        else:  # by the tag, as before HEADs were asked: one GET either way, and whatever it holds now
+            data, media_type, digest = self.client.get_manifest(repository, identifier)
+            if self.cache is not None:
+                self.cache.put_bytes(data, digest)
+        if self.cache is not None:
+            self.cache.record_resolution(name, Resolution(digest, media_type))
+        return data, media_type, digest
 
     def manifest(self, descriptor: Descriptor) -> bytes:
         """A manifest by digest: immutable, so the cache answers when it can (verified)."""
-        if self.cache is not None and self.cache.has_blob(descriptor.digest, descriptor.size):
-            data = self.cache.blob_path(descriptor.digest).read_bytes()
-            if digest_bytes(data) == descriptor.digest:
-                return data
-        data, _, _ = self.client.get_manifest(self.ref.repository, descriptor.digest)
-        if self.cache is not None:
-            self.cache.put_bytes(data, descriptor.digest)
+        data, _, _ = self._by_digest(Resolution(descriptor.digest, descriptor.media_type))
         return data
 
+    def _by_digest(self, wanted: Resolution) -> tuple[bytes, str | None, str]:
+        data = self.cache.document(wanted.digest) if self.cache is not None else None
+        if data is not None:
+            return data, wanted.media_type, wanted.digest
+        self._may_ask(f"{self.where}: manifest {wanted.digest} is not in the cache")
+        data, media_type, digest = self.client.get_manifest(self.ref.repository, wanted.digest)
+        if self.cache is not None:
+            self.cache.put_bytes(data, digest)
+        return data, media_type, digest
+
+    def _may_ask(self, why: str) -> None:
+        if self.pull == "never":
+            raise DockwrightError(f"--pull never: {why}",
+                                  hint="build once with --pull missing or always while the registry can be reached")
+
     def blob(self, descriptor: Descriptor) -> BlobSource:
-        return RegistryBlob(self.client, self.ref.repository, descriptor.digest, descriptor.size, self.cache)
+        return RegistryBlob(self.client, self.ref.repository, descriptor.digest, descriptor.size, self.cache,
+                            offline=self.pull == "never")
 
 
 class _LayoutStore:

@@ -166,6 +166,15 @@ class RegistryClient:
             media_type = _declared_media_type(data) or media_type
         return data, media_type, reference if is_digest(reference) else digest_bytes(data)
 
+    def manifest_digest(self, repository: str, tag: str) -> str | None:
+        """The digest `tag` points at now, asked with HEAD (Docker Hub does not count a HEAD as a pull).
+        None when the registry does not say (no Docker-Content-Digest, or not a 200): then GET."""
+        op = Op(f"checking manifest {self._name(repository, tag)}", self.host, repository)
+        response = self._send(op, "HEAD", f"{repository}/manifests/{tag}", scopes=[pull_scope(repository)],
+                              headers={"Accept": ACCEPT_MANIFESTS}, follow_redirects=True)
+        digest = response.headers.get("docker-content-digest", "")
+        return digest if response.status_code == 200 and is_digest(digest) else None
+
     def head_manifest(self, repository: str, reference: str) -> tuple[str, str, int] | None:
         """(digest, media type, size) of a manifest, or None when the registry does not have it."""
         op = Op(f"checking manifest {self._name(repository, reference)}", self.host, repository)
