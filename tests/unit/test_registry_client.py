@@ -295,8 +295,11 @@ def _plain_http_registry(tmp_path: Path, challenge: str, seen: list[Request]) ->
 
 
 def test_plain_http_carries_credentials_to_a_host_named_insecure_with_one_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from dockwright.registry import auth
+
+    monkeypatch.setattr(auth, "_WARNED", set())  # once per process: forget earlier tests' warnings
     seen: list[Request] = []
     client = _plain_http_registry(tmp_path, 'Basic realm="x"', seen).client(HOST)
     assert not client.blob_exists("app", digest_bytes(b"x"))

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dockwright")
 DEFAULT_TOKEN_TTL = 60.0
+_WARNED: set[str] = set()  # hosts warned about credentials over plain HTTP in this process
+_WARNED_LOCK = threading.Lock()
 _CLIENT_ID = "dockwright"
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
@@ -126,7 +128,6 @@ class HostAuth:
         self.host = host
         self.plain_http = False
         self._insecure = insecure
-        self._warned = False
         self._credentials = credentials
         self._tokens = tokens
         self._http_for = http_for
@@ -139,11 +140,15 @@ class HostAuth:
         return not self.plain_http or is_loopback(self.host) or self._insecure
 
     def _warn_plain_http(self) -> None:
-        """Once per client (one build): credentials are about to cross the network unencrypted."""
-        if self.plain_http and not is_loopback(self.host) and not self._warned:
-            self._warned = True
-            log.warning("warning: sending credentials for %s over plain HTTP (--insecure-registry %s)",
-                        login_name(self.host), login_name(self.host))
+        """Once per host and process (a CLI build): credentials are about to cross the network unencrypted."""
+        if not self.plain_http or is_loopback(self.host):
+            return
+        with _WARNED_LOCK:
+            if self.host in _WARNED:
+                return
+            _WARNED.add(self.host)
+        log.warning("warning: sending credentials for %s over plain HTTP (--insecure-registry %s)",
+                    login_name(self.host), login_name(self.host))
 
     @property
     def scheme(self) -> str | None:
