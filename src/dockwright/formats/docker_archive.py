@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from dockwright.formats.layout import StagedFile, blob_name, write_archive
+from dockwright.formats.layout import OciArchive, blob_name
 from dockwright.model import documents, mediatypes
 from dockwright.model.blobs import FileBlob
 from dockwright.model.digest import digest_bytes
@@ -115,25 +115,13 @@ def _layer(tar: tarfile.TarFile, name: str, diff_id: str, workdir: Path, where: 
     return Layer(descriptor, diff_id, FileBlob(target, blob.digest, blob.size, f"layer of {where}"))
 
 
-class DockerArchive:
-    """`-o type=docker,dest=FILE`: RepoTags from the tags."""
+class DockerArchive(OciArchive):
+    """`-o type=docker,dest=FILE`: an OCI archive plus Docker's manifest.json (RepoTags from the tags)."""
 
-    needs_blobs = True
-    visible_last = True
+    kind = "docker archive"
 
-    def __init__(self, dest: Path) -> None:
-        self.file = StagedFile(dest)
-
-    def prepare(self, result: BuildResult, context: PublishContext) -> None:
-        write_archive(result, self.file.temp, context.tags, mtime=context.mtime, progress=context.progress,
-                      extra={"manifest.json": docker_manifest_json(result, context.tags)}, shown=self.file.dest)
-
-    def commit(self, result: BuildResult, context: PublishContext) -> None:
-        self.file.commit()
-        log.info("wrote docker archive %s", self.file.dest)
-
-    def discard(self) -> None:
-        self.file.discard()
+    def extra_files(self, result: BuildResult, context: PublishContext) -> dict[str, bytes]:
+        return {"manifest.json": docker_manifest_json(result, context.tags)}
 
 
 def docker_manifest_json(result: BuildResult, tags: list[Reference]) -> bytes:

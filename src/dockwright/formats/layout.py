@@ -235,17 +235,22 @@ class OciArchive:
 
     needs_blobs = True
     visible_last = True
+    kind = "OCI archive"
 
     def __init__(self, dest: Path) -> None:
         self.file = StagedFile(dest)
 
+    def extra_files(self, result: BuildResult, context: PublishContext) -> dict[str, bytes]:
+        """Files besides the layout's (a docker-archive adds its manifest.json)."""
+        return {}
+
     def prepare(self, result: BuildResult, context: PublishContext) -> None:
         write_archive(result, self.file.temp, context.tags, mtime=context.mtime, progress=context.progress,
-                      shown=self.file.dest)
+                      extra=self.extra_files(result, context), shown=self.file.dest)
 
     def commit(self, result: BuildResult, context: PublishContext) -> None:
         self.file.commit()
-        log.info("wrote OCI archive %s", self.file.dest)
+        log.info("wrote %s %s", self.kind, self.file.dest)
 
     def discard(self) -> None:
         self.file.discard()
