@@ -243,3 +243,27 @@ def test_cancel_breaks_a_request_the_registry_does_not_answer(
     assert not worker.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], dockwright.Cancelled), outcome
     assert not tag_exists(registry, "app")
+
+
+@pytest.mark.requires("skopeo")
+def test_the_examples_in_docs_api_md_run(
+    registry: RegistryServer, busybox_base: BusyboxBase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every example of docs/api.md after the introduction, in order, with it on this test's port and
+    `base:1` a two-platform busybox (`load` needs an engine: test_build_load covers it)."""
+    sh("skopeo", "copy", "--all", "--src-tls-verify=false", "--dest-tls-verify=false",
+       f"docker://{busybox_base.multi_ref}", f"docker://{registry.host}/base:1")
+    monkeypatch.chdir(tmp_path)
+    _context(tmp_path / "ctx", "localhost:5000/base:1".replace("localhost:5000", registry.host))
+    text = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    blocks = [b for b in text.split("```python\n")[1:] if "registry.example.com" not in b.split("```")[0]]
+    namespace: dict[str, Any] = {}
+    for block in blocks:
+        code = "\n".join(line for line in block.split("```")[0].splitlines() if "dockwright.load(" not in line)
+        exec(compile(code.replace("localhost:5000", registry.host), "docs/api.md", "exec"), namespace)  # noqa: S102
+    printed = capsys.readouterr().out
+    assert f"{registry.host}/app:1@sha256:" in printed
+    assert "manifest unknown" in printed or "not found" in printed.lower()
+    assert (tmp_path / "app.oci.tar").is_file() and (tmp_path / "multi.oci.tar").is_file()
+    assert namespace["index"].manifest["manifests"][1]["platform"]["architecture"] == "arm64"
