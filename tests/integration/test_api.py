@@ -261,7 +261,7 @@ def test_the_examples_in_docs_api_md_run(
     namespace: dict[str, Any] = {}
     for block in blocks:
         code = "\n".join(line for line in block.split("```")[0].splitlines() if "dockwright.load(" not in line)
-        exec(compile(code.replace("localhost:5000", registry.host), "docs/api.md", "exec"), namespace)  # noqa: S102
+        exec(compile(code.replace("localhost:5000", registry.host), "docs/api.md", "exec"), namespace)
     printed = capsys.readouterr().out
     assert f"{registry.host}/app:1@sha256:" in printed
     assert "manifest unknown" in printed or "not found" in printed.lower()
