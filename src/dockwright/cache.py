@@ -20,6 +20,8 @@ from dockwright.model.errors import DockwrightError
 from dockwright.model.mediatypes import MAX_MANIFEST_BYTES
 
 FORMAT_VERSION = "1"
+ROOTFS = "rootfs"  # RUN's layer directories (dockwright.run.snapshots), by chain ID
+TEMP_PREFIX = "tmp-"  # their temporary directories
 STALE_TEMP_SECONDS = 3600
 
 
@@ -207,40 +209,69 @@ class Cache:
             self.blob_path(digest).unlink()
 
 
-def _entries(root: Path) -> list[tuple[Path, os.stat_result]]:
+def _entries(root: Path) -> list[tuple[Path, int, float]]:
+    """(path, bytes, last use) of every entry: blobs, records, and RUN's layer directories (ROOTFS)."""
     found = []
     for folder in (root / "blobs" / "sha256", root / "layers", root / "dirindex", root / "machines"):
         if folder.is_dir():
             for path in folder.iterdir():
                 with contextlib.suppress(OSError):
-                    found.append((path, path.stat()))
+                    st = path.stat()
+                    found.append((path, st.st_size, st.st_mtime))
+    snapshots = root / ROOTFS
+    if snapshots.is_dir():
+        for path in snapshots.iterdir():
+            if not path.name.startswith(TEMP_PREFIX):
+                with contextlib.suppress(OSError):
+                    found.append((path, _tree_size(path), path.stat().st_mtime))
     return found
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for folder, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total
 
 
 def disk_usage(root: Path) -> str:
     entries = _entries(root)
-    blobs = sum(1 for path, _ in entries if path.parent.name == "sha256")
-    total = sum(st.st_size for _, st in entries)  # layer records: built layers' and directory indexes
-    return f"{root}: {blobs} blobs, {len(entries) - blobs} layer records, {total} bytes"
+    blobs = sum(1 for path, _, _ in entries if path.parent.name == "sha256")
+    snapshots = sum(1 for path, _, _ in entries if path.parent.name == ROOTFS)
+    total = sum(size for _, size, _ in entries)  # layer records: built layers' and directory indexes
+    return (f"{root}: {blobs} blobs, {len(entries) - blobs - snapshots} layer records, {total} bytes "
+            f"(with {snapshots} layer directories for RUN)")
 
 
 def prune(root: Path, keep_bytes: int) -> tuple[int, int]:
     """Remove the least recently used entries until at most `keep_bytes` remain. Records whose blob is
     gone are ignored by lookups, so removal order cannot leave a torn entry."""
-    entries = sorted(_entries(root), key=lambda item: item[1].st_mtime)
-    total = sum(st.st_size for _, st in entries)
+    entries = sorted(_entries(root), key=lambda item: item[2])
+    total = sum(size for _, size, _ in entries)
     removed = freed = 0
-    for path, st in entries:
+    for path, size, _ in entries:
         if total <= keep_bytes:
             break
         with contextlib.suppress(OSError):
-            path.unlink()
+            if path.parent.name == ROOTFS:  # renamed away first: a build never sees half of one
+                doomed = path.with_name(f"{TEMP_PREFIX}pruned-{path.name}")
+                os.rename(path, doomed)
+                shutil.rmtree(doomed)
+            else:
+                path.unlink()
             removed += 1
-            freed += st.st_size
-            total -= st.st_size
+            freed += size
+            total -= size
     cutoff = time.time() - STALE_TEMP_SECONDS  # temporary files of builds that were killed
     for path in (root / "tmp").glob("*"):
         with contextlib.suppress(OSError):
             if path.stat().st_mtime < cutoff:
                 path.unlink()
+    mounts = Path("/proc/mounts").read_text() if Path("/proc/mounts").exists() else ""
+    for path in (root / ROOTFS).glob(f"{TEMP_PREFIX}*"):
+        with contextlib.suppress(OSError):  # a killed RUN's directories, unless something is still mounted there
+            if path.stat().st_mtime < cutoff and f" {path}/" not in mounts:
+                shutil.rmtree(path)
     return removed, freed

@@ -5,6 +5,7 @@ commands left behind as a user would see it. Then failures, interruption, leftov
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -38,7 +39,8 @@ def _run_image(tag: str, tmp_path: Path, *args: str) -> list[str]:
 def _leftovers(cache: Path) -> list[str]:
     """What a RUN could leave behind: mounts, containers, temporary directories in the cache."""
     mounts = [line for line in Path("/proc/mounts").read_text().splitlines() if str(cache) in line]
-    containers = [line for line in sh("runc", "list", "-q").splitlines() if line.startswith("dockwright-")]
+    listed = json.loads(sh("runc", "list", "--format", "json") or "null") or []
+    containers = [c["id"] for c in listed if str(cache) in c.get("bundle", "")]  # other builds may run here too
     temps = [p.name for p in (cache / "rootfs").glob("tmp-*")] + [p.name for p in (cache / "tmp").glob("*")]
     return mounts + containers + temps
 
@@ -245,3 +247,34 @@ def test_run_for_another_architecture_needs_qemu_and_says_so(
     assert_user_error(proc, "Dockerfile:2:", "linux/arm64", "qemu-aarch64")
     assert "qemu-user-static" in proc.stderr and "#1 must not run" not in proc.stderr
     assert _leftovers(tmp_path / "cache") == []
+
+
+def test_builds_at_once_share_the_cache_safely(busybox_base: BusyboxBase, tmp_path: Path) -> None:
+    """Two builds of RUN steps on one cache at the same time: both extract the base's layer directories
+    (one wins the rename), both run, both give the same image, nothing is left behind."""
+    context = _context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN mkdir /made && echo one > /made/f\n"
+                                 "RUN rm /bin/vi && ls /made > /listing\n")
+    env = {**os.environ, **EPOCH_ENV,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    procs = [subprocess.Popen([sys.executable, "-m", "dockwright", "build", str(context), "-o",
+                               f"type=oci,dest={tmp_path / f'out{i}.tar'}", *cache_args(tmp_path)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    results = [proc.communicate(timeout=_GUARD) for proc in procs]
+
+    assert [proc.returncode for proc in procs] == [0, 0], results
+    assert results[0][0] == results[1][0]  # the same image digest
+    assert _leftovers(tmp_path / "cache") == []
+
+
+def test_quiet_shows_a_commands_output_only_when_it_fails(
+    dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
+) -> None:
+    context = _context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN echo chatty output\n")
+    quiet = dockwright("build", context, "-q", "-o", f"type=oci,dest={tmp_path / 'o.tar'}", *cache_args(tmp_path))
+    assert quiet.stderr == ""
+
+    (context / "Dockerfile").write_text(f"FROM {busybox_base.oci_ref}\nRUN echo chatty output; exit 2\n")
+    failed = dockwright("build", context, "-q", "-o", f"type=oci,dest={tmp_path / 'o2.tar'}", *cache_args(tmp_path),
+                        check=False)
+    assert_user_error(failed, "Dockerfile:2: RUN echo chatty output; exit 2: exit code 2")
+    assert "chatty output" in failed.stderr.splitlines()[-1]

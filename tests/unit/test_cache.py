@@ -215,3 +215,23 @@ def test_a_cached_document_is_verified_and_a_corrupt_one_removed(tmp_path: Path)
     cache.blob_path(digest_bytes(data)).write_bytes(b'{"schemaVersion": 3}')
     assert cache.document(digest_bytes(data)) is None
     assert not cache.blob_path(digest_bytes(data)).exists()
+
+
+def test_prune_removes_run_layer_directories_oldest_first_and_abandoned_run_temporaries(tmp_path: Path) -> None:
+    Cache(tmp_path)
+    rootfs = tmp_path / "rootfs"
+    old, recent = rootfs / ("a" * 64), rootfs / ("b" * 64)
+    for directory in (old, recent):
+        (directory / "usr/bin").mkdir(parents=True)
+        (directory / "usr/bin/tool").write_bytes(b"x" * 1000)
+    abandoned, running = rootfs / "tmp-killed", rootfs / "tmp-running"
+    for directory in (abandoned, running):
+        (directory / "upper").mkdir(parents=True)
+    _set_times([old, abandoned], time.time() - STALE_TEMP_SECONDS - 60)
+    assert "(with 2 layer directories for RUN)" in disk_usage(tmp_path)
+
+    removed, freed = prune(tmp_path, 12_000)  # one directory: ~9 kB (two directories and a file)
+
+    assert (removed, not old.exists(), recent.exists()) == (1, True, True)
+    assert freed >= 1000
+    assert not abandoned.exists() and running.exists()

@@ -19,10 +19,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from dockwright.cache import TEMP_PREFIX
+
 log = logging.getLogger("dockwright")
 
 OPAQUE_XATTR = "trusted.overlay.opaque"  # user.overlay.opaque with the `userxattr` mount option (rootless)
-TEMP_PREFIX = "tmp-"
 
 
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dockwright.cache import ROOTFS
 from dockwright.model.image import BaseImage, Layer
 from dockwright.plan import RunStep
 
@@ -116,6 +117,6 @@ class RunSteps:
                 from dockwright.run.snapshots import Snapshots
 
                 self._isolation = choose(self.isolation_name, self.runtime)
-                self._snapshots = Snapshots(self.cache_root / "rootfs")
+                self._snapshots = Snapshots(self.cache_root / ROOTFS)
             assert self._snapshots is not None
             return self._isolation, self._snapshots
