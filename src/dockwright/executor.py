@@ -9,17 +9,16 @@ import functools
 import logging
 import posixpath
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from dockwright import mutate
 from dockwright.cache import Cache
 from dockwright.formats.resolve import resolve_base
+from dockwright.layers.cachepolicy import LayerCache
 from dockwright.layers.facts import LayerFacts
-from dockwright.model.blobs import FileBlob
-from dockwright.model.documents import Descriptor
 from dockwright.model.errors import ContextError, DockwrightError, UsageError
 from dockwright.model.image import BaseImage, BuildResult, Layer
 from dockwright.model.mediatypes import Format
@@ -28,9 +27,10 @@ from dockwright.parallel import check_cancelled
 from dockwright.plan import BuildOptions, BuildPlan, ConfigEdit, ConfigStep, CopyStep, MkdirStep, RunStep, Stage
 
 if TYPE_CHECKING:
+    from dockwright.layers.cachepolicy import TreeCopy
+    from dockwright.layers.copy import CopySettings
     from dockwright.layers.dirindex import ImageDirs
     from dockwright.layers.dockerignore import IgnoreMatcher
-    from dockwright.layers.quickkey import BackgroundWalks
     from dockwright.layers.rootfs import RootFS
     from dockwright.layers.tar import Compression, TarEntry
     from dockwright.registry import Registries
@@ -59,14 +59,15 @@ class Builder:
     workdir: Path  # scratch space for extracted file systems; removed by the caller
     cancel: threading.Event | None = None  # set by an embedding program: the build stops at its next file or step
     _bases: dict[tuple[str, str], BaseImage] = field(default_factory=dict)
-    _layers: dict[str, Layer] = field(default_factory=dict)
     _result: BuildResult = field(default_factory=lambda: BuildResult([]))
-    _walks: BackgroundWalks | None = None
     _runs: RunSteps | None = None
     _facts: LayerFacts = field(init=False)
+    _layers: LayerCache = field(init=False)  # the layer cache policy: which layer each step gets
 
     def __post_init__(self) -> None:
         self._facts = LayerFacts(self.cache)
+        self._layers = LayerCache(self.cache, self._compression(), use_cache=self.options.use_cache,
+                                  facts=self._facts, cancel=self.cancel)
 
     @property
     def created(self) -> str:
@@ -94,6 +95,7 @@ class Builder:
                                  hint="choose one with --format oci or --format docker")
             self._result.index = mutate.make_index(finals, finals[0].format, dict(plans[0][1].annotations))
         self._result.annotations = dict(plans[0][1].annotations)
+        self._result.layers_built, self._result.layers_cached = self._layers.built, self._layers.cached
         return self._result
 
     # ------------------------------------------------------------------ bases
@@ -143,12 +145,11 @@ class Builder:
 
     def _start_walks(self, plans: list[BuildPlan]) -> None:
         """Start the quick keys' walks of the plans' plain directory copies, in the background."""
-        if self.options.use_cache:
-            from dockwright.layers.quickkey import BackgroundWalks
+        from dockwright.layers.cachepolicy import tree_source
 
-            self._walks = BackgroundWalks(dict.fromkeys(
-                tree for plan in plans for stage in plan.stages for step in stage.steps
-                if isinstance(step, CopyStep) and (tree := _tree_source(plan, step)) is not None))
+        self._layers.start_walks(
+            tree for plan in plans for stage in plan.stages for step in stage.steps
+            if isinstance(step, CopyStep) and (tree := tree_source(str(plan.context), step, plan.dockerignore)))
 
     def _build_plan(self, plan: BuildPlan, platform: Platform, explicit: bool) -> _StageState:
         states: list[_StageState] = []
@@ -220,11 +221,11 @@ class Builder:
                                   f"{compression.algorithm}:{compression.resolved_level()}")
         inputs = self._runs.prepare(step, state.image, args, flag=plan.source == "flags")
         fmt = self._format_for(state.image)
-        layer = self._layer_from_cache(inputs.key, fmt)
+        layer = self._layers.lookup(inputs.key, fmt)
         if layer is not None:
             log.info("%s cached", inputs.label)
         else:
-            layer = self._runs.run(inputs, state.image, lambda entries: self._write_layer(entries, fmt, inputs.key))
+            layer = self._runs.run(inputs, state.image, lambda entries: self._layers.write(entries, fmt, inputs.key))
         state.known_dirs.clear()  # the command may have removed some; the layers' indexes know
         if layer.diff_id == EMPTY_DIFF_ID:  # it changed no file: no layer (as BuildKit)
             mutate.add_history(state.image.config, self.created, inputs.created_by, empty_layer=True)
@@ -307,14 +308,15 @@ class Builder:
 
         return tempfile.mkdtemp(prefix=prefix, dir=self.workdir)
 
-    def _copy_args(self, step: CopyStep, state: _StageState) -> tuple[str, dict[str, Any]]:
-        """(absolute destination, the keyword arguments of collect_copy and its kin) for a COPY step."""
+    def _copy_settings(self, step: CopyStep, state: _StageState) -> tuple[str, CopySettings]:
+        """(absolute destination, how the copy writes its entries) for a COPY step."""
+        from dockwright.layers.copy import CopySettings
+
         uid, gid = self._owner(step.chown, state)
         dest = self._absolute(step.dest, state)
         dest_exists, make_dirs = self._destination_dirs(dest, step, (uid, gid), state)
-        return dest, {"uid": uid, "gid": gid, "chmod": int(step.chmod, 8) if step.chmod else None,
-                      "extra_excludes": step.excludes, "parents": step.parents,
-                      "mtime": self.options.source_date_epoch, "dest_exists": dest_exists, "make_dirs": make_dirs}
+        return dest, CopySettings(uid, gid, int(step.chmod, 8) if step.chmod else None, tuple(step.excludes),
+                                  step.parents, self.options.source_date_epoch, dest_exists, tuple(make_dirs))
 
     def _destination_dirs(self, dest: str, step: CopyStep, owner: tuple[int, int],
                           state: _StageState) -> tuple[bool, list[str]]:
@@ -329,27 +331,26 @@ class Builder:
 
     def _copy_entries(self, plan: BuildPlan, step: CopyStep, state: _StageState,
                       states: list[_StageState]) -> list[TarEntry]:
-        dest, common = self._copy_args(step, state)
+        dest, settings = self._copy_settings(step, state)
         if step.inline_files:
-            made = list(common["make_dirs"])
-            if dest.endswith("/") and not common["dest_exists"] and (common["uid"], common["gid"]) != (0, 0):
+            made = list(settings.make_dirs)
+            if dest.endswith("/") and not settings.dest_exists and (settings.uid, settings.gid) != (0, 0):
                 made.append(dest.strip("/"))  # the directory the files go into, made for the --chown user
-            return self._inline_entries(step, dest, common["uid"], common["gid"], common["chmod"], made)
+            return self._inline_entries(step, dest, settings.uid, settings.gid, settings.chmod, made)
         if step.from_stage is not None:
-            return self._rootfs(states[step.from_stage]).collect(step.sources, dest, **common)
+            return self._rootfs(states[step.from_stage]).collect(step.sources, dest, settings)
         if step.from_image is not None:
             source_image = _StageState(self._base(step.from_image, Platform.parse(plan.platform)
                                                   if plan.platform else Platform.host(), False))
-            return self._rootfs(source_image).collect(step.sources, dest, **common)
-        from dockwright.layers.copy import collect_copy
+            return self._rootfs(source_image).collect(step.sources, dest, settings)
+        from dockwright.layers import copy
 
         ignore = self._ignore(plan)
         if step.add:
             from dockwright.layers.add import collect_add
 
-            return collect_add(plan.context, step, dest, ignore=ignore, workdir=Path(self._mkdtemp("add-")),
-                               **common)
-        return collect_copy(plan.context, step.sources, dest, excludes=ignore, **common)
+            return collect_add(plan.context, step, dest, settings, ignore=ignore, workdir=Path(self._mkdtemp("add-")))
+        return copy.collect_copy(plan.context, step.sources, dest, settings, ignore=ignore)
 
     def _inline_entries(self, step: CopyStep, dest: str, uid: int, gid: int, chmod: int | None,
                         made: list[str]) -> list[TarEntry]:
@@ -374,7 +375,7 @@ class Builder:
         return Compression(self.options.compression, self.options.compression_level)  # type: ignore[arg-type]
 
     def _add_layer(self, state: _StageState, entries: list[TarEntry], created_by: str) -> None:
-        self._append_layer(state, self._make_layer(entries, self._format_for(state.image)), created_by)
+        self._append_layer(state, self._layers.for_entries(entries, self._format_for(state.image)), created_by)
 
     def _append_layer(self, state: _StageState, layer: Layer, created_by: str) -> None:
         mutate.append_layer(state.image, layer, self.created, created_by)
@@ -382,64 +383,30 @@ class Builder:
         state.rootfs = state.accounts = None  # the file system changed; a later lookup re-extracts
 
     def _copy_layer(self, plan: BuildPlan, step: CopyStep, state: _StageState, states: list[_StageState]) -> Layer:
-        """A COPY/ADD layer: from this build or the cache when its inputs are known, else written.
-
-        A plain COPY of one context directory is looked up by cheap keys before anything is collected:
-        its settings within this build, its quick key (quickkey.py) in the cache. On a miss its entries
-        stream into the writer as the tree is walked: the fingerprint could only repeat what the quick
-        key said. Unless the quick key counts files the layer leaves out (.dockerignore or --exclude
-        patterns reaching into the source): then a miss may be a change to an ignored file only, and the
-        layer is looked up by fingerprint first."""
+        """A COPY/ADD layer, as the layer cache policy (layers/cachepolicy.py) finds or makes it: a plain
+        COPY of one context directory by its cheap keys, any other by the fingerprint of its entries."""
         fmt = self._format_for(state.image)
-        tree = self._tree_step(plan, step, state)
+        tree = self._tree_copy(plan, step, state)
         if tree is None:
-            return self._make_layer(self._copy_entries(plan, step, state, states), fmt)
-        root, settings, skip = tree
-        import hashlib
+            return self._layers.for_entries(self._copy_entries(plan, step, state, states), fmt)
 
-        # the same step twice in one build (several platforms) is one layer: no second walk
-        memo = "step:" + hashlib.sha256(f"{root}\0{settings}".encode()).hexdigest()
-        layer = self._known_layer(memo, fmt)
-        quick = None
-        if layer is None and self._walks is not None:
-            from dockwright.layers.quickkey import key_of
+        def stream() -> Iterable[TarEntry]:
+            from dockwright.layers import copy
 
-            quick = key_of(settings, self._walks.digest(root, skip))
-            layer = self._layer_from_cache(quick, fmt)
-        if layer is None and self._quick_key_sees_excluded_files(plan, step, root, skip):
-            layer = self._make_layer(self._copy_entries(plan, step, state, states), fmt, also_key=quick)
-        elif layer is None:
-            from dockwright.layers.copy import stream_copy
+            dest, settings = self._copy_settings(step, state)
+            return copy.stream_copy(plan.context, step.sources[0], dest, settings, ignore=self._ignore(plan))
 
-            dest, common = self._copy_args(step, state)
-            layer = self._write_layer(stream_copy(plan.context, step.sources[0], dest, excludes=self._ignore(plan),
-                                                  **common), fmt, quick)
-        self._layers[memo] = layer
-        return layer
-
-    def _quick_key_sees_excluded_files(self, plan: BuildPlan, step: CopyStep, root: str,
-                                       skip: frozenset[str]) -> bool:
-        """Whether files the layer leaves out count in the step's quick key: .dockerignore patterns that
-        may match below the source, or --exclude patterns it does not skip. Then a quick-key miss may be
-        a change to an excluded file only, and the fingerprint of what the layer holds is worth a look."""
-        if not set(step.excludes) <= skip:
-            return True
-        ignore = self._ignore(plan)
-        if ignore is None:
-            return False
-        import os
-
-        below = os.path.relpath(root, os.path.realpath(plan.context))
-        return ignore.may_match_below("" if below == "." else below)
+        return self._layers.for_tree(tree, fmt, lambda: self._copy_entries(plan, step, state, states), stream)
 
     @staticmethod
     def _ignore(plan: BuildPlan) -> IgnoreMatcher | None:
         return _ignore_matcher(plan.dockerignore) if plan.dockerignore else None
 
-    def _tree_step(self, plan: BuildPlan, step: CopyStep, state: _StageState) -> tuple[str, str, frozenset[str]] | None:
-        """(source directory, settings, names to skip) for a plain COPY of one context directory, the
-        inputs of its quick key; None for any other step."""
-        tree = _tree_source(plan, step)
+    def _tree_copy(self, plan: BuildPlan, step: CopyStep, state: _StageState) -> TreeCopy | None:
+        """The inputs of a plain COPY of one context directory's memo and quick key; None for any other step."""
+        from dockwright.layers.cachepolicy import TreeCopy, counts_excluded, tree_source
+
+        tree = tree_source(str(plan.context), step, plan.dockerignore)
         if tree is None:
             return None
         import json
@@ -454,76 +421,8 @@ class Builder:
                                step.chmod, step.excludes, step.parents, plan.dockerignore,
                                self.options.source_date_epoch])
         root, skip = tree
-        return root, settings, skip
-
-    def _known_layer(self, key: str, fmt: Format) -> Layer | None:
-        """The layer this build made or found under `key`, with the media type for `fmt`."""
-        known = self._layers.get(key)
-        if known is None:
-            return None
-        from dockwright.layers.tar import layer_media_type
-
-        media_type = layer_media_type(self._compression().algorithm, fmt)
-        return Layer(Descriptor(media_type, known.descriptor.digest, known.descriptor.size), known.diff_id,
-                     known.source)
-
-    def _layer_from_cache(self, key: str, fmt: Format) -> Layer | None:
-        """The layer filed under `key` in this build or in the cache, with the media type for `fmt`."""
-        known = self._known_layer(key, fmt)
-        if known is not None or not self.options.use_cache:
-            return known
-        hit = self.cache.lookup_layer(key)
-        if hit is None:
-            return None
-        from dockwright.layers.tar import layer_media_type
-
-        self._result.layers_cached += 1
-        log.info("cached layer %s", hit.digest[:19])
-        layer = Layer(Descriptor(layer_media_type(self._compression().algorithm, fmt), hit.digest, hit.size),
-                      hit.diff_id, FileBlob(hit.path, hit.digest, hit.size, "cached layer"))
-        self._layers[key] = layer
-        return layer
-
-    def _make_layer(self, entries: list[TarEntry], fmt: Format, also_key: str | None = None) -> Layer:
-        """The layer of `entries`: from this build or the cache when its fingerprint is known, else written.
-        `also_key`: another key to file it under (the step's quick key)."""
-        from dockwright.layers.tar import fingerprint
-
-        key = fingerprint(entries, self._compression())
-        layer = self._layer_from_cache(key, fmt) or self._write_layer(entries, fmt, key)
-        if also_key is not None and self.options.use_cache:
-            from dockwright.cache import CachedLayer
-
-            source = layer.source
-            assert isinstance(source, FileBlob)
-            self.cache.record_layer(also_key, CachedLayer(layer.descriptor.digest, layer.descriptor.size,
-                                                          layer.diff_id, self._compression().algorithm, source.path))
-            self._layers[also_key] = layer
-        return layer
-
-    def _write_layer(self, entries: Iterable[TarEntry], fmt: Format, key: str | None) -> Layer:
-        """Write a new layer into the cache, filed under `key` (None: kept for this build only)."""
-        from dockwright.layers.tar import layer_media_type, write_layer
-
-        compression = self._compression()
-        temp = self.cache.temp_path(".layer")
-        try:
-            blob = write_layer(entries if self.cancel is None else _checked(entries, self.cancel), temp, compression)
-            if key is None:
-                path = self.cache.adopt_blob(temp, blob.digest)
-            else:
-                path = self.cache.store_layer(key, temp, blob.digest, blob.size, blob.diff_id,
-                                              compression.algorithm).path
-        finally:
-            temp.unlink(missing_ok=True)
-        self._result.layers_built += 1
-        self._facts.record_machines(blob.digest, blob.machines)
-        log.info("built layer %s (%d entries, %s bytes)", blob.digest[:19], blob.entries, blob.size)
-        layer = Layer(Descriptor(layer_media_type(compression.algorithm, fmt), blob.digest, blob.size),
-                      blob.diff_id, FileBlob(path, blob.digest, blob.size, "built layer", fresh=True))
-        if key is not None:
-            self._layers[key] = layer
-        return layer
+        return TreeCopy(root, skip, settings,
+                        counts_excluded(str(plan.context), root, step.excludes, skip, self._ignore(plan)))
 
 
 @functools.lru_cache(maxsize=8)
@@ -534,33 +433,10 @@ def _ignore_matcher(patterns: tuple[str, ...]) -> IgnoreMatcher:
     return IgnoreMatcher.from_patterns(list(patterns))
 
 
-def _tree_source(plan: BuildPlan, step: CopyStep) -> tuple[str, frozenset[str]] | None:
-    """(source directory, names below it to skip) when `step` is a plain COPY of one context directory,
-    the step's quick key applies; None otherwise. Known from the plan alone, before any base is resolved."""
-    if (len(step.sources) != 1 or step.add or step.inline_files
-            or step.from_stage is not None or step.from_image is not None):
-        return None
-    from dockwright.layers.quickkey import tree_root
-
-    root = tree_root(str(plan.context), step.sources[0])
-    if root is None:
-        return None
-    outright = any(p.startswith("!") for p in (*step.excludes, *plan.dockerignore))
-    skip = frozenset() if outright else frozenset(p for p in step.excludes if "/" not in p
-                                                  and not any(c in p for c in "*?[\\"))
-    return root, skip
-
-
 def _ancestors(path: str) -> list[str]:
     """"a/b/c" -> ["a", "a/b", "a/b/c"]; "" -> []."""
     parts = path.split("/") if path else []
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def _checked(entries: Iterable[TarEntry], cancel: threading.Event) -> Iterator[TarEntry]:
-    for entry in entries:
-        check_cancelled(cancel)
-        yield entry
 
 
 def _root_stage(plan: BuildPlan, stage: Stage) -> Stage:

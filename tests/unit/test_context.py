@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.layers.copy import collect_copy, stream_copy
+from dockwright.layers.copy import CopySettings, collect_copy, stream_copy
 from dockwright.layers.dockerignore import IgnoreMatcher
 from dockwright.layers.tar import TarEntry
 from dockwright.model.errors import ContextError
@@ -70,9 +70,9 @@ def test_missing_source_is_named(ctx: Path) -> None:
 
 
 def test_parents_keep_the_relative_path(ctx: Path) -> None:
-    entries = collect_copy(ctx, ["src/pkg/mod.py", "a.txt"], "/app/", parents=True)
+    entries = collect_copy(ctx, ["src/pkg/mod.py", "a.txt"], "/app/", CopySettings(parents=True))
     assert paths(entries) == ["app/a.txt", "app/src", "app/src/pkg", "app/src/pkg/mod.py"]
-    assert paths(collect_copy(ctx, ["src/./pkg/mod.py"], "/app/", parents=True)) == [
+    assert paths(collect_copy(ctx, ["src/./pkg/mod.py"], "/app/", CopySettings(parents=True))) == [
         "app/pkg", "app/pkg/mod.py"]
 
 
@@ -124,12 +124,12 @@ def test_modes_are_masked_unless_chmod(ctx: Path) -> None:
     entries = by_path(collect_copy(ctx, ["src"], "/app"))
     assert entries["app/tool"].mode == 0o755
     assert entries["app/pkg"].mode == 0o755
-    chmodded = collect_copy(ctx, ["src"], "/app", chmod=0o640, uid=1000, gid=1001)
+    chmodded = collect_copy(ctx, ["src"], "/app", CopySettings(chmod=0o640, uid=1000, gid=1001))
     assert all(e.mode == 0o640 and (e.uid, e.gid) == (1000, 1001) for e in chmodded)
 
 
 def test_owner_and_mtime(ctx: Path) -> None:
-    entries = by_path(collect_copy(ctx, ["a.txt"], "/srv/app/", uid=10, gid=20, mtime=1234))
+    entries = by_path(collect_copy(ctx, ["a.txt"], "/srv/app/", CopySettings(uid=10, gid=20, mtime=1234)))
     assert "srv" not in entries  # ancestors are never entries
     assert (entries["srv/app"].uid, entries["srv/app"].gid) == (10, 20)  # --chown: dest gets the owner
     assert (entries["srv/app/a.txt"].uid, entries["srv/app/a.txt"].gid) == (10, 20)
@@ -152,15 +152,15 @@ def test_later_source_wins(ctx: Path) -> None:
 
 def test_dockerignore_with_exceptions_and_doublestar(ctx: Path) -> None:
     matcher = IgnoreMatcher.from_patterns(["**/*.txt", "!src/notes.txt", "src/pkg", "*.md"])
-    entries = paths(collect_copy(ctx, ["."], "/app", excludes=matcher))
+    entries = paths(collect_copy(ctx, ["."], "/app", ignore=matcher))
     assert entries == ["app/src", "app/src/main.py", "app/src/notes.txt"]
     with pytest.raises(ContextError, match=r"excluded by \.dockerignore"):
-        collect_copy(ctx, ["README.md"], "/app/", excludes=matcher)
+        collect_copy(ctx, ["README.md"], "/app/", ignore=matcher)
 
 
 def test_dockerignore_exception_below_an_excluded_dir(ctx: Path) -> None:
     matcher = IgnoreMatcher.from_patterns(["src", "!src/pkg/mod.py"])
-    assert paths(collect_copy(ctx, ["."], "/", excludes=matcher)) == [
+    assert paths(collect_copy(ctx, ["."], "/", ignore=matcher)) == [
         "README.md", "a.txt", "b.txt", "src", "src/pkg", "src/pkg/mod.py"]
 
 
@@ -176,9 +176,9 @@ def test_ignore_matcher_rules(tmp_path: Path) -> None:
 
 
 def test_copy_exclude_is_relative_to_the_source(ctx: Path) -> None:
-    entries = paths(collect_copy(ctx, ["src"], "/app", extra_excludes=["*.txt", "pkg"]))
+    entries = paths(collect_copy(ctx, ["src"], "/app", CopySettings(excludes=("*.txt", "pkg"))))
     assert entries == ["app/main.py"]
-    assert paths(collect_copy(ctx, ["*.txt"], "/d/", extra_excludes=["a.txt"])) == ["d/b.txt"]
+    assert paths(collect_copy(ctx, ["*.txt"], "/d/", CopySettings(excludes=("a.txt",)))) == ["d/b.txt"]
 
 
 def test_non_utf8_names_survive(ctx: Path) -> None:
@@ -223,8 +223,8 @@ def tricky(tmp_path: Path) -> Path:
 def test_streamed_entries_are_the_collected_ones_in_the_same_order(tricky: Path, dest: str,
                                                                   chown: tuple[int, int] | None) -> None:
     uid, gid = chown or (0, 0)
-    collected = collect_copy(tricky, ["src"], dest, uid=uid, gid=gid, mtime=7)
-    assert list(stream_copy(tricky, "src", dest, uid=uid, gid=gid, mtime=7)) == collected
+    collected = collect_copy(tricky, ["src"], dest, CopySettings(uid=uid, gid=gid, mtime=7))
+    assert list(stream_copy(tricky, "src", dest, CopySettings(uid=uid, gid=gid, mtime=7))) == collected
     assert paths(collected) == sorted(paths(collected))
     entries = by_path(collected)
     prefix = dest.strip("/") + "/" if dest.strip("/") else ""
@@ -257,8 +257,8 @@ def test_a_fifo_deep_in_a_streamed_tree_is_an_error_naming_it(tricky: Path) -> N
 def test_streamed_parents_copies_are_the_collected_ones(tricky: Path, source: str,
                                                         chown: tuple[int, int] | None) -> None:
     uid, gid = chown or (0, 0)
-    collected = collect_copy(tricky, [source], "/app/", uid=uid, gid=gid, parents=True)
-    assert list(stream_copy(tricky, source, "/app/", uid=uid, gid=gid, parents=True)) == collected
+    collected = collect_copy(tricky, [source], "/app/", CopySettings(uid=uid, gid=gid, parents=True))
+    assert list(stream_copy(tricky, source, "/app/", CopySettings(uid=uid, gid=gid, parents=True))) == collected
     assert paths(collected) == sorted(paths(collected))
 
 
@@ -288,7 +288,7 @@ def test_may_match_below(patterns: list[str], reldir: str, reaches: bool) -> Non
 def test_streamed_entries_with_patterns_are_the_collected_ones(ctx: Path, patterns: list[str], excludes: list[str],
                                                               fewer: bool) -> None:
     matcher = IgnoreMatcher(patterns) if patterns else None
-    collected = collect_copy(ctx, ["src"], "/app", excludes=matcher, extra_excludes=excludes)
-    streamed = list(stream_copy(ctx, "src", "/app", excludes=matcher, extra_excludes=excludes))
+    collected = collect_copy(ctx, ["src"], "/app", CopySettings(excludes=tuple(excludes)), ignore=matcher)
+    streamed = list(stream_copy(ctx, "src", "/app", CopySettings(excludes=tuple(excludes)), ignore=matcher))
     assert streamed == collected
     assert (len(collected) < len(collect_copy(ctx, ["src"], "/app"))) is fewer

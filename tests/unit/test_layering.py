@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dockwright.frontends.layering import dependency_paths, split_copy
-from dockwright.layers.copy import collect_copy
+from dockwright.layers.copy import CopySettings, collect_copy
 from dockwright.layers.tar import TarEntry
 from dockwright.plan import CopyStep
 
@@ -111,8 +111,9 @@ def test_only_a_single_context_directory_is_split(tmp_path: Path, step: CopyStep
 
 def _collect(context: Path, step: CopyStep) -> list[TarEntry]:
     """The entries of one step, as the builder collects them (dest already absolute)."""
-    return collect_copy(context, step.sources, step.dest, extra_excludes=step.excludes, parents=step.parents,
-                        chmod=int(step.chmod, 8) if step.chmod else None)
+    settings = CopySettings(excludes=tuple(step.excludes), parents=step.parents,
+                            chmod=int(step.chmod, 8) if step.chmod else None)
+    return collect_copy(context, step.sources, step.dest, settings)
 
 
 def _assert_same_files_as_unsplit(context: Path, step: CopyStep) -> tuple[list[TarEntry], list[TarEntry]]:

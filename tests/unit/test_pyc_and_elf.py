@@ -16,7 +16,7 @@ from dockwright.cache import Cache
 from dockwright.executor import Builder
 from dockwright.frontends import flags
 from dockwright.layers import elf
-from dockwright.layers.copy import collect_copy
+from dockwright.layers.copy import CopySettings, collect_copy
 from dockwright.layers.rootfs import iter_layer
 from dockwright.layers.tar import Compression, fingerprint, write_layer
 from dockwright.plan import BuildOptions
@@ -27,7 +27,7 @@ HOST_ELF = Path(sys.executable).resolve()  # a real ELF executable for the host'
 
 def _layer(context: Path, tmp_path: Path, mtime: int = EPOCH) -> dict[str, tuple[int, bytes]]:
     """COPY app /app, written and read back: {in-image path: (mtime, content)} for files."""
-    entries = collect_copy(context, ["app"], "/app", mtime=mtime)
+    entries = collect_copy(context, ["app"], "/app", CopySettings(mtime=mtime))
     blob = write_layer(entries, tmp_path / "layer.tar.gz", Compression())
     return {m.name: (m.mtime, content.read()) for m, content in iter_layer([blob.path.read_bytes()])
             if content is not None}
@@ -75,10 +75,11 @@ def pyc_name(name: str, tag: str) -> str:
 
 def test_pyc_rewriting_is_reproducible_and_in_the_fingerprint(tmp_path: Path) -> None:
     context = _app(tmp_path / "context")
-    first = write_layer(collect_copy(context, ["app"], "/app", mtime=EPOCH), tmp_path / "1", Compression())
-    second = write_layer(collect_copy(context, ["app"], "/app", mtime=EPOCH), tmp_path / "2", Compression())
+    settings = CopySettings(mtime=EPOCH)
+    first = write_layer(collect_copy(context, ["app"], "/app", settings), tmp_path / "1", Compression())
+    second = write_layer(collect_copy(context, ["app"], "/app", settings), tmp_path / "2", Compression())
     assert first.digest == second.digest
-    entries = [e for e in collect_copy(context, ["app"], "/app", mtime=EPOCH) if not e.path.endswith(".py")]
+    entries = [e for e in collect_copy(context, ["app"], "/app", settings) if not e.path.endswith(".py")]
     before = fingerprint(entries, Compression())
     os.utime(context / "app" / "pkg" / "fresh.py", (EPOCH, EPOCH))  # the .py is not in these entries
     assert fingerprint(entries, Compression()) != before

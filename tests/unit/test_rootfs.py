@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dockwright.layers.copy import CopySettings
 from dockwright.layers.rootfs import RootFS, iter_layer, resolve_chown
 from dockwright.layers.tar import Compression, TarEntry, write_layer
 from dockwright.model.errors import DockwrightError, ImageFormatError
@@ -145,11 +146,11 @@ def test_copy_from_keeps_modes_resets_owner_and_resolves_links_in_the_root(tmp_p
                TarEntry("bin", "symlink", 0o777, linkname="/usr/bin"),
                TarEntry("usr/bin/abs", "symlink", 0o777, linkname="/usr/bin/tool")]
     root = RootFS.from_layers([layer(tmp_path, entries)], tmp_path / "root", where="stage build")
-    got = {e.path: e for e in root.collect(["/bin/tool", "/usr/bin/abs"], "/out/")}
+    got = {e.path: e for e in root.collect(["/bin/tool", "/usr/bin/abs"], "/out/", CopySettings())}
     assert (got["out/tool"].mode, got["out/tool"].uid, got["out/tool"].gid) == (0o4755, 0, 0)
     assert Path(got["out/abs"].source).read_bytes() == b"bin"  # absolute link resolved in the root
-    tree = {e.path: e for e in root.collect(["/usr"], "/copy", uid=7, gid=8)}
+    tree = {e.path: e for e in root.collect(["/usr"], "/copy", CopySettings(uid=7, gid=8))}
     assert (tree["copy/bin/abs"].kind, tree["copy/bin/abs"].linkname) == ("symlink", "/usr/bin/tool")
     assert (tree["copy/bin/tool"].uid, tree["copy/bin/tool"].gid) == (7, 8)
     with pytest.raises(DockwrightError, match="not found in stage build"):
-        root.collect(["/missing"], "/out/")
+        root.collect(["/missing"], "/out/", CopySettings())

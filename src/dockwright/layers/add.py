@@ -6,10 +6,10 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import tarfile
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from dockwright.layers.copy import collect_copy
+from dockwright.layers.copy import CopySettings, collect_copy
 from dockwright.layers.dockerignore import IgnoreMatcher, clean_path
 from dockwright.layers.tar import TarEntry
 from dockwright.model.errors import ContextError, DockwrightError
@@ -39,9 +39,9 @@ def _is_archive(path: Path) -> bool:
     return len(head) == 512 and head[257:262] == b"ustar"
 
 
-def collect_add(context: Path, step: CopyStep, dest: str, *, ignore: IgnoreMatcher | None, workdir: Path,
-                **common: Any) -> list[TarEntry]:
-    """Entries for an ADD step; `common` are collect_copy's keyword arguments."""
+def collect_add(context: Path, step: CopyStep, dest: str, settings: CopySettings, *, ignore: IgnoreMatcher | None,
+                workdir: Path) -> list[TarEntry]:
+    """Entries for an ADD step (`settings` and `ignore` as for collect_copy)."""
     for source in step.sources:
         if _is_git(source):
             raise ContextError(f"ADD {source}: adding a git repository is not supported",
@@ -54,13 +54,13 @@ def collect_add(context: Path, step: CopyStep, dest: str, *, ignore: IgnoreMatch
         raise ContextError(f"{step.created_by}: with more than one source the destination must end with /")
     merged: dict[str, TarEntry] = {}
     if plain:
-        for entry in collect_copy(context, plain, dest, excludes=ignore, **common):
+        for entry in collect_copy(context, plain, dest, settings, ignore=ignore):
             merged[entry.path] = entry
     for index, archive in enumerate(archives):
         unpacked = workdir / f"archive-{index}"
         _unpack(context / clean_path(archive), unpacked, archive)
         directory = dest if dest.endswith("/") else dest + "/"
-        for entry in collect_copy(unpacked, ["."], directory, **common):
+        for entry in collect_copy(unpacked, ["."], directory, settings):
             merged[entry.path] = entry
     for index, url in enumerate(urls):
         downloaded = workdir / f"url-{index}"
@@ -68,8 +68,7 @@ def collect_add(context: Path, step: CopyStep, dest: str, *, ignore: IgnoreMatch
         name = posixpath.basename(url.split("?", 1)[0].rstrip("/")) or "download"
         _download(url, downloaded / name, step.checksum)
         target = dest + name if dest.endswith("/") else dest
-        common_for_url = {**common, "chmod": common.get("chmod") or 0o600}
-        for entry in collect_copy(downloaded, [name], target, **common_for_url):
+        for entry in collect_copy(downloaded, [name], target, replace(settings, chmod=settings.chmod or 0o600)):
             merged[entry.path] = entry
     return [merged[path] for path in sorted(merged)]
 

@@ -7,21 +7,35 @@ import posixpath
 import re
 import stat
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from itertools import starmap
 from operator import itemgetter
 from pathlib import Path
 
-from dockwright.layers.dockerignore import IgnoreMatcher, clean_path, translate
+from dockwright.layers.dockerignore import IgnoreMatcher, clean_path, has_wildcards, translate
 from dockwright.layers.tar import TarEntry
 from dockwright.model.errors import ContextError
 
-_MAGIC = re.compile(r"[*?\[\\]")
 _DIR_MODE = 0o755
 _COPYABLE = frozenset((stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK))
 _S_IFMT, _S_IFDIR = 0o170000, stat.S_IFDIR  # stat.S_IFMT(mode) is mode & 0o170000, without the call
 
 
 # --------------------------------------------------------------------------- COPY
+
+
+@dataclass(frozen=True)
+class CopySettings:
+    """How one COPY writes what it copies (all but the sources, the destination and .dockerignore)."""
+
+    uid: int = 0  # owner of every entry (--chown)
+    gid: int = 0
+    chmod: int | None = None  # --chmod; None: the source's permission bits, masked (see _Collector)
+    excludes: tuple[str, ...] = ()  # COPY --exclude patterns, relative to each source
+    parents: bool = False  # COPY --parents
+    mtime: int = 0  # every entry's mtime (SOURCE_DATE_EPOCH)
+    dest_exists: bool = False  # the destination directory is known to exist (see owns_destination)
+    make_dirs: tuple[str, ...] = ()  # missing parents the copy creates, as BuildKit's MkdirAll (--chown)
 
 
 # A walked host item, before ownership, dedup and hard-link decisions: (host path, its lstat). A plain
@@ -33,19 +47,20 @@ class _Collector:
     """Gathers one COPY's items. `scoped`: sources live in an image root (symlinks resolve as in a
     chroot, absolute targets from the root); otherwise in a build context (never leave it)."""
 
-    def __init__(self, context: str, where: str, ignore: IgnoreMatcher | None, exclude: IgnoreMatcher | None,
-                 uid: int, gid: int, chmod: int | None, mtime: int, *, scoped: bool = False,
-                 mode_mask: int = _DIR_MODE) -> None:
+    def __init__(self, context: str, where: str, ignore: IgnoreMatcher | None, settings: CopySettings, *,
+                 scoped: bool = False, mode_mask: int = _DIR_MODE) -> None:
         self.context = context
         self.where = where
         self.ignore = ignore if ignore else None
-        self.exclude = exclude if exclude else None
-        self.uid, self.gid, self.chmod, self.mtime = uid, gid, chmod, mtime
+        self.exclude = IgnoreMatcher(settings.excludes) if settings.excludes else None
+        self.uid, self.gid, self.chmod, self.mtime = settings.uid, settings.gid, settings.chmod, settings.mtime
+        self.parents = settings.parents
         self.scoped = scoped
         self.mode_mask = mode_mask
         self.found: dict[str, _Found] = {}  # in-image path -> host item; later sources win
-        self.created: dict[str, int] = {}  # in-image dirs made for the copy (not from a host dir) -> mode
-        self.dest_exists = False
+        # in-image dirs made for the copy (not from a host dir) -> mode
+        self.created: dict[str, int] = dict.fromkeys(settings.make_dirs, _DIR_MODE)
+        self.dest_exists = settings.dest_exists
         self.first_link: dict[tuple[int, int], str] = {}  # (dev, inode) of a hard-linked file -> its first path
 
     @property
@@ -253,7 +268,7 @@ def _expand(collector: _Collector, pattern: str) -> list[str]:
     """Context-relative paths matching a wildcard source, sorted (Go filepath.Match per component)."""
     candidates = [""]
     for part in pattern.split("/"):
-        if not _MAGIC.search(part):
+        if not has_wildcards(part):
             candidates = [f"{c}/{part}" if c else part for c in candidates]
             continue
         regex = re.compile(translate(part, doublestar=False), re.DOTALL)
@@ -276,37 +291,31 @@ def _split_pivot(source: str) -> tuple[str, str]:
     return cleaned, (clean_path(source[len(head) + len(sep):]) if sep else cleaned)
 
 
-def collect_copy(context: Path, sources: Sequence[str], dest: str, *, uid: int = 0, gid: int = 0,
-                 chmod: int | None = None, excludes: IgnoreMatcher | None = None,
-                 extra_excludes: Sequence[str] = (), parents: bool = False,
-                 mtime: int = 0, dest_exists: bool = False, make_dirs: Sequence[str] = ()) -> list[TarEntry]:
+def collect_copy(context: Path, sources: Sequence[str], dest: str, settings: CopySettings = CopySettings(), *,
+                 ignore: IgnoreMatcher | None = None) -> list[TarEntry]:
     """The entries of one COPY layer: `sources` (context-relative, wildcards allowed; "/x" means "x")
-    copied to the absolute in-image `dest`, with `excludes` (.dockerignore) and `extra_excludes`
-    (COPY --exclude, relative to each source). Sorted, no duplicates; the destination's parents are
-    not included (see _Collector.owns_destination) except `make_dirs`: missing parents the copy creates,
-    owned by uid:gid (--chown), mode 0755, as BuildKit's MkdirAll does. Permission bits are masked with
-    0o755 unless `chmod` is given."""
-    collector = _context_collector(context, excludes, extra_excludes, uid, gid, chmod, mtime, dest_exists,
-                                   make_dirs)
-    return _collect(collector, sources, dest, parents)
+    copied to the absolute in-image `dest`, leaving out what `ignore` (.dockerignore) and the settings'
+    excludes (COPY --exclude, relative to each source) match. Sorted, no duplicates; the destination's
+    parents are not included (see _Collector.owns_destination) except the settings' `make_dirs`:
+    missing parents the copy creates, owned by uid:gid (--chown), mode 0755, as BuildKit's MkdirAll
+    does. Permission bits are masked with 0o755 unless `chmod` is given."""
+    return _collect(_context_collector(context, ignore, settings), sources, dest)
 
 
-def stream_copy(context: Path, source: str, dest: str, *, uid: int = 0, gid: int = 0, chmod: int | None = None,
-                excludes: IgnoreMatcher | None = None, extra_excludes: Sequence[str] = (), parents: bool = False,
-                mtime: int = 0, dest_exists: bool = False, make_dirs: Sequence[str] = ()) -> Iterator[TarEntry]:
+def stream_copy(context: Path, source: str, dest: str, settings: CopySettings = CopySettings(), *,
+                ignore: IgnoreMatcher | None = None) -> Iterator[TarEntry]:
     """collect_copy of one source, as an iterator. For a directory the entries come in layer order
     while the tree is walked, so the layer writer and its compressor threads start at once rather than
     after the walk; the source itself is checked now."""
-    args = (context, excludes, extra_excludes, uid, gid, chmod, mtime, dest_exists, make_dirs)
-    collector = _context_collector(*args)
+    collector = _context_collector(context, ignore, settings)
     dest_path, dest_dir = _destination([source], dest)
     _check_source(collector, source)
     full, kept = _split_pivot(source)
-    if not _MAGIC.search(full):
-        real, st, base = _place(collector, full, kept, source, dest_path, dest_dir, parents)
+    if not has_wildcards(full):
+        real, st, base = _place(collector, full, kept, source, dest_path, dest_dir)
         if stat.S_ISDIR(st.st_mode):
             return _stream_dir(collector, real, st, base, dest_path, dest_dir)
-    return iter(_collect(_context_collector(*args), [source], dest, parents))
+    return iter(_collect(_context_collector(context, ignore, settings), [source], dest))
 
 
 def _stream_dir(collector: _Collector, real: str, st: os.stat_result, base: str, dest_path: str,
@@ -331,32 +340,20 @@ def _walk_source(collector: _Collector, real: str, base: str) -> Iterator[tuple[
                           if collector.exclude else None)
 
 
-def _context_collector(context: Path, excludes: IgnoreMatcher | None, extra_excludes: Sequence[str], uid: int,
-                       gid: int, chmod: int | None, mtime: int, dest_exists: bool,
-                       make_dirs: Sequence[str]) -> _Collector:
+def _context_collector(context: Path, ignore: IgnoreMatcher | None, settings: CopySettings) -> _Collector:
     try:
         root = os.path.realpath(context, strict=True)
     except OSError as exc:
         raise ContextError(f"build context {context} cannot be used: {exc.strerror}") from None
-    collector = _Collector(root, f"the build context {root}", excludes,
-                           IgnoreMatcher(extra_excludes) if extra_excludes else None, uid, gid, chmod, mtime)
-    collector.dest_exists = dest_exists
-    collector.created.update(dict.fromkeys(make_dirs, _DIR_MODE))
-    return collector
+    return _Collector(root, f"the build context {root}", ignore, settings)
 
 
-def collect_from_root(root: Path, where: str, sources: Sequence[str], dest: str, *, uid: int = 0,
-                      gid: int = 0, chmod: int | None = None, extra_excludes: Sequence[str] = (),
-                      parents: bool = False, mtime: int = 0, dest_exists: bool = False,
-                      make_dirs: Sequence[str] = ()) -> list[TarEntry]:
+def collect_from_root(root: Path, where: str, sources: Sequence[str], dest: str,
+                      settings: CopySettings = CopySettings()) -> list[TarEntry]:
     """collect_copy for an extracted image root (COPY --from): symlinks in source paths resolve
     inside `root` as in a chroot, and modes are kept as they are (setuid included)."""
-    collector = _Collector(os.path.realpath(root), where, None,
-                           IgnoreMatcher(extra_excludes) if extra_excludes else None, uid, gid, chmod, mtime,
-                           scoped=True, mode_mask=0o7777)
-    collector.dest_exists = dest_exists
-    collector.created.update(dict.fromkeys(make_dirs, _DIR_MODE))
-    return _collect(collector, sources, dest, parents)
+    collector = _Collector(os.path.realpath(root), where, None, settings, scoped=True, mode_mask=0o7777)
+    return _collect(collector, sources, dest)
 
 
 def _destination(sources: Sequence[str], dest: str) -> tuple[str, bool]:
@@ -378,12 +375,12 @@ def _check_source(collector: _Collector, source: str) -> None:
         raise ContextError(f"COPY source {source!r} is outside {collector.where}")
 
 
-def _collect(collector: _Collector, sources: Sequence[str], dest: str, parents: bool) -> list[TarEntry]:
+def _collect(collector: _Collector, sources: Sequence[str], dest: str) -> list[TarEntry]:
     dest_path, dest_dir = _destination(sources, dest)
     for source in sources:
         _check_source(collector, source)
         full, kept = _split_pivot(source)
-        if _MAGIC.search(full):
+        if has_wildcards(full):
             matches = _expand(collector, full)
             if collector.ignore:
                 matches = [m for m in matches if not collector.ignore.matches(m)]
@@ -396,7 +393,7 @@ def _collect(collector: _Collector, sources: Sequence[str], dest: str, parents: 
         else:
             items = [(full, kept)]
         for rel, keep in items:
-            _copy_one(collector, rel, keep, source, dest_path, dest_dir, parents)
+            _copy_one(collector, rel, keep, source, dest_path, dest_dir)
     if dest_dir and dest_path and dest_path not in collector.found and collector.owns_destination:
         collector.created.setdefault(dest_path, collector.chmod if collector.chmod is not None else _DIR_MODE)
     return collector.entries()
@@ -408,12 +405,12 @@ def _ancestors(path: str) -> list[str]:
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def _place(collector: _Collector, rel: str, keep: str, shown: str, dest_path: str, dest_dir: bool,
-           parents: bool) -> tuple[str, os.stat_result, str]:
+def _place(collector: _Collector, rel: str, keep: str, shown: str, dest_path: str,
+           dest_dir: bool) -> tuple[str, os.stat_result, str]:
     """Resolve one source: (its real path, its stat, where it goes in the image). With --parents, the
     kept part's parent directories are recorded as made by the copy."""
     real, st = collector.resolve(rel, shown)
-    if parents:
+    if collector.parents:
         base = posixpath.join(dest_path, keep) if keep else dest_path
         for created in _ancestors(posixpath.dirname(keep)):
             collector.created.setdefault(posixpath.join(dest_path, created).strip("/"),
@@ -430,9 +427,8 @@ def _carries(collector: _Collector, base: str, dest_path: str) -> bool:
     return bool(base) and (base != dest_path.strip("/") or collector.owns_destination)
 
 
-def _copy_one(collector: _Collector, rel: str, keep: str, shown: str, dest_path: str, dest_dir: bool,
-              parents: bool) -> None:
-    real, st, base = _place(collector, rel, keep, shown, dest_path, dest_dir, parents)
+def _copy_one(collector: _Collector, rel: str, keep: str, shown: str, dest_path: str, dest_dir: bool) -> None:
+    real, st, base = _place(collector, rel, keep, shown, dest_path, dest_dir)
     if stat.S_ISDIR(st.st_mode):
         if _carries(collector, base, dest_path):
             collector.add(base, real, st)

@@ -60,6 +60,14 @@ def clean_path(path: str) -> str:
     return "" if cleaned == "." else cleaned
 
 
+_WILDCARD = re.compile(r"[*?\[\\]")
+
+
+def has_wildcards(text: str) -> bool:
+    """Whether a COPY source or pattern has Go filepath.Match metacharacters: `*`, `?`, `[`, or `\\`."""
+    return _WILDCARD.search(text) is not None
+
+
 def translate(pattern: str, doublestar: bool) -> str:
     """A Go filepath.Match pattern (plus `**` when `doublestar`) as a regular expression."""
     out: list[str] = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import sys
 import threading
 from collections.abc import Iterable
@@ -19,7 +18,8 @@ from concurrent.futures import Future
 from operator import attrgetter
 from stat import S_ISDIR, S_ISLNK
 
-_MAGIC = re.compile(r"[*?\[\\]")
+from dockwright.layers.dockerignore import has_wildcards
+
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 _name = attrgetter("name")
 # While the walk runs, a thread that an answer from the registry woke waits at most this long for the GIL
@@ -30,7 +30,7 @@ _SWITCH_INTERVAL = 0.0005
 def tree_root(context: str, source: str) -> str | None:
     """The real directory a COPY of `source` (relative to `context`) reads, when the quick key applies:
     not for wildcards, `..`, a source that is not a real directory, or one reached through a symlink."""
-    if _MAGIC.search(source) or ".." in source.split("/"):
+    if has_wildcards(source) or ".." in source.split("/"):
         return None
     root = os.path.realpath(context)
     path = os.path.normpath(os.path.join(root, source.lstrip("/")))

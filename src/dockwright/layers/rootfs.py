@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from dockwright.layers.copy import collect_from_root, resolve_in_root
+from dockwright.layers.copy import CopySettings, collect_from_root, resolve_in_root
 from dockwright.layers.tar import TarEntry
 from dockwright.model.errors import DockwrightError, ImageFormatError
 
@@ -206,14 +206,10 @@ class RootFS:
         raise DockwrightError(f"group {group!r} not found in /etc/group of {self.where}",
                               hint="use a numeric gid, or a group the image defines")
 
-    def collect(self, sources: Sequence[str], dest: str, *, uid: int = 0, gid: int = 0,
-                chmod: int | None = None, extra_excludes: Sequence[str] = (), parents: bool = False,
-                mtime: int = 0, dest_exists: bool = False, make_dirs: Sequence[str] = ()) -> list[TarEntry]:
+    def collect(self, sources: Sequence[str], dest: str, settings: CopySettings) -> list[TarEntry]:
         """COPY --from: collect_copy semantics with sources relative to the image root; owner 0:0
         unless given (Docker resets ownership), permission bits kept."""
-        return collect_from_root(self.root, self.where, sources, dest, uid=uid, gid=gid, chmod=chmod,
-                                 extra_excludes=extra_excludes, parents=parents, mtime=mtime,
-                                 dest_exists=dest_exists, make_dirs=make_dirs)
+        return collect_from_root(self.root, self.where, sources, dest, settings)
 
 
 def resolve_chown(chown: str, rootfs: RootFS | None) -> tuple[int, int]:
