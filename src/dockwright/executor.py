@@ -282,6 +282,8 @@ class Builder:
             return 0, 0
         from dockwright.layers.rootfs import resolve_chown
 
+        if all(part in ("root", "0") for part in chown.split(":", 1)):
+            return 0, 0  # no need to read /etc/passwd (and download the base's layers) for it
         numeric = all(part.isdigit() for part in chown.split(":", 1))
         if numeric:
             return resolve_chown(chown, None)

@@ -4,7 +4,8 @@ executes it. No I/O here.
 A plan is made for one target platform (Dockerfile ARGs such as TARGETARCH depend on it). It holds
 the stages the target needs, in build order; the last stage is the target. Each stage starts from a
 base (a registry reference, `scratch`, an `oci-layout://` / `docker-archive://` source, or an earlier
-stage) and applies its steps in order: every CopyStep/MkdirStep makes one layer, every ConfigStep
+stage) and applies its steps in order: every CopyStep makes one layer, a MkdirStep one unless its
+directory exists (see MkdirStep), every ConfigStep
 edits the config (and, when it has `created_by`, adds an empty-layer history entry), every RunStep
 runs a command and makes one layer of what it changed.
 """

@@ -113,3 +113,5 @@ def test_workdir_and_chown_against_a_base(tmp_path: Path) -> None:
     # a heredoc COPY --chown makes its missing directories for that user too
     assert _build(tmp_path, "COPY --chown=4 <<EOF /tmp/h/d/\nhi\nEOF\n", ref, cache) == [
         ("tmp/h", 0o755, 4, 4), ("tmp/h/d", 0o755, 4, 4)]
+    # USER root needs no /etc/passwd (this base has none)
+    assert _build(tmp_path, "USER root:0\nWORKDIR /r\n", ref, cache) == [("r", 0o755, 0, 0)]
