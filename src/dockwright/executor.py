@@ -225,7 +225,8 @@ class Builder:
         if layer is not None:
             log.info("%s cached", inputs.label)
         else:
-            layer = self._runs.run(inputs, state.image, lambda entries: self._layers.write(entries, fmt, inputs.key))
+            layer = self._runs.run(inputs, state.image, lambda entries: self._layers.write(entries, fmt, inputs.key),
+                                   self.cancel)
         state.known_dirs.clear()  # the command may have removed some; the layers' indexes know
         if layer.diff_id == EMPTY_DIFF_ID:  # it changed no file: no layer (as BuildKit)
             mutate.add_history(state.image.config, self.created, inputs.created_by, empty_layer=True)

@@ -278,3 +278,31 @@ def test_quiet_shows_a_commands_output_only_when_it_fails(
                         check=False)
     assert_user_error(failed, "Dockerfile:2: RUN echo chatty output; exit 2: exit code 2")
     assert "chatty output" in failed.stderr.splitlines()[-1]
+
+
+def test_the_library_s_cancel_kills_a_running_command(busybox_base: BusyboxBase, tmp_path: Path) -> None:
+    import logging
+    import threading
+
+    import dockwright
+
+    context = _context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN echo started; sleep 600\n")
+    cancel = threading.Event()
+
+    class _CancelOnStart(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "#1 started":
+                cancel.set()
+
+    handler = _CancelOnStart()
+    logger = logging.getLogger("dockwright")
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        with pytest.raises(dockwright.Cancelled):
+            dockwright.build(context, cancel=cancel, cache_dir=tmp_path / "cache")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+    assert _leftovers(tmp_path / "cache") == []

@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from types import TracebackType
 
 from dockwright.layers.copy import resolve_in_root
 from dockwright.model.errors import DockwrightError
+from dockwright.parallel import POLL_SECONDS, check_cancelled
 from dockwright.run.isolation import Isolation
 from dockwright.run.snapshots import Snapshots, remove_tree
 from dockwright.run.spec import MOUNT_POINTS, Process, runtime_spec
@@ -83,8 +85,9 @@ class Sandbox:
         return RootFS(self.merged).open(path)
 
     def run(self, process: Process, label: str, files: Sequence[tuple[str, bytes]] = (),
-            output: Callable[[str], None] | None = None) -> None:
-        """Run `process`; raises RunFailed (message `label: exit code N` + the output's last lines)."""
+            output: Callable[[str], None] | None = None, cancel: threading.Event | None = None) -> None:
+        """Run `process`; raises RunFailed (message `label: exit code N` + the output's last lines), or
+        Cancelled when `cancel` is set meanwhile (the container is killed at once)."""
         stubs = [*MOUNT_POINTS, *(m["destination"].strip("/") for m in process.mounts)]
         self._before = {stub: _lstat(resolve_in_root(str(self.merged), stub)) for stub in _with_parents(stubs)}
         if files:
@@ -97,6 +100,10 @@ class Sandbox:
             proc = subprocess.Popen([self.isolation.runtime, "run", "--bundle", str(self.bundle), self.container],
                                     stdin=devnull, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     start_new_session=False)
+        ended = threading.Event()
+        if cancel is not None:
+            threading.Thread(target=self._watch, args=(cancel, ended), name="dockwright-run-cancel",
+                             daemon=True).start()
         try:
             assert proc.stdout is not None
             for raw in proc.stdout:
@@ -112,10 +119,18 @@ class Sandbox:
             proc.wait()
             raise
         finally:
+            ended.set()
             if proc.stdout is not None:
                 proc.stdout.close()
+        check_cancelled(cancel)
         if code != 0:
             raise RunFailed(label, code, list(tail))
+
+    def _watch(self, cancel: threading.Event, ended: threading.Event) -> None:
+        while not ended.wait(POLL_SECONDS):
+            if cancel.is_set():
+                self._kill()
+                return
 
     def _pipes(self, files: Sequence[tuple[str, bytes]]) -> dict[str, object]:
         """Heredoc scripts, executable, read-only at /dev/pipes/NAME (as BuildKit mounts them)."""

@@ -82,8 +82,10 @@ class RunSteps:
         return RunInputs(step, argv, env, user, cwd, created_by, "run:" + hashlib.sha256(text.encode()).hexdigest(),
                          label, f"{'--run' if flag else 'RUN'} {command.summary(step)}")
 
-    def run(self, inputs: RunInputs, image: BaseImage, write: Callable[[Iterable[TarEntry]], Layer]) -> Layer:
-        """Run the command in the image's file system; the layer `write` makes of what it changed."""
+    def run(self, inputs: RunInputs, image: BaseImage, write: Callable[[Iterable[TarEntry]], Layer],
+            cancel: threading.Event | None = None) -> Layer:
+        """Run the command in the image's file system; the layer `write` makes of what it changed. Setting
+        `cancel` kills the command at once (Cancelled)."""
         from dockwright.run.container import Sandbox
         from dockwright.run.diff import upper_entries
         from dockwright.run.isolation import check_platform
@@ -101,7 +103,8 @@ class RunSteps:
             where = image.name or "the image"
             user = resolve_user(inputs.user, box.read("etc/passwd"), box.read("etc/group"), where)
             process = Process(inputs.argv, inputs.env, inputs.cwd, user, inputs.step.network)
-            box.run(process, inputs.shown, inputs.step.files, output=lambda line: log.info("%s %s", inputs.label, line))
+            box.run(process, inputs.shown, inputs.step.files, cancel=cancel,
+                    output=lambda line: log.info("%s %s", inputs.label, line))
             box.finish()
             entries = upper_entries(box.upper, lowers, self.epoch, isolation.opaque_xattr)
             layer = write(entries)
