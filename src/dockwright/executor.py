@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from dockwright.layers.rootfs import RootFS
     from dockwright.layers.tar import Compression, TarEntry
     from dockwright.registry import Registries
+    from dockwright.run.mounts import MountSources
     from dockwright.run.steps import RunSteps
 
 log = logging.getLogger("dockwright")
@@ -202,9 +203,9 @@ class Builder:
             case MkdirStep():
                 self._mkdir(step, state)
             case RunStep():
-                self._run(plan, step, state)
+                self._run(plan, step, state, states)
 
-    def _run(self, plan: BuildPlan, step: RunStep, state: _StageState) -> None:
+    def _run(self, plan: BuildPlan, step: RunStep, state: _StageState, states: list[_StageState]) -> None:
         """A RUN (run/steps.py): its layer from this build or the cache when its inputs are unchanged, else run."""
         from dockwright.run.steps import EMPTY_DIFF_ID, RunSteps
 
@@ -219,7 +220,8 @@ class Builder:
             self._runs = RunSteps(self.cache.root, self.options.isolation, self.options.runtime,
                                   self.options.source_date_epoch,
                                   f"{compression.algorithm}:{compression.resolved_level()}")
-        inputs = self._runs.prepare(step, state.image, args, flag=plan.source == "flags")
+        sources = self._mount_sources(plan, state, states) if step.mounts else None
+        inputs = self._runs.prepare(step, state.image, args, flag=plan.source == "flags", sources=sources)
         fmt = self._format_for(state.image)
         layer = self._layers.lookup(inputs.key, fmt)
         if layer is not None:
@@ -232,6 +234,16 @@ class Builder:
             mutate.add_history(state.image.config, self.created, inputs.created_by, empty_layer=True)
         else:
             self._append_layer(state, layer, inputs.created_by)
+
+    def _mount_sources(self, plan: BuildPlan, state: _StageState, states: list[_StageState]) -> MountSources:
+        """What this stage's RUN --mount may read: the context, earlier stages, images, the secrets."""
+        from dockwright.cache import default_cache_dir
+        from dockwright.run.mounts import MountSources
+
+        platform = state.image.platform
+        return MountSources(self.options.cache_dir or default_cache_dir(), plan.context,
+                            lambda index: states[index].image, lambda ref: self._base(ref, platform, True),
+                            {secret.id: secret for secret in self.options.secrets})
 
     def _mkdir(self, step: MkdirStep, state: _StageState) -> None:
         """WORKDIR, as BuildKit: mkdir -p owned by the stage's current USER (the base's included), mode

@@ -203,6 +203,16 @@ def _edit_summary(edit: ConfigEdit) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Secret:
+    """`--secret id=ID,src=FILE` or `--secret id=ID,env=VARIABLE`: where a secret's value is read, when a
+    RUN mounts it (run/mounts.py)."""
+
+    id: str
+    file: str | None = None
+    env: str | None = None
+
+
 @dataclass
 class BuildOptions:
     """How to build (not what to build, nor where the result goes)."""
@@ -219,3 +229,4 @@ class BuildOptions:
     isolation: str = "oci"  # how RUN steps run: see dockwright.run.isolation
     runtime: str | None = None  # the OCI runtime for RUN (a path); None: runc or crun from PATH
     pull: PullPolicy = "always"  # always: check base tags with HEAD; missing: trust cached tags; never: no asking
+    secrets: tuple[Secret, ...] = ()  # what RUN --mount=type=secret may read (where from, never the value)

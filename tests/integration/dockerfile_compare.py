@@ -265,11 +265,13 @@ def assert_same_image(case: Case, deviation: Deviation, buildah: Buildah, dockwr
     expected = _settings(theirs, deviation)
     if expected["WorkingDir"] is None:  # buildah leaves it unset on FROM scratch; Docker sets "/"
         expected["WorkingDir"] = "/"
-    assert _settings(ours, deviation) == expected
+    mine = _settings(ours, deviation)
+    assert mine == expected, f"config differs: dockwright={mine} buildah={expected}"
     assert (ours["os"], ours["architecture"], ours.get("variant")) == (
         theirs["os"], theirs["architecture"], theirs.get("variant"))
     ours_tree = {p: e for p, e in file_tree(work / "dockwright", "dockwright", work).items() if not skip(p)}
     reference = {p: e for p, e in file_tree(work / "buildah", "buildah", work).items() if not skip(p)}
     for path in deviation.paths:
         assert ours_tree.pop(path, None) != reference.pop(path, None), f"{case.name}: {path} no longer differs"
-    assert tree_differences(ours_tree, reference) == []
+    differences = tree_differences(ours_tree, reference)
+    assert differences == [], "file trees differ:\n" + "\n".join(differences)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from dockwright.model.errors import UsageError
 from dockwright.model.mediatypes import Format
-from dockwright.plan import BuildOptions, PullPolicy
+from dockwright.plan import BuildOptions, PullPolicy, Secret
 
 if TYPE_CHECKING:
     from dockwright.cache import Cache
@@ -43,7 +43,8 @@ class Settings:
     $SOURCE_DATE_EPOCH, else 0). format: "oci" or "docker" media types (default: the base's). isolation: how RUN
     steps run ("oci": an OCI runtime on an overlay root); runtime: that runtime's path (default: runc or crun).
     pull: how much a registry base may be asked: "always" (HEAD the tag; cached documents are reused), "missing"
-    (a tag's cached digest is used without asking), "never" (only the cache)."""
+    (a tag's cached digest is used without asking), "never" (only the cache).
+    secrets: plan.Secret values (id and a file or variable) that RUN --mount=type=secret may read."""
 
     cache_dir: Path | None = None
     use_cache: bool = True
@@ -56,6 +57,7 @@ class Settings:
     isolation: str = "oci"
     runtime: str | None = None
     pull: PullPolicy = "always"
+    secrets: tuple[Secret, ...] = ()
 
     @classmethod
     def of(cls, options: dict[str, Any]) -> Settings:
@@ -78,7 +80,7 @@ class Settings:
                             compression=self.compression, compression_level=self.compression_level,
                             jobs=max(1, self.jobs), cache_dir=self.cache_dir, use_cache=self.use_cache,
                             source_date_epoch=self.epoch, isolation=self.isolation, runtime=self.runtime,
-                            pull=self.pull)
+                            pull=self.pull, secrets=self.secrets)
 
 
 class LazyRegistries:

@@ -134,6 +134,7 @@ def planner(args: argparse.Namespace, context: Path) -> Planner:
 def run_build(args: argparse.Namespace) -> int:
     from dockwright.api.session import Settings
     from dockwright.model.platform import Platform, parse_platforms
+    from dockwright.run.mounts import parse_secret
 
     context = Path(args.context)
     if not context.is_dir():
@@ -146,7 +147,8 @@ def run_build(args: argparse.Namespace) -> int:
         insecure_registries=tuple(args.insecure_registry), compression=args.compression,
         compression_level=args.compression_level, jobs=max(1, args.jobs),
         format=choose_format(args.format, specs, args.annotation),  # type: ignore[arg-type]
-        isolation=args.isolation, runtime=args.runtime, pull=args.pull)
+        isolation=args.isolation, runtime=args.runtime, pull=args.pull,
+        secrets=tuple(parse_secret(s) for s in args.secret))
     settings = Settings(**{**settings.__dict__, "source_date_epoch": settings.epoch})  # read once, fail early
     plans = planner(args, context)
     if args.dry_run:

@@ -92,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     how.add_argument("--isolation", default="oci", metavar="KIND",
                      help="how RUN steps run: oci (an OCI runtime on an overlay root; the default)")
     how.add_argument("--runtime", metavar="PATH", help="the OCI runtime for RUN (default: runc or crun from PATH)")
+    how.add_argument("--secret", action="append", default=[], metavar="id=NAME,src=FILE|env=VAR",
+                     help="a secret for RUN --mount=type=secret (never in the image, the cache or the logs)")
     how.add_argument("--dry-run", action="store_true", help="print the build plan and stop (no network)")
     how.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
     how.add_argument("-v", "--verbose", action="store_true", help="detailed logs on stderr")

@@ -85,9 +85,11 @@ class Sandbox:
         return RootFS(self.merged).open(path)
 
     def run(self, process: Process, label: str, files: Sequence[tuple[str, bytes]] = (),
-            output: Callable[[str], None] | None = None, cancel: threading.Event | None = None) -> None:
+            output: Callable[[str], None] | None = None, cancel: threading.Event | None = None,
+            mask: Callable[[str], str] | None = None) -> None:
         """Run `process`; raises RunFailed (message `label: exit code N` + the output's last lines), or
-        Cancelled when `cancel` is set meanwhile (the container is killed at once)."""
+        Cancelled when `cancel` is set meanwhile (the container is killed at once). `mask` rewrites each
+        output line before anything sees it (secret values)."""
         stubs = [*MOUNT_POINTS, *(m["destination"].strip("/") for m in process.mounts)]
         self._before = {stub: _lstat(resolve_in_root(str(self.merged), stub)) for stub in _with_parents(stubs)}
         if files:
@@ -109,6 +111,7 @@ class Sandbox:
             for raw in proc.stdout:
                 # what a terminal would show of a line redrawn with \r (progress counters)
                 line = raw.decode("utf-8", "replace").rstrip("\r\n").rpartition("\r")[2]
+                line = mask(line) if mask is not None else line
                 tail.append(line)
                 if output is not None:
                     output(line)

@@ -49,6 +49,10 @@ class Isolation:
                                   hint="squash the base image, or merge RUN steps")
         _mount("overlay", target, "overlay", options)
 
+    def mount_lowers(self, lowers: list[Path], target: Path) -> None:
+        """A read-only overlay of `lowers` (top first, at least two) on `target` (RUN --mount sources)."""
+        _mount("overlay", target, "overlay", f"lowerdir={':'.join(map(str, lowers))}")
+
     def unmount(self, target: Path) -> None:
         _umount(target)
 

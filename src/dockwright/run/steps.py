@@ -6,6 +6,7 @@ is not run again: its layer comes from the cache and the build says "cached". Se
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -22,6 +23,7 @@ from dockwright.plan import RunStep
 if TYPE_CHECKING:
     from dockwright.layers.tar import TarEntry
     from dockwright.run.isolation import Isolation
+    from dockwright.run.mounts import MountSources
     from dockwright.run.snapshots import Snapshots
 
 log = logging.getLogger("dockwright")
@@ -43,6 +45,7 @@ class RunInputs:
     key: str
     label: str
     shown: str
+    sources: MountSources | None = None  # what its mounts read
 
 
 class RunSteps:
@@ -61,16 +64,20 @@ class RunSteps:
         self._count = 0
         self._lock = threading.Lock()
 
-    def prepare(self, step: RunStep, image: BaseImage, args: Sequence[tuple[str, str]], flag: bool) -> RunInputs:
-        """The step's inputs (`args`: its build args, resolved); logs the step as it starts. `flag`: a --run."""
+    def prepare(self, step: RunStep, image: BaseImage, args: Sequence[tuple[str, str]], flag: bool,
+                sources: MountSources | None = None) -> RunInputs:
+        """The step's inputs (`args`: its build args, resolved); logs the step as it starts. `flag`: a --run.
+        `sources`: what the step's mounts read (needed when it has any)."""
         from dockwright.run import command
+        from dockwright.run.mounts import key_parts
 
         config = image.config.get("config") or {}
         argv = command.argv(step, config)
         env = command.environment(config.get("Env") or [], args)
         user, cwd = config.get("User") or "", config.get("WorkingDir") or "/"
-        # the cache key: never secret values (mounts count by their specs)
+        # the cache key: never secret values (mounts count by their specs and what bind mounts bind)
         mounts = [dataclasses.asdict(mount) for mount in step.mounts]
+        mounts += key_parts(step.mounts, sources) if sources is not None else []
         files = [(name, hashlib.sha256(data).hexdigest()) for name, data in step.files]
         text = json.dumps([RUN_KEY_VERSION, self.layer_settings, [layer.diff_id for layer in image.layers], argv,
                            env, user, cwd, step.network, mounts, files, str(image.platform), self.epoch])
@@ -80,7 +87,7 @@ class RunSteps:
         created_by = step.created_by or command.history(args, argv)
         log.info("%s %s", label, created_by.removesuffix(" # buildkit"))
         return RunInputs(step, argv, env, user, cwd, created_by, "run:" + hashlib.sha256(text.encode()).hexdigest(),
-                         label, f"{'--run' if flag else 'RUN'} {command.summary(step)}")
+                         label, f"{'--run' if flag else 'RUN'} {command.summary(step)}", sources)
 
     def run(self, inputs: RunInputs, image: BaseImage, write: Callable[[Iterable[TarEntry]], Layer],
             cancel: threading.Event | None = None) -> Layer:
@@ -89,6 +96,7 @@ class RunSteps:
         from dockwright.run.container import Sandbox
         from dockwright.run.diff import upper_entries
         from dockwright.run.isolation import check_platform
+        from dockwright.run.mounts import Mounts
         from dockwright.run.snapshots import chain_ids
         from dockwright.run.spec import Process, resolve_user
 
@@ -99,11 +107,13 @@ class RunSteps:
                      interpreter)
         lowers = snapshots.layer_dirs([(layer.diff_id, layer.source.open, layer.descriptor.digest)
                                        for layer in image.layers])
-        with Sandbox(isolation, snapshots, lowers) as box:
+        mounts = Mounts(inputs.step.mounts, inputs.sources, isolation, snapshots, inputs.cwd) if inputs.sources else None
+        with mounts or contextlib.nullcontext(), Sandbox(isolation, snapshots, lowers) as box:
             where = image.name or "the image"
             user = resolve_user(inputs.user, box.read("etc/passwd"), box.read("etc/group"), where)
-            process = Process(inputs.argv, inputs.env, inputs.cwd, user, inputs.step.network)
-            box.run(process, inputs.shown, inputs.step.files, cancel=cancel,
+            process = Process(inputs.argv, [*inputs.env, *(mounts.env if mounts else [])], inputs.cwd, user,
+                              inputs.step.network, mounts=list(mounts.oci) if mounts else [])
+            box.run(process, inputs.shown, inputs.step.files, cancel=cancel, mask=mounts.mask if mounts else None,
                     output=lambda line: log.info("%s %s", inputs.label, line))
             box.finish()
             entries = upper_entries(box.upper, lowers, self.epoch, isolation.opaque_xattr)
