@@ -146,7 +146,9 @@ def _python_for(user: Unprivileged) -> tuple[str, Path]:
 
 
 def _runs_as(user: Unprivileged, python: str) -> bool:
-    probe = f"import sys; sys.exit(sys.version_info[:2] != {tuple(sys.version_info[:2])})"
+    # the interpreter must also be able to start itself again (a path below /root may run yet not be reachable)
+    probe = (f"import os, sys; sys.exit(sys.version_info[:2] != {tuple(sys.version_info[:2])}"
+             " or not os.access(sys.executable, os.X_OK))")
     return user.run(python, "-c", probe, check=False).returncode == 0
 
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from dockwright.api.plans import Planner
     from dockwright.formats import Output
     from dockwright.model.image import BuildResult
+    from dockwright.plan import BuildPlan
 
 log = logging.getLogger("dockwright")
 
@@ -155,6 +156,10 @@ def run_build(args: argparse.Namespace) -> int:
         for platform in wanted if wanted != "all" else [Platform.host()]:
             print(plans(platform).describe())
         return 0
+    if _needs_user_namespace(args.isolation, plans(Platform.host() if wanted == "all" else wanted[0])):
+        from dockwright.run.userns import reexec
+
+        return reexec(args.argv)
     if not specs:
         log.warning("no output given (-t with --push, -o, --load): the image is built but not saved")
     from dockwright.api import publish, release, run_planner
@@ -208,3 +213,13 @@ def _write(path: Path, text: str, writer: Any) -> None:
         writer(path, text)
     except OSError as exc:
         raise DockwrightError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _needs_user_namespace(isolation: str, plan: BuildPlan) -> bool:
+    """Whether RUN steps need this build started again in a user namespace (rootless RUN)."""
+    from dockwright.plan import RunStep
+    from dockwright.run.userns import in_user_namespace
+
+    if (os.geteuid() == 0 and isolation != "rootless") or in_user_namespace():
+        return False
+    return any(isinstance(step, RunStep) for stage in plan.stages for step in stage.steps)

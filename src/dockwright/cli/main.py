@@ -90,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     how.add_argument("--layering", choices=("off", "auto"), default="off",
                      help="auto: split --copy trees into dependency and application layers")
     how.add_argument("--isolation", default="oci", metavar="KIND",
-                     help="how RUN steps run: oci (an OCI runtime on an overlay root; the default)")
+                     help="how RUN steps run: oci (an OCI runtime on an overlay root; the default as root), "
+                          "rootless (the same in a user namespace; the default otherwise)")
     how.add_argument("--runtime", metavar="PATH", help="the OCI runtime for RUN (default: runc or crun from PATH)")
     how.add_argument("--secret", action="append", default=[], metavar="id=NAME,src=FILE|env=VAR",
                      help="a secret for RUN --mount=type=secret (never in the image, the cache or the logs)")
@@ -147,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     no signal handler and never exits the process (`run` is the `dockwright` program)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to start the build again (rootless RUN)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2

@@ -12,6 +12,7 @@ with owners, modes (setuid included), mtimes, xattrs, devices and FIFOs as the a
 
 from __future__ import annotations
 
+import errno
 import io
 import itertools
 import logging
@@ -317,7 +318,7 @@ class _Extractor:
             if st is None:
                 os.mkdir(path, 0o700)
             if self.faithful:
-                os.lchown(path, member.uid, member.gid)
+                _chown(os.lchown, path, member.uid, member.gid)
                 self._set_xattrs(path, member)
                 self.dir_times.append((path, member.mtime * 1_000_000_000))
             os.chmod(path, member.mode & 0o7777)
@@ -342,14 +343,18 @@ class _Extractor:
             return  # the link shares its target's metadata
         elif special:
             kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK if member.isblk() else stat.S_IFIFO
-            os.mknod(path, kind | 0o600, os.makedev(member.devmajor, member.devminor) if member.isdev() else 0)
+            try:
+                os.mknod(path, kind | 0o600, os.makedev(member.devmajor, member.devminor) if member.isdev() else 0)
+            except PermissionError:  # no CAP_MKNOD (a user namespace): a device node cannot be made
+                log.warning("%s: skipping device node /%s (no permission to create devices)", layer, rel)
+                return
         else:
             assert content is not None
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "wb") as out:
                 shutil.copyfileobj(content, out, 1 << 20)
                 if self.faithful:
-                    os.fchown(fd, member.uid, member.gid)
+                    _chown(os.fchown, fd, member.uid, member.gid)
                 os.fchmod(fd, member.mode & 0o7777)
         if self.faithful:
             self._finish_faithful(path, member)
@@ -357,7 +362,7 @@ class _Extractor:
     def _finish_faithful(self, path: str, member: tarfile.TarInfo) -> None:
         """Owner (then mode: chown clears setuid), xattrs and mtime of a non-directory just written."""
         if not member.isreg():
-            os.lchown(path, member.uid, member.gid)
+            _chown(os.lchown, path, member.uid, member.gid)
             if not member.issym():
                 os.chmod(path, member.mode & 0o7777)
         self._set_xattrs(path, member)
@@ -453,3 +458,14 @@ def clean_member_name(name: str, layer: str) -> str:
         raise ImageFormatError(f"{layer}: entry {name!r} points outside the image root",
                                hint="the layer is malformed or malicious; it was not extracted further")
     return "" if normalized == "." else normalized
+
+
+def _chown(chown: Callable[[Any, int, int], None], target: Any, uid: int, gid: int) -> None:
+    """chown, except where the id does not exist here: in a user namespace that maps only the user's own id
+    (rootless RUN without subordinate ids) the file keeps the mapped owner (EINVAL means unmapped)."""
+    try:
+        chown(target, uid, gid)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        log.debug("cannot own %s by %d:%d here (id not mapped)", target, uid, gid)

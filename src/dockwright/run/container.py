@@ -95,11 +95,15 @@ class Sandbox:
         if files:
             process.mounts.append(self._pipes(files))
         spec = runtime_spec(str(self.merged), process)
+        if self.isolation.name == "rootless":
+            from dockwright.run.userns import adapt_spec
+
+            adapt_spec(spec)
         (self.bundle / "config.json").write_text(json.dumps(spec))
         self.container = f"dockwright-{uuid.uuid4().hex[:16]}"
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         with open(os.devnull, "rb") as devnull:
-            proc = subprocess.Popen([self.isolation.runtime, "run", "--bundle", str(self.bundle), self.container],
+            proc = subprocess.Popen([*self._runtime(), "run", "--bundle", str(self.bundle), self.container],
                                     stdin=devnull, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     start_new_session=False)
         ended = threading.Event()
@@ -182,14 +186,21 @@ class Sandbox:
         if errors:
             raise errors[0]
 
+    def _runtime(self) -> list[str]:
+        """The runtime's command with its global options: in a user namespace its state cannot live in
+        root's /run/runc, so it is kept in this RUN's temporary directory."""
+        if self.isolation.name == "rootless":
+            return [self.isolation.runtime, "--root", str(self.temp / "state")]
+        return [self.isolation.runtime]
+
     def _kill(self) -> None:
         if self.container is not None:
-            subprocess.run([self.isolation.runtime, "kill", self.container, "KILL"], capture_output=True,
+            subprocess.run([*self._runtime(), "kill", self.container, "KILL"], capture_output=True,
                            check=False)
 
     def _delete(self) -> None:
         if self.container is not None:
-            subprocess.run([self.isolation.runtime, "delete", "--force", self.container], capture_output=True,
+            subprocess.run([*self._runtime(), "delete", "--force", self.container], capture_output=True,
                            check=False)
             self.container = None
 

@@ -5,6 +5,9 @@ in one error line saying what is missing and what to install.
 Isolations (buildah's names):
 - `oci` (default): an OCI runtime (runc or crun from PATH, or --runtime PATH) runs the command in
   namespaces of its own, on an overlayfs root; needs root (or CAP_SYS_ADMIN) and overlayfs.
+- `rootless` (automatic when not root): the same inside a user namespace where the user is root (the
+  CLI starts the build again in one: run/userns.py); overlayfs with `userxattr` (kernel 5.11+), its
+  marks in user.overlay.* xattrs.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from dockwright.model.errors import DockwrightError, UsageError
 from dockwright.model.platform import Platform
 from dockwright.run.snapshots import OPAQUE_XATTR
 
-ISOLATIONS = ("oci",)
+ISOLATIONS = ("oci", "rootless")
+USER_OPAQUE_XATTR = "user.overlay.opaque"
 RUNTIMES = ("runc", "crun")
 _OVERLAY_PARAMETERS = Path("/sys/module/overlay/parameters")
 _BINFMT = Path("/proc/sys/fs/binfmt_misc")
@@ -62,13 +66,20 @@ def choose(name: str = "oci", runtime: str | None = None) -> Isolation:
     if name not in ISOLATIONS:
         raise UsageError(f"--isolation {name!r}: unknown", hint=f"use one of: {', '.join(ISOLATIONS)}")
     path = _find_runtime(runtime)
+    from dockwright.run.userns import in_user_namespace
+
     if os.geteuid() != 0:
-        raise RunUnavailable("RUN needs root to mount its overlay root file system (dockwright runs as uid "
-                             f"{os.geteuid()}); rootless RUN is not available yet",
-                             hint="run dockwright as root (sudo), or build without RUN steps")
+        raise RunUnavailable(f"RUN needs root or a user namespace to mount its root file system (dockwright "
+                             f"runs as uid {os.geteuid()}, outside one)",
+                             hint="run the dockwright command (it enters a user namespace for RUN by itself), "
+                                  "or run as root")
     if not _overlay_supported():
         raise RunUnavailable("RUN needs the overlay file system, which this kernel does not offer",
                              hint="load it with `modprobe overlay` (or run on a kernel with CONFIG_OVERLAY_FS)")
+    if name == "rootless" or in_user_namespace():
+        # with userxattr overlayfs creates no redirects (redirect_dir=off there is refused as "follow")
+        options = _overlay_options().replace(",redirect_dir=off", "")
+        return Isolation("rootless", path, opaque_xattr=USER_OPAQUE_XATTR, overlay_options=",userxattr" + options)
     return Isolation(name, path, overlay_options=_overlay_options())
 
 

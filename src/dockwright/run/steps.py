@@ -107,7 +107,8 @@ class RunSteps:
                      interpreter)
         lowers = snapshots.layer_dirs([(layer.diff_id, layer.source.open, layer.descriptor.digest)
                                        for layer in image.layers])
-        mounts = Mounts(inputs.step.mounts, inputs.sources, isolation, snapshots, inputs.cwd) if inputs.sources else None
+        sources = inputs.sources
+        mounts = Mounts(inputs.step.mounts, sources, isolation, snapshots, inputs.cwd) if sources else None
         with mounts or contextlib.nullcontext(), Sandbox(isolation, snapshots, lowers) as box:
             where = image.name or "the image"
             user = resolve_user(inputs.user, box.read("etc/passwd"), box.read("etc/group"), where)
@@ -130,6 +131,9 @@ class RunSteps:
                 from dockwright.run.snapshots import Snapshots
 
                 self._isolation = choose(self.isolation_name, self.runtime)
-                self._snapshots = Snapshots(self.cache_root / ROOTFS)
+                # overlayfs's marks differ (trusted.* as root, user.* rootless): separate directories
+                rootless = self._isolation.name == "rootless"
+                self._snapshots = Snapshots(self.cache_root / (f"{ROOTFS}-user" if rootless else ROOTFS),
+                                            self._isolation.opaque_xattr)
             assert self._snapshots is not None
             return self._isolation, self._snapshots
