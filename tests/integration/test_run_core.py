@@ -83,8 +83,8 @@ def test_shell_exec_and_heredoc_runs_with_args_env_user_and_workdir(
         "\tONE\n"
         "USER app\n"
         "WORKDIR /work\n"  # made owned by app, the USER then (as Docker does)
-        "RUN id > ids.txt && pwd > pwd.txt\n"
-        'CMD ["sh", "-c", "cat /shell.txt /exec.txt /heredoc.txt /script.txt /tabs.txt ids.txt pwd.txt; '
+        "RUN id > ids.txt && pwd > pwd.txt && hostname > host.txt && ping -c1 -W1 $(hostname) | head -1 >> host.txt\n"
+        'CMD ["sh", "-c", "cat /shell.txt /exec.txt /heredoc.txt /script.txt /tabs.txt ids.txt pwd.txt host.txt; '
         'env | grep -c FLAVOUR || true"]\n'
     ))
     tag = f"{busybox_base.host}/apps/run:1"
@@ -101,6 +101,8 @@ def test_shell_exec_and_heredoc_runs_with_args_env_user_and_workdir(
         "stripped hello",
         f"uid={APP_UID}(app) gid={APP_UID}(app)",  # no supplementary groups: app is in none
         "/work",
+        "buildkitsandbox",  # BuildKit's hostname, the same on every machine, resolvable
+        "PING buildkitsandbox (127.0.0.1): 56 data bytes",
         "0",  # the build arg was visible to RUN, but is not in the image's Env
     ]
     assert "#1 RUN |1 FLAVOUR=vanilla /bin/sh -c echo" in proc.stderr  # the step, then its output lines

@@ -25,7 +25,7 @@ from dockwright.model.errors import DockwrightError
 from dockwright.parallel import POLL_SECONDS, check_cancelled
 from dockwright.run.isolation import Isolation
 from dockwright.run.snapshots import Snapshots, remove_tree
-from dockwright.run.spec import MOUNT_POINTS, Process, runtime_spec
+from dockwright.run.spec import MOUNT_POINTS, Process, hosts_file, runtime_spec
 
 log = logging.getLogger("dockwright")
 TAIL_LINES = 10
@@ -94,7 +94,9 @@ class Sandbox:
         self._before = {stub: _lstat(resolve_in_root(str(self.merged), stub)) for stub in _with_parents(stubs)}
         if files:
             process.mounts.append(self._pipes(files))
-        spec = runtime_spec(str(self.merged), process)
+        hosts = self.temp / "hosts"
+        hosts.write_bytes(hosts_file())
+        spec = runtime_spec(str(self.merged), process, str(hosts))
         if self.isolation.name == "rootless":
             from dockwright.run.userns import adapt_spec
 

@@ -4,13 +4,14 @@ What the command gets is what `docker buildx build` gives a RUN: Docker's defaul
 terminal, stdin from /dev/null (the caller's job), /proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys
 read-only, the host's /etc/hosts and /etc/resolv.conf read-only, the host's network unless
 `--network=none` (then a network namespace with only loopback), and the usual masked and read-only
-/proc and /sys paths. Extra mounts (RUN --mount) are given as OCI mount objects."""
+/proc and /sys paths. Extra mounts (RUN --mount) are given as OCI mount objects. The hostname is
+BuildKit's, `buildkitsandbox` (a command that records it builds the same everywhere), resolvable through
+the hosts file (`hosts_file`: the host's with that name added)."""
 
 from __future__ import annotations
 
 import os
 import resource
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 # where the runtime mounts something over the root file system: the stubs it creates for them when
 # missing are not the command's doing (BuildKit removes them from the layer)
 MOUNT_POINTS = ("proc", "dev", "sys", "etc/hosts", "etc/resolv.conf")
+HOSTNAME = "buildkitsandbox"
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,19 @@ class Process:
     mounts: list[dict[str, Any]] = field(default_factory=list)  # extra OCI mounts, after the standard ones
 
 
-def runtime_spec(rootfs: str, process: Process) -> dict[str, Any]:
-    """config.json for a bundle whose root file system is `rootfs` (an absolute path)."""
+def hosts_file() -> bytes:
+    """The host's /etc/hosts, with the sandbox's hostname on the loopback address."""
+    try:
+        with open("/etc/hosts", "rb") as file:
+            hosts = file.read()
+    except OSError:
+        hosts = b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    return hosts.rstrip(b"\n") + f"\n127.0.0.1\t{HOSTNAME}\n".encode()
+
+
+def runtime_spec(rootfs: str, process: Process, hosts: str) -> dict[str, Any]:
+    """config.json for a bundle whose root file system is `rootfs` (an absolute path); `hosts`: the path
+    of the hosts file the command sees."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     namespaces = [{"type": kind} for kind in ("pid", "ipc", "uts", "mount")]
     if process.network == "none":
@@ -66,8 +79,8 @@ def runtime_spec(rootfs: str, process: Process) -> dict[str, Any]:
             "noNewPrivileges": False,
         },
         "root": {"path": rootfs, "readonly": False},
-        "hostname": socket.gethostname(),  # resolvable through the host's /etc/hosts, which the command sees
-        "mounts": [*_standard_mounts(process.network), *process.mounts],
+        "hostname": HOSTNAME,
+        "mounts": [*_standard_mounts(process.network, hosts), *process.mounts],
         "linux": {
             "namespaces": namespaces,
             "maskedPaths": list(MASKED_PATHS),
@@ -77,7 +90,7 @@ def runtime_spec(rootfs: str, process: Process) -> dict[str, Any]:
     }
 
 
-def _standard_mounts(network: str) -> list[dict[str, Any]]:
+def _standard_mounts(network: str, hosts: str) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -94,9 +107,9 @@ def _standard_mounts(network: str) -> list[dict[str, Any]]:
     else:  # sysfs cannot be mounted anew outside a network namespace of one's own: the host's, read-only
         mounts.append({"destination": "/sys", "type": "bind", "source": "/sys",
                        "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
-    for name in ("hosts", "resolv.conf"):
-        if os.path.exists(f"/etc/{name}"):
-            mounts.append({"destination": f"/etc/{name}", "type": "bind", "source": f"/etc/{name}",
+    for name, source in (("hosts", hosts), ("resolv.conf", "/etc/resolv.conf")):
+        if os.path.exists(source):
+            mounts.append({"destination": f"/etc/{name}", "type": "bind", "source": source,
                            "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]})
     return mounts
 
