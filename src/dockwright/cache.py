@@ -99,6 +99,17 @@ class Cache:
             raise self._error(exc) from None
         return temp
 
+    def _put_json(self, path: Path, data: object) -> None:
+        """Write a small record atomically: readers in other processes see the old one or the new one."""
+        temp = self._write_temp(json.dumps(data).encode(), ".json")
+        try:
+            os.replace(temp, path)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise self._error(exc) from None
+        finally:
+            self._temps.discard(temp)
+
     def blob_path(self, digest: str) -> Path:
         return self.blobs / check_digest(digest, "cache").split(":", 1)[1]
 
@@ -156,7 +167,7 @@ class Cache:
         """File a layer already in the cache under (another) fingerprint."""
         record = {"version": FORMAT_VERSION, "digest": layer.digest, "size": layer.size, "diff_id": layer.diff_id,
                   "compression": layer.media_type_key}
-        os.replace(self._write_temp(json.dumps(record).encode(), ".json"), self.layers / f"{fingerprint}.json")
+        self._put_json(self.layers / f"{fingerprint}.json", record)
 
     def lookup_json(self, folder: Path, digest: str) -> object | None:
         """A small JSON record filed under a digest in `folder` (self.indexes, self.machines), or None."""
@@ -170,7 +181,7 @@ class Cache:
 
     def store_json(self, folder: Path, digest: str, data: object) -> None:
         entry = folder / check_digest(digest, "cache").split(":", 1)[1]
-        os.replace(self._write_temp(json.dumps(data).encode(), ".json"), entry)
+        self._put_json(entry, data)
 
     def resolution(self, name: str) -> Resolution | None:
         """What the tag `name` (REGISTRY/REPOSITORY:TAG) last resolved to, if this cache saw it."""
@@ -186,7 +197,7 @@ class Cache:
         """Remember (atomically) that the tag `name` points at `resolution.digest`."""
         record = {"version": FORMAT_VERSION, "name": name, "digest": resolution.digest,
                   "media_type": resolution.media_type}
-        os.replace(self._write_temp(json.dumps(record).encode(), ".json"), self._resolution_path(name))
+        self._put_json(self._resolution_path(name), record)
 
     def _resolution_path(self, name: str) -> Path:
         return self.resolutions / f"{hashlib.sha256(name.encode()).hexdigest()}.json"

@@ -86,6 +86,11 @@ class CopyStep:
     line: int | None = None  # Dockerfile line, for error messages
 
 
+def is_octal_mode(text: str) -> bool:
+    """Whether a --chmod value is a mode BuildKit takes: octal digits (leading zeros allowed), 0 to 7777."""
+    return text.isascii() and text.isdigit() and "8" not in text and "9" not in text and int(text, 8) <= 0o7777
+
+
 @dataclass(frozen=True)
 class MkdirStep:
     """Dockerfile WORKDIR: a layer with the directory and its missing parents, owned by the stage's USER

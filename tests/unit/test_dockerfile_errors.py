@@ -9,6 +9,7 @@ import pytest
 from dockwright.frontends.dockerfile import plan_from_dockerfile
 from dockwright.model.errors import DockerfileError
 from dockwright.model.platform import Platform
+from dockwright.plan import CopyStep
 
 
 def plan(text: str, **kwargs: object):  # type: ignore[no-untyped-def]
@@ -85,3 +86,16 @@ def test_unknown_target_lists_the_stages() -> None:
 def test_run_in_a_stage_the_target_does_not_need_is_fine() -> None:
     result = plan("FROM alpine AS tools\nRUN apk add curl\nFROM scratch\nCOPY a /a\n")
     assert [stage.base for stage in result.stages] == ["scratch"]
+
+
+@pytest.mark.parametrize(("chmod", "valid"), [("755", True), ("00755", True), ("7777", True), ("00007777", True),
+                                              ("10000", False), ("0o755", False), ("8", False), ("u+x", False)])
+def test_copy_chmod_takes_the_modes_buildkit_takes(chmod: str, valid: bool) -> None:
+    """BuildKit parses --chmod as an octal number (leading zeros allowed) up to 07777; the flags frontend's
+    --chmod uses the same check (plan.is_octal_mode)."""
+    text = f"FROM scratch\nCOPY --chmod={chmod} a /a\n"
+    if valid:
+        assert [s.chmod for s in plan(text).target.steps if isinstance(s, CopyStep)] == [chmod]
+    else:
+        with pytest.raises(DockerfileError, match="invalid chmod parameter"):
+            plan(text)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import tarfile
-import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -86,28 +84,14 @@ def _manifest_entry(tar: tarfile.TarFile, where: str) -> dict[str, Any]:
     return manifest[0]
 
 
-def _decompressed(handle: IO[bytes]) -> Iterator[bytes]:
-    """The layer's tar bytes, whether the member is plain or gzip-compressed."""
-    first = handle.read(CHUNK)
-    if first[:2] != b"\x1f\x8b":
-        while first:
-            yield first
-            first = handle.read(CHUNK)
-        return
-    inflater = zlib.decompressobj(31)
-    chunk = first
-    while chunk:
-        yield inflater.decompress(chunk)
-        chunk = handle.read(CHUNK)
-    yield inflater.flush()
-
-
 def _layer(tar: tarfile.TarFile, name: str, diff_id: str, workdir: Path, where: str) -> Layer:
     from dockwright.layers.tar import Compression, compress_stream
+    from dockwright.streams import inflate
 
     _, handle = _member(tar, name, where)
     target = workdir / f"base-{diff_id.split(':')[-1]}.tar.gz"
-    blob = compress_stream(_decompressed(handle), target, Compression("gzip"))
+    layer = inflate(iter(lambda: handle.read(CHUNK), b""), f"layer {name} of {where}")
+    blob = compress_stream(layer, target, Compression("gzip"))
     if blob.diff_id != diff_id:
         target.unlink(missing_ok=True)
         raise DigestMismatchError(f"{where}: layer {name} has content {blob.diff_id}, its config says {diff_id}")

@@ -25,6 +25,7 @@ from dockwright.model.image import BuildResult
 from dockwright.model.reference import Reference
 from dockwright.parallel import cancellable, run_parallel
 from dockwright.progress import Progress
+from dockwright.streams import ChunkReader
 
 if TYPE_CHECKING:
     from dockwright.formats import PublishContext
@@ -88,34 +89,6 @@ def blob_name(digest: str) -> str:
     return "blobs/" + check_digest(digest, "blob").replace(":", "/", 1)
 
 
-class _ChunkReader(io.RawIOBase):
-    """File-like view of a chunk iterator, for tarfile.addfile."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: Any) -> int:
-        while not self._buffer:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._buffer = chunk
-        n = min(len(target), len(self._buffer))
-        target[:n] = self._buffer[:n]
-        self._buffer = self._buffer[n:]
-        return n
-
-    def drain(self) -> None:
-        """Consume the rest (this is where the source's digest check raises)."""
-        for chunk in self._chunks:
-            if chunk or self._buffer:
-                raise ImageFormatError("a blob delivered more bytes than its descriptor declares")
-
-
 class TarSink:
     """Writes a deterministic tar (sorted by the order written, fixed mtime, root-owned)."""
 
@@ -145,9 +118,10 @@ class TarSink:
     def put_blob(self, digest: str, size: int, chunks: Iterator[bytes]) -> None:
         name = blob_name(digest)
         self._mkdirs(name)
-        reader = _ChunkReader(chunks)
+        reader = ChunkReader(chunks)
         self.tar.addfile(self._info(name, size), reader)  # type: ignore[arg-type]
-        reader.drain()
+        if reader.drain():
+            raise ImageFormatError("a blob delivered more bytes than its descriptor declares")
         self._names.add(name)
 
     def put_file(self, name: str, data: bytes) -> None:

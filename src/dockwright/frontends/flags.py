@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from dockwright.model.errors import UsageError
 from dockwright.model.reference import DOCKER_ARCHIVE_PREFIX, OCI_LAYOUT_PREFIX, SCRATCH, parse_reference
-from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, CopyStep, RunStep, Stage
+from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, CopyStep, RunStep, Stage, is_octal_mode
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
-_OCTAL_MODE = re.compile(r"0*[0-7]{1,4}")  # 0..7777, as COPY --chmod
 
 
 def command_form(flag: str, value: str) -> tuple[str, ...]:
@@ -88,7 +86,7 @@ def config_edit(*, entrypoint: str | None = None, cmd: str | None = None, env: S
 
 
 def check_chmod(flag: str, value: str) -> None:
-    if not _OCTAL_MODE.fullmatch(value):
+    if not is_octal_mode(value):
         raise UsageError(f"{flag} {value!r}: expected an octal mode from 0 to 7777, such as 755")
 
 

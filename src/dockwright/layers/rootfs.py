@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import io
-import itertools
 import logging
 import os
 import posixpath
@@ -23,115 +22,33 @@ import stat
 import tarfile
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from dockwright.layers.copy import CopySettings, collect_from_root, resolve_in_root
 from dockwright.layers.tar import TarEntry
 from dockwright.model.errors import DockwrightError, ImageFormatError
+from dockwright.streams import MAX_LAYER_BYTES, ChunkReader, inflate
 
 log = logging.getLogger(__name__)
 
-MAX_LAYER_BYTES = 32 << 30  # decompressed, per from_layers call: the gzip-bomb guard
 MAX_SMALL_FILE = 16 << 20  # RootFS.open
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
 
 
-class LayerReader(io.RawIOBase):
-    """A read-only stream of a layer's tar bytes from its (gzip, zstd or plain) chunks.
-
-    The format is detected by magic bytes. More than `max_bytes` of decompressed data raises
-    ImageFormatError naming the layer; so does corrupt compressed data."""
-
-    def __init__(self, chunks: Iterable[bytes], name: str = "layer", max_bytes: int = MAX_LAYER_BYTES) -> None:
-        super().__init__()
-        self.name = name
-        self.max_bytes = max_bytes
-        self.total = 0
-        self._chunks = iter(chunks)
-        self._pending = b""
-        self._decompressed = self._decompress()
-
-    def _raw(self) -> Iterator[bytes]:
-        for chunk in self._chunks:
-            if chunk:
-                yield chunk
-
-    def _decompress(self) -> Iterator[bytes]:
-        raw = self._raw()
-        head = b""
-        for chunk in raw:
-            head += chunk
-            if len(head) >= 4:
-                break
-        if head.startswith(_GZIP_MAGIC):
-            from isal import isal_zlib
-
-            yield from self._inflate(itertools.chain((head,), raw),
-                                     lambda: isal_zlib.decompressobj(wbits=31), (isal_zlib.error,))
-        elif head.startswith(_ZSTD_MAGIC):
-            import zstandard
-
-            yield from self._inflate(itertools.chain((head,), raw),
-                                     lambda: zstandard.ZstdDecompressor().decompressobj(),
-                                     (zstandard.ZstdError,))
-        else:
-            yield from itertools.chain((head,), raw)
-
-    def _inflate(self, raw: Iterable[bytes], make: Callable[[], Any],
-                 errors: tuple[type[Exception], ...]) -> Iterator[bytes]:
-        """Decompress member after member (concatenated gzip members / zstd frames are valid);
-        zero padding after a complete member is ignored, a truncated stream is an error."""
-        decoder = make()
-        try:
-            for data in raw:
-                while data:
-                    if decoder is None:  # a member ended: padding, or the next member
-                        if not data.strip(b"\0"):
-                            break
-                        decoder = make()
-                    out = decoder.decompress(data)
-                    if out:
-                        yield out
-                    data = b""
-                    if decoder.eof:
-                        data, decoder = decoder.unused_data, None
-        except (*errors, ValueError) as exc:
-            raise ImageFormatError(f"{self.name}: corrupt compressed data ({exc})") from None
-        if decoder is not None:
-            raise ImageFormatError(f"{self.name}: compressed data ends early (truncated download?)")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._pending:
-            chunk = next(self._decompressed, None)
-            if chunk is None:
-                return 0
-            self.total += len(chunk)
-            if self.total > self.max_bytes:
-                raise ImageFormatError(
-                    f"{self.name} expands to more than {self.max_bytes} bytes; refusing to read further",
-                    hint="the layer may be a decompression bomb",
-                )
-            self._pending = chunk
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
+def layer_reader(chunks: Iterable[bytes], name: str = "layer", max_bytes: int = MAX_LAYER_BYTES) -> ChunkReader:
+    """A read-only file of a layer's tar bytes from its (gzip, zstd or plain) chunks (streams.inflate)."""
+    return ChunkReader(inflate(chunks, name, max_bytes))
 
 
 def iter_layer(chunks: Iterable[bytes], name: str = "layer",
                max_bytes: int = MAX_LAYER_BYTES) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
     """(member, content) for each tar member of a layer blob; content is a file object for regular
     files, only valid until the next member is requested."""
-    return _members(LayerReader(chunks, name, max_bytes), name)
+    return _members(layer_reader(chunks, name, max_bytes), name)
 
 
-def _members(reader: LayerReader, name: str) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
+def _members(reader: ChunkReader, name: str) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
     try:
         with tarfile.open(fileobj=io.BufferedReader(reader, 1 << 20), mode="r|", errorlevel=1) as archive:
             for member in archive:
@@ -158,7 +75,7 @@ class RootFS:
         budget = max_bytes
         for index, layer in enumerate(layers):
             name = names[index] if names else f"layer {index + 1} of {where}"
-            reader = LayerReader(layer(), name, budget)
+            reader = layer_reader(layer(), name, budget)
             extractor.start_layer()
             for member, content in _members(reader, name):
                 extractor.extract(member, content, name)
@@ -244,7 +161,7 @@ def extract_layer(chunks: Iterable[bytes], dest: Path, *, name: str, opaque_xatt
     extractor = _Extractor(str(dest.resolve()), None, faithful=True, opaque_xattr=opaque_xattr,
                            lower_dirs=[str(d) for d in lower_dirs])
     extractor.start_layer()
-    for member, content in _members(LayerReader(chunks, name, max_bytes), name):
+    for member, content in _members(layer_reader(chunks, name, max_bytes), name):
         extractor.extract(member, content, name)
     extractor.finish_layer()
 

@@ -10,6 +10,13 @@ from dockwright.model.errors import InvalidReferenceError
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
+_DOCKER_HUB_LEGACY = "index.docker.io"  # what a reference names as docker.io (Docker's legacyDefaultDomain)
+DOCKER_HUB_ALIASES = frozenset({DOCKER_HUB, _DOCKER_HUB_LEGACY, DOCKER_HUB_API})  # one registry, one login
+
+
+def is_docker_hub(host: str) -> bool:
+    """Whether `host` is one of Docker Hub's names (for credentials and the names shown to a user)."""
+    return host in DOCKER_HUB_ALIASES
 DEFAULT_TAG = "latest"
 # Image sources that are not registry references
 SCRATCH = "scratch"
@@ -77,7 +84,7 @@ def _split_domain(name: str) -> tuple[str, str]:
         domain, path = first, rest
     else:
         domain, path = DOCKER_HUB, name
-    if domain == "index.docker.io":
+    if domain == _DOCKER_HUB_LEGACY:
         domain = DOCKER_HUB
     if domain == DOCKER_HUB and "/" not in path:
         path = f"library/{path}"

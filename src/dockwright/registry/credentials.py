@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from dockwright.model.errors import AuthError
+from dockwright.model.reference import is_docker_hub
 
 log = logging.getLogger("dockwright.registry")
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
-_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 _HELPER_TIMEOUT = 60.0
 _IDENTITY_TOKEN_USER = "<token>"  # what helpers return as Username when Secret is an identity token
 
@@ -58,13 +58,13 @@ def hostname_of(key: str) -> str:
 def config_key(registry: str) -> str:
     """The key Docker stores `registry`'s credentials under."""
     host = hostname_of(registry)
-    return DOCKER_HUB_KEY if host in _HUB_HOSTS else host
+    return DOCKER_HUB_KEY if is_docker_hub(host) else host
 
 
 def same_registry(key: str, registry: str) -> bool:
     """True when config key `key` names `registry` (any key form; Docker Hub's aliases are one)."""
     a, b = hostname_of(key), hostname_of(registry)
-    return a == b or (a in _HUB_HOSTS and b in _HUB_HOSTS)
+    return a == b or (is_docker_hub(a) and is_docker_hub(b))
 
 
 def read_config(directory: Path) -> dict[str, Any]:

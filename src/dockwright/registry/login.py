@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from dockwright.files import atomic_write_text
 from dockwright.model.errors import AuthError
-from dockwright.model.reference import DOCKER_HUB_API
+from dockwright.model.reference import DOCKER_HUB_API, is_docker_hub
 from dockwright.registry.credentials import (
     Credential,
     config_dir,
@@ -26,8 +25,8 @@ from dockwright.registry.credentials import (
 
 def api_host(registry: str) -> str:
     """The host serving the API for a registry as the user names it (docker.io -> registry-1.docker.io)."""
-    key = config_key(registry)
-    return DOCKER_HUB_API if key.startswith("https://index.docker.io") else hostname_of(key)
+    host = hostname_of(registry)
+    return DOCKER_HUB_API if is_docker_hub(host) else host
 
 
 def login(registry: str, username: str, password: str, docker_config: Path | None = None, *,
@@ -96,14 +95,4 @@ def write_config(directory: Path, config: dict[str, Any]) -> None:
     if path.is_symlink():
         path = path.resolve()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=".config.json.", dir=path.parent)  # created with mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(config, file, indent="\t")
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(config, indent="\t") + "\n", durable=True)  # mode 0600

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from dockwright.httpclient import CertificateError, PlainHTTPError, RefusedError, TransportError, UnknownHostError
 from dockwright.model.errors import AuthError, NotFoundError, RegistryError, UsageError
+from dockwright.model.reference import DOCKER_HUB, is_docker_hub
 
 if TYPE_CHECKING:
     from dockwright.httpclient import Client, Request, Response
@@ -41,7 +42,7 @@ Sleep = Callable[[float], None]
 
 def login_name(host: str) -> str:
     """The name a user passes to `dockwright login` for `host` (docker.io for Docker Hub's API host)."""
-    return "docker.io" if host in ("registry-1.docker.io", "index.docker.io") else host
+    return DOCKER_HUB if is_docker_hub(host) else host
 
 
 @dataclass(frozen=True)

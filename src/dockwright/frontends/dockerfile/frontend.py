@@ -42,7 +42,7 @@ from dockwright.frontends.dockerfile.workdir import CopyMark, Item, Workdir, fin
 from dockwright.model.errors import InvalidReferenceError
 from dockwright.model.platform import Platform
 from dockwright.model.reference import SCRATCH, parse_reference
-from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, CopyStep, RunMount, RunStep, Stage
+from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, CopyStep, RunMount, RunStep, Stage, is_octal_mode
 
 _HEREDOC_WORD = re.compile(r"^<<(-?)(['\"]?)([^'\"]+)\2$")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -461,7 +461,7 @@ class _Frontend:
         dest = self.word(words[-1], scope).value
         chown = self.word(flags["chown"], scope).value if "chown" in flags else None
         chmod = self.word(flags["chmod"], scope).value if "chmod" in flags else None
-        if chmod is not None and not re.fullmatch(r"0?[0-7]{1,4}", chmod):
+        if chmod is not None and not is_octal_mode(chmod):
             self.error(f"invalid chmod parameter: {chmod!r}. it should be octal string and between 0 and 07777")
         checksum = self.word(flags["checksum"], scope).value if "checksum" in flags else None
         if checksum is not None and (len(sources) != 1 or not re.match(r"^https?://", sources[0])):

@@ -1,0 +1,106 @@
+"""Byte streams: a file over an iterator of chunks, and a layer blob's (gzip, zstd or plain) bytes
+inflated with a cap on how much they may expand to."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from dockwright.model.errors import ImageFormatError
+
+MAX_LAYER_BYTES = 32 << 30  # decompressed, per layer (per RootFS.from_layers call): the gzip-bomb guard
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class ChunkReader(io.RawIOBase):
+    """A read-only file over an iterator of byte chunks (for tarfile, which reads files). `total`: the
+    bytes taken from the chunks so far."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        super().__init__()
+        self._chunks = iter(chunks)
+        self._pending = b""
+        self.total = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self.total += len(chunk)
+            self._pending = chunk
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def drain(self) -> int:
+        """Consume the chunks to their end (where a verifying source checks its digest); the number of
+        bytes that were left unread."""
+        left = len(self._pending) + sum(len(chunk) for chunk in self._chunks)
+        self._pending = b""
+        return left
+
+
+def inflate(chunks: Iterable[bytes], name: str = "layer", max_bytes: int = MAX_LAYER_BYTES) -> Iterator[bytes]:
+    """A layer blob's tar bytes from its chunks, gzip, zstd or plain (detected by magic bytes). More
+    than `max_bytes` of them, or corrupt or truncated compressed data, raise ImageFormatError naming
+    `name`."""
+    total = 0
+    for chunk in _decompress(chunks, name):
+        total += len(chunk)
+        if total > max_bytes:
+            raise ImageFormatError(f"{name} expands to more than {max_bytes} bytes; refusing to read further",
+                                   hint="the layer may be a decompression bomb")
+        yield chunk
+
+
+def _decompress(chunks: Iterable[bytes], name: str) -> Iterator[bytes]:
+    raw = (chunk for chunk in chunks if chunk)
+    head = b""
+    for chunk in raw:
+        head += chunk
+        if len(head) >= 4:
+            break
+    if head.startswith(_GZIP_MAGIC):
+        from isal import isal_zlib
+
+        yield from _inflate(itertools.chain((head,), raw), name,
+                            lambda: isal_zlib.decompressobj(wbits=31), (isal_zlib.error,))
+    elif head.startswith(_ZSTD_MAGIC):
+        import zstandard
+
+        yield from _inflate(itertools.chain((head,), raw), name,
+                            lambda: zstandard.ZstdDecompressor().decompressobj(), (zstandard.ZstdError,))
+    else:
+        yield from itertools.chain((head,), raw)
+
+
+def _inflate(raw: Iterable[bytes], name: str, make: Callable[[], Any],
+             errors: tuple[type[Exception], ...]) -> Iterator[bytes]:
+    """Decompress member after member (concatenated gzip members / zstd frames are valid); zero
+    padding after a complete member is ignored, a truncated stream is an error."""
+    decoder = make()
+    try:
+        for data in raw:
+            while data:
+                if decoder is None:  # a member ended: padding, or the next member
+                    if not data.strip(b"\0"):
+                        break
+                    decoder = make()
+                out = decoder.decompress(data)
+                if out:
+                    yield out
+                data = b""
+                if decoder.eof:
+                    data, decoder = decoder.unused_data, None
+    except (*errors, ValueError) as exc:
+        raise ImageFormatError(f"{name}: corrupt compressed data ({exc})") from None
+    if decoder is not None:
+        raise ImageFormatError(f"{name}: compressed data ends early (truncated download?)")
