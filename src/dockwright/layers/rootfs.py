@@ -22,7 +22,7 @@ import stat
 import tarfile
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from dockwright.layers.copy import CopySettings, collect_from_root, resolve_in_root
 from dockwright.layers.tar import TarEntry
