@@ -270,19 +270,20 @@ class Builder:
         know downloads a base layer for it (and only its tar headers are kept)."""
         if not path or path in state.known_dirs:
             return []
-        layers = state.image.layers
-        if not layers:
-            missing = _ancestors(path)
-        else:
-            from dockwright.layers.dirindex import ImageDirs
-
-            if state.dirs is None:
-                state.dirs = ImageDirs()
-            for layer in layers[state.dirs_layers:]:
-                state.dirs.apply(self._facts.index(layer))
-            state.dirs_layers = len(layers)
-            missing = state.dirs.missing(path)
+        missing = self._image_dirs(state).missing(path) if state.image.layers else _ancestors(path)
         return [p for p in missing if p not in state.known_dirs]
+
+    def _image_dirs(self, state: _StageState) -> ImageDirs:
+        """The merged layer indexes of the image so far (see _missing_dirs)."""
+        from dockwright.layers.dirindex import ImageDirs
+
+        if state.dirs is None:
+            state.dirs = ImageDirs()
+        layers = state.image.layers
+        for layer in layers[state.dirs_layers:]:
+            state.dirs.apply(self._facts.index(layer))
+        state.dirs_layers = len(layers)
+        return state.dirs
 
     def _absolute(self, dest: str, state: _StageState) -> str:
         """Resolve a COPY destination against the WorkingDir in force, keeping a trailing slash."""
@@ -300,22 +301,25 @@ class Builder:
         numeric = all(part.isdigit() for part in chown.split(":", 1))
         if numeric:
             return resolve_chown(chown, None)
-        if state.accounts is None:
-            state.accounts = state.rootfs or self._extract(state, ("etc/passwd", "etc/group"))
+        if state.accounts is None:  # from the layer indexes: cached by digest, no extraction
+            from dockwright.layers.rootfs import AccountFiles
+
+            state.accounts = state.rootfs or AccountFiles(dict(self._image_dirs(state).accounts),
+                                                          state.image.name or "the base image")
         return resolve_chown(chown, state.accounts)
 
     def _rootfs(self, state: _StageState) -> RootFS:
         """The merged file system of an image so far (downloads its layers: only when needed)."""
         if state.rootfs is None:
-            state.rootfs = self._extract(state, None)
+            state.rootfs = self._extract(state)
         return state.rootfs
 
-    def _extract(self, state: _StageState, paths: tuple[str, ...] | None) -> RootFS:
+    def _extract(self, state: _StageState) -> RootFS:
         from dockwright.layers.rootfs import RootFS
 
         layers = state.image.layers
         return RootFS.from_layers([layer.source.open for layer in layers], Path(self._mkdtemp("rootfs-")),
-                                  names=[layer.descriptor.digest for layer in layers], paths=paths,
+                                  names=[layer.descriptor.digest for layer in layers],
                                   where=state.image.name or "the base image")
 
     def _mkdtemp(self, prefix: str) -> str:
@@ -395,7 +399,7 @@ class Builder:
     def _append_layer(self, state: _StageState, layer: Layer, created_by: str) -> None:
         mutate.append_layer(state.image, layer, self.created, created_by)
         self._facts.warn_foreign_binaries(layer, state.image.platform)
-        state.rootfs = state.accounts = None  # the file system changed; a later lookup re-extracts
+        state.rootfs = state.accounts = None  # the file system changed; a later lookup looks again
 
     def _copy_layer(self, plan: BuildPlan, step: CopyStep, state: _StageState, states: list[_StageState]) -> Layer:
         """A COPY/ADD layer, as the layer cache policy (layers/cachepolicy.py) finds or makes it: a plain

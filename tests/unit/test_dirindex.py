@@ -115,3 +115,29 @@ def test_workdir_and_chown_against_a_base(tmp_path: Path) -> None:
         ("tmp/h", 0o755, 4, 4), ("tmp/h/d", 0o755, 4, 4)]
     # USER root needs no /etc/passwd (this base has none)
     assert _build(tmp_path, "USER root:0\nWORKDIR /r\n", ref, cache) == [("r", 0o755, 0, 0)]
+
+
+def test_user_names_come_from_the_index_without_extracting_the_base(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    (tmp_path / "passwd").write_text("root:x:0:0::/root:/bin/sh\napp:x:1234:1235::/home/app:/bin/sh\n")
+    (tmp_path / "group").write_text("root:x:0:\napp:x:1235:\nstaff:x:50:\n")
+    base = Builder(BuildOptions(platforms="linux/amd64"), cache, None, tmp_path).build(
+        lambda platform: plan_from_dockerfile(tmp_path, "FROM scratch\nCOPY passwd group /etc/\n", platform=platform))
+    write_all(base, [OciLayoutDir(tmp_path / "base")],
+              PublishContext([parse_reference("example.com/base:1")], None, tmp_path, Progress("off")))
+    ref = f"oci-layout://{tmp_path / 'base'}:1"
+
+    assert _build(tmp_path, "USER app\nWORKDIR /w\nCOPY --chown=app:staff f /c/\n", ref, cache) == [
+        ("w", 0o755, 1234, 1235), ("c", 0o755, 1234, 50)]
+    assert list((tmp_path / "work").glob("rootfs-*")) == []  # nothing extracted for the lookups
+
+
+def test_account_files_follow_whiteouts() -> None:
+    dirs = ImageDirs()
+    index = _index(("etc/", "d", ""))
+    index.accounts = {"etc/passwd": "a:x:1:1::/:/bin/sh\n", "etc/group": "a:x:1:\n"}
+    dirs.apply(index)
+    dirs.apply(_index(("etc/.wh.passwd", "f", "")))
+    assert dirs.accounts == {"etc/group": "a:x:1:\n"}
+    dirs.apply(_index(("etc/.wh..wh..opq", "f", "")))
+    assert dirs.accounts == {}

@@ -1,9 +1,10 @@
 """Which directories an image has, from its layers' tar headers: what WORKDIR and COPY need to know so
 that they never write an entry for a directory that already exists (Docker never changes one).
 
-A layer's index (its directories, symbolic links, whiteouts and opaque markers) is read once per layer
-digest by streaming the blob's headers, and kept in the cache: a base layer is downloaded for it the
-first time only, and never stored. Regular files are not indexed: their parents are directories."""
+A layer's index (its directories, symbolic links, whiteouts and opaque markers, and the text of
+/etc/passwd and /etc/group, for USER and --chown names) is read once per layer digest by streaming the
+blob, and kept in the cache: later builds need not read the layer again. Other regular files are not
+indexed: their parents are directories."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from typing import Any
 
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
-VERSION = 1
+VERSION = 2
+ACCOUNT_FILES = ("etc/passwd", "etc/group")
+_MAX_ACCOUNT_FILE = 1 << 20
 
 
 @dataclass
@@ -25,6 +28,7 @@ class LayerIndex:
     links: dict[str, str] = field(default_factory=dict)  # symlink -> target
     whiteouts: list[str] = field(default_factory=list)  # paths this layer deletes from lower layers
     opaque: list[str] = field(default_factory=list)  # directories whose lower-layer contents it hides
+    accounts: dict[str, str] = field(default_factory=dict)  # etc/passwd, etc/group -> their text
 
     @classmethod
     def read(cls, chunks: Iterable[bytes], name: str) -> LayerIndex:
@@ -32,7 +36,7 @@ class LayerIndex:
         from dockwright.layers.rootfs import clean_member_name, iter_layer
 
         index = cls()
-        for member, _ in iter_layer(chunks, name):
+        for member, content in iter_layer(chunks, name):
             path = clean_member_name(member.name, name)
             if not path:
                 continue
@@ -46,6 +50,8 @@ class LayerIndex:
                 index.dirs.add(path)
             elif member.issym():
                 index.links[path] = member.linkname
+            elif path in ACCOUNT_FILES and content is not None and member.size <= _MAX_ACCOUNT_FILE:
+                index.accounts[path] = content.read().decode("utf-8", "replace")
         return index
 
     def _add_parents(self, parent: str) -> None:
@@ -55,7 +61,7 @@ class LayerIndex:
 
     def to_json(self) -> dict[str, Any]:
         return {"version": VERSION, "dirs": sorted(self.dirs), "links": self.links, "whiteouts": self.whiteouts,
-                "opaque": self.opaque}
+                "opaque": self.opaque, "accounts": self.accounts}
 
     @classmethod
     def from_json(cls, data: Any) -> LayerIndex | None:
@@ -63,17 +69,20 @@ class LayerIndex:
         try:
             if data["version"] != VERSION:
                 return None
-            return cls(set(data["dirs"]), dict(data["links"]), list(data["whiteouts"]), list(data["opaque"]))
+            return cls(set(data["dirs"]), dict(data["links"]), list(data["whiteouts"]), list(data["opaque"]),
+                       dict(data["accounts"]))
         except (KeyError, TypeError, ValueError):
             return None
 
 
 class ImageDirs:
-    """The merged view of layer indexes, bottom layer first: which directories exist."""
+    """The merged view of layer indexes, bottom layer first: which directories exist (and the image's
+    /etc/passwd and /etc/group)."""
 
     def __init__(self) -> None:
         self.dirs: set[str] = set()
         self.links: dict[str, str] = {}
+        self.accounts: dict[str, str] = {}
 
     def apply(self, layer: LayerIndex) -> None:
         for path in layer.whiteouts:
@@ -86,12 +95,15 @@ class ImageDirs:
         for path in layer.dirs:
             self.links.pop(path, None)
         self.dirs |= layer.dirs
+        self.accounts.update(layer.accounts)
 
     def _remove(self, path: str, *, itself: bool) -> None:
         if itself:
             self.links.pop(path, None)
+        below = path + "/" if path else ""
+        self.accounts = {p: text for p, text in self.accounts.items()
+                         if not p.startswith(below) and (not itself or p != path)}
         if path in self.dirs or not path:
-            below = path + "/" if path else ""
             self.dirs = {d for d in self.dirs if not d.startswith(below) and (not itself or d != path)}
             self.links = {p: t for p, t in self.links.items() if not p.startswith(below)}
 

@@ -130,6 +130,19 @@ class RootFS:
         return collect_from_root(self.root, self.where, sources, dest, settings)
 
 
+class AccountFiles(RootFS):
+    """Just /etc/passwd and /etc/group, from their text (layers/dirindex.py), for user and group lookups
+    without extracting anything; nothing else of the image is there."""
+
+    def __init__(self, files: dict[str, str], where: str = "the image") -> None:
+        super().__init__(Path("/nonexistent"), where)
+        self.files = files
+
+    def open(self, path: str) -> bytes | None:
+        text = self.files.get(path.strip("/"))
+        return None if text is None else text.encode()
+
+
 def resolve_chown(chown: str, rootfs: RootFS | None) -> tuple[int, int]:
     """"USER[:GROUP]" -> (uid, gid). Numbers need no image; names are looked up in its
     /etc/passwd and /etc/group. Without a group: gid = uid for a numeric user, the user's
