@@ -176,9 +176,8 @@ class Builder:
                 where = getattr(step, "created_by", "").removesuffix(" # buildkit") or type(step).__name__
                 prefix = f"{plan.source}:{line}: " if line else f"{plan.source}: {where}: "
                 if isinstance(step, RunStep) and not line:
-                    prefix = ""  # flags mode: the message names the --run
-                exc.message = f"{prefix}{exc.message}"
-                raise
+                    raise  # flags mode: the message names the --run
+                raise exc.with_context(prefix) from exc
         return state
 
     def _apply(self, plan: BuildPlan, step: object, state: _StageState, states: list[_StageState]) -> None:

@@ -202,6 +202,19 @@ def test_metadata_and_iidfile(context: Path, tmp_path: Path) -> None:
     assert (tmp_path / "iid").read_text() == meta["config_digest"]
 
 
+@pytest.mark.parametrize("flag", ["--metadata-file", "--iidfile"])
+def test_a_metadata_file_that_cannot_be_written_fails_like_an_archive_that_cannot(
+        context: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    """Both are file-system failures (exit 1), not usage mistakes (exit 2)."""
+    (tmp_path / "file").write_text("not a directory\n")
+    base = ["build", str(context), "--from", "scratch", "--copy", "app:/app"]
+    for argv in ([*base, "-o", f"type=oci,dest={tmp_path / 'file' / 'a.tar'}"],
+                 [*base, "-o", f"type=oci,dest={tmp_path / 'a.tar'}", flag, str(tmp_path / "file" / "meta")]):
+        assert main(argv) == 1
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and errors[0].startswith(f"error: cannot write {tmp_path / 'file'}/"), errors
+
+
 @pytest.mark.parametrize(
     ("args", "code", "says"),
     [

@@ -205,7 +205,7 @@ def _from_document_store(store: _DocumentStore, wanted: Wanted, explicit: bool) 
         base = _load_manifest(store, top, digest)
         _check_single(base.platform, wanted, explicit, store.where)
         return [base]
-    chosen = select_platforms(top, wanted, store.where)
+    chosen = select_platforms(top, wanted, store.where, explicit=explicit)
     bases = []
     for descriptor in chosen:
         child = documents.parse_document(store.manifest(descriptor), descriptor.media_type,
@@ -223,7 +223,9 @@ def _is_image_platform(d: Descriptor) -> bool:
     return d.platform is not None and d.platform.os != "unknown" and d.media_type in mediatypes.MANIFEST_TYPES
 
 
-def select_platforms(index: Index, wanted: Wanted, where: str) -> list[Descriptor]:
+def select_platforms(index: Index, wanted: Wanted, where: str, *, explicit: bool) -> list[Descriptor]:
+    """The index's images for `wanted`. A platform the caller asked for (`explicit`) that the base lacks
+    is a usage error; the host's platform, picked by default, is the base's shortcoming."""
     available = [d for d in index.manifests if _is_image_platform(d)]
     if wanted == "all":
         if not available:
@@ -234,8 +236,9 @@ def select_platforms(index: Index, wanted: Wanted, where: str) -> list[Descripto
         match = next((d for d in available if d.platform and d.platform.matches(platform)), None)
         if match is None:
             have = ", ".join(str(d.platform) for d in available) or "none"
-            raise UsageError(f"base {where} has no {platform} image; it has: {have}",
-                             hint="pick one of those with --platform")
+            error = UsageError if explicit else DockwrightError
+            raise error(f"base {where} has no {platform} image; it has: {have}",
+                        hint="pick one of those with --platform")
         chosen.append(match)
     return chosen
 

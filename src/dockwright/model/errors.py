@@ -3,6 +3,8 @@ its message (one or two lines: what failed, where, what to do) and exits non-zer
 
 from __future__ import annotations
 
+from typing import Self
+
 
 class DockwrightError(Exception):
     """A failure the user can act on. `hint` is the 'what to do about it' line."""
@@ -16,6 +18,15 @@ class DockwrightError(Exception):
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+    def with_context(self, prefix: str) -> Self:
+        """The same error (type, hint, fields) with `prefix` before its message, e.g. "Dockerfile:3: ".
+        Raise it `from` this one; this one is left as it was."""
+        error = type(self).__new__(type(self))
+        error.__dict__.update(self.__dict__)
+        error.message = f"{prefix}{self.message}"
+        error.args = (error.message,)
+        return error
 
 
 class UsageError(DockwrightError):
