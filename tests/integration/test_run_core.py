@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -308,3 +309,34 @@ def test_the_library_s_cancel_kills_a_running_command(busybox_base: BusyboxBase,
         logger.removeHandler(handler)
         logger.setLevel(previous)
     assert _leftovers(tmp_path / "cache") == []
+
+
+def test_network_modes_runtime_flag_and_a_missing_workdir(
+    dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
+) -> None:
+    """--network=none leaves only loopback; the default is the host's network; --runtime names the runtime;
+    a --workdir the base lacks is made for the command (as BuildKit does)."""
+    context = _context(tmp_path, "")
+    tag = f"{busybox_base.host}/apps/network:1"
+    runc = shutil.which("runc")
+    assert runc is not None
+
+    dockwright("build", context, "--from", busybox_base.oci_ref, "--runtime", runc, "--workdir", "/srv/new",
+               "--run", "ls /sys/class/net | sort > host-net && pwd > where",
+               "--run", '["/bin/sh", "-c", "ls /sys/class/net | sort > /srv/new/default-net"]',
+               "-t", tag, "--push", *cache_args(tmp_path), env=EPOCH_ENV)
+    (context / "Dockerfile").write_text(f"FROM {tag}\nRUN --network=none ls /sys/class/net > /none-net\n"
+                                        'CMD ["cat", "/none-net", "/srv/new/where"]\n')
+    dockwright("build", context, "-t", f"{tag}-none", "--push", *cache_args(tmp_path), env=EPOCH_ENV)
+
+    assert _run_image(f"{tag}-none", tmp_path) == ["lo", "/srv/new"]
+    host = sorted(os.listdir("/sys/class/net"))
+    assert _run_image(tag, tmp_path, "cat", "/srv/new/host-net", "/srv/new/default-net") == host + host
+
+
+def test_an_unknown_runtime_is_one_error_line(dockwright: RunDockwright, busybox_base: BusyboxBase,
+                                              tmp_path: Path) -> None:
+    context = _context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN true\n")
+    proc = dockwright("build", context, "--runtime", "/nonexistent/runc", "-o",
+                      f"type=oci,dest={tmp_path / 'o.tar'}", *cache_args(tmp_path), check=False)
+    assert_user_error(proc, "Dockerfile:2:", "--runtime /nonexistent/runc: no such executable")
