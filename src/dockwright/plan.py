@@ -75,12 +75,10 @@ class CopyStep:
     chmod: str | None = None
     from_stage: int | None = None  # index into BuildPlan.stages
     from_image: str | None = None  # an image reference (COPY --from=IMAGE)
-    link: bool = False
     parents: bool = False
     excludes: tuple[str, ...] = ()
     add: bool = False  # ADD: extract local tar archives; sources may be URLs
     checksum: str | None = None  # ADD --checksum for a URL source
-    keep_git_dir: bool = False
     inline_files: tuple[tuple[str, bytes], ...] = ()
     created_by: str = ""
     line: int | None = None  # Dockerfile line, for error messages

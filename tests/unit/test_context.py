@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dockwright.layers.copy import CopySettings, collect_copy, stream_copy
-from dockwright.layers.dockerignore import IgnoreMatcher
+from dockwright.layers.dockerignore import IgnoreMatcher, read_dockerignore
 from dockwright.layers.tar import TarEntry
 from dockwright.model.errors import ContextError
 
@@ -167,7 +167,7 @@ def test_dockerignore_exception_below_an_excluded_dir(ctx: Path) -> None:
 def test_ignore_matcher_rules(tmp_path: Path) -> None:
     file = tmp_path / ".dockerignore"
     file.write_text("# comment\n/build/\n*.LOG\n!keep.LOG\n  \n.\n")
-    matcher = IgnoreMatcher.from_file(file)
+    matcher = IgnoreMatcher.from_patterns(read_dockerignore(tmp_path, None))  # as a build reads it
     assert matcher.matches("build") and matcher.matches("build/x/y")  # a dir match covers what is below
     assert matcher.matches("a.LOG") and not matcher.matches("keep.LOG")
     assert not matcher.matches("a.log")  # case-sensitive, as Docker on Linux

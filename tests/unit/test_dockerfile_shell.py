@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from dockwright.deferred import resolve_deferred, resolve_template
-from dockwright.frontends.dockerfile import parse_build_args, parse_dockerignore, read_dockerignore
+from dockwright.frontends.dockerfile import parse_build_args
 from dockwright.frontends.dockerfile.formats import format_duration, parse_duration, parse_port_specs
 from dockwright.frontends.dockerfile.shell import UNKNOWN, ShellError, Unknown, escape_template, expand, expand_words
+from dockwright.layers.dockerignore import parse_dockerignore, read_dockerignore
 from dockwright.plan import ConfigEdit
 
 ENV = {"A": "a b", "EMPTY": "", "X": "x"}

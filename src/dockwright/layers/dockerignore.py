@@ -131,15 +131,6 @@ class IgnoreMatcher:
     def from_patterns(cls, patterns: Sequence[str]) -> IgnoreMatcher:
         return cls(patterns)
 
-    @classmethod
-    def from_file(cls, path: Path) -> IgnoreMatcher:
-        """Read a .dockerignore: one pattern per line, lines starting with "#" are comments."""
-        try:
-            text = path.read_text(encoding="utf-8", errors="surrogateescape")
-        except OSError as exc:
-            raise ContextError(f"cannot read {path}: {exc.strerror}") from None
-        return cls([line for line in text.splitlines() if not line.startswith("#")])
-
     def __bool__(self) -> bool:
         return bool(self.patterns)
 

@@ -439,6 +439,9 @@ class _Frontend:
 
     def copy(self, command: Any, scope: _Scope, *, add: bool) -> list[Item]:
         name = "ADD" if add else "COPY"
+        # --link and ADD --keep-git-dir are accepted as BuildKit accepts them, and change nothing here: --link
+        # tells BuildKit how to cache and rebase the layer (dockwright's layer is the same either way), and
+        # --keep-git-dir is for git sources, which ADD refuses
         kinds = {"chown": "str", "chmod": "str", "link": "bool", "exclude": "list"}
         kinds.update({"checksum": "str", "keep-git-dir": "bool"} if add else {"from": "str", "parents": "bool"})
         flags = self.flags(command, kinds)
@@ -472,9 +475,9 @@ class _Frontend:
                  *sources, *(f"<<{n}" for n, _ in inline), dest]
         step = CopyStep(
             sources=tuple(sources), dest=dest, chown=chown or None, chmod=chmod or None, from_stage=from_stage,
-            from_image=from_image, link=bool(flags.get("link")), parents=bool(flags.get("parents")),
+            from_image=from_image, parents=bool(flags.get("parents")),
             excludes=tuple(self.word(e, scope).value for e in flags["exclude"]), add=add, checksum=checksum,
-            keep_git_dir=bool(flags.get("keep-git-dir")), inline_files=tuple(inline),
+            inline_files=tuple(inline),
             created_by=" ".join(shown) + " # buildkit", line=self.line,
         )
         target = _clean(dest) if dest.startswith("/") else (
