@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from build_checks import EPOCH_ENV, assert_user_error, cache_args, image_config, raw_manifest
 from conftest import SRC, RunDockwright
+from debian import DebianBase
 from images import APP_UID, BusyboxBase, pull_to_layout, run_oci_image, sh
 
 pytestmark = pytest.mark.requires("runc")
@@ -340,3 +341,23 @@ def test_an_unknown_runtime_is_one_error_line(dockwright: RunDockwright, busybox
     proc = dockwright("build", context, "--runtime", "/nonexistent/runc", "-o",
                       f"type=oci,dest={tmp_path / 'o.tar'}", *cache_args(tmp_path), check=False)
     assert_user_error(proc, "Dockerfile:2:", "--runtime /nonexistent/runc: no such executable")
+
+
+def test_setcap_capabilities_survive_into_the_image(dockwright: RunDockwright, debian: DebianBase,
+                                                    tmp_path: Path) -> None:
+    """A file capability (the security.capability xattr) set by a command is in the layer and in the
+    running image, on the Debian base with setcap from the Debian mirror."""
+    context = _context(tmp_path, (
+        f"FROM {debian.ref}\n"
+        "RUN apt-get update && apt-get install -y --no-install-recommends libcap2-bin "
+        "&& cp /bin/sleep /usr/local/bin/portsleep && setcap cap_net_bind_service+ep /usr/local/bin/portsleep "
+        "&& rm -rf /var/lib/apt/lists/*\n"
+        'CMD ["getcap", "/usr/local/bin/portsleep"]\n'
+    ))
+    tag = f"{debian.host}/apps/setcap:1"
+
+    dockwright("build", context, "-t", tag, "--push", *cache_args(tmp_path), env=EPOCH_ENV)
+
+    member = _layer_members(tag)["usr/local/bin/portsleep"]
+    assert "SCHILY.xattr.security.capability" in member.pax_headers
+    assert _run_image(tag, tmp_path) == ["/usr/local/bin/portsleep cap_net_bind_service=ep"]
