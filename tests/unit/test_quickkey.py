@@ -193,3 +193,34 @@ def test_background_walks_leave_the_switch_interval_as_they_found_it(ctx: Path) 
     _join_walker()
 
     assert sys.getswitchinterval() == before
+
+
+def test_overlapping_walks_restore_the_switch_interval_when_the_last_one_ends() -> None:
+    """Two builds in two threads: A begins, B begins, A ends (B still walks: still short), B ends (restored).
+    Each restoring what it saw would leave the short interval behind for good."""
+    from dockwright.layers.quickkey import short_switch_interval
+
+    before = sys.getswitchinterval()
+    a_began, b_began, a_ended = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, float] = {}
+
+    def a() -> None:
+        with short_switch_interval():
+            a_began.set()
+            b_began.wait(10)
+        a_ended.set()
+
+    def b() -> None:
+        a_began.wait(10)
+        with short_switch_interval():
+            b_began.set()
+            a_ended.wait(10)
+            seen["after a ended"] = sys.getswitchinterval()
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert seen["after a ended"] < before
+    assert sys.getswitchinterval() == before

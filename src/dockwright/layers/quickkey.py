@@ -13,8 +13,9 @@ import hashlib
 import os
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from operator import attrgetter
 from stat import S_ISDIR, S_ISLNK
 
@@ -25,6 +26,9 @@ _name = attrgetter("name")
 # While the walk runs, a thread that an answer from the registry woke waits at most this long for the GIL
 # (CPython's default is 5 ms: on a loopback registry, ~5 ms more per request)
 _SWITCH_INTERVAL = 0.0005
+_interval_lock = threading.Lock()
+_walks_running = 0  # background walks in this process (two builds in two threads may overlap)
+_interval_before = 0.0  # the switch interval when the first of them began
 
 
 def tree_root(context: str, source: str) -> str | None:
@@ -71,9 +75,7 @@ class BackgroundWalks:
         return tree_digest(path, skip_top) if future is None or future.cancelled() else future.result()
 
     def _run(self) -> None:
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(_SWITCH_INTERVAL)
-        try:
+        with short_switch_interval():
             for (path, skip_top), future in self._futures.items():
                 if not future.set_running_or_notify_cancel():
                     continue
@@ -81,8 +83,26 @@ class BackgroundWalks:
                     future.set_result(tree_digest(path, skip_top))
                 except Exception as exc:  # raised where the digest is asked for, as a walk in place would
                     future.set_exception(exc)
-        finally:
-            sys.setswitchinterval(interval)
+
+
+@contextmanager
+def short_switch_interval() -> Iterator[None]:
+    """The interpreter's switch interval at _SWITCH_INTERVAL while background walks run, then as it was.
+    It is process-wide, so overlapping walks (builds in several threads) share one change: the first to
+    begin saves the interval, the last to end restores it."""
+    global _walks_running, _interval_before
+    with _interval_lock:
+        if _walks_running == 0:
+            _interval_before = sys.getswitchinterval()
+            sys.setswitchinterval(_SWITCH_INTERVAL)
+        _walks_running += 1
+    try:
+        yield
+    finally:
+        with _interval_lock:
+            _walks_running -= 1
+            if _walks_running == 0:
+                sys.setswitchinterval(_interval_before)
 
 
 def _walk(directory: str, prefix: bytes, parts: list[bytes], skip: frozenset[str]) -> None:
