@@ -26,6 +26,8 @@ def plan(text: str, **kwargs: object):  # type: ignore[no-untyped-def]
     ("FROM scratch\nRUN --mount=type=volume,target=/x make\n", "Dockerfile:2:", "unsupported mount type 'volume'"),
     ("FROM scratch\nRUN --device=/dev/fuse make\n", "Dockerfile:2:", "RUN: unknown flag: --device"),
     ("FROM scratch\nCOPPY a /a\n", "Dockerfile:2:", "unknown instruction: COPPY"),
+    ("FROM scratch\nCOPY a\0b /a\n", "Dockerfile:2:", "NUL byte"),  # the parser would drop "b /a"
+    ("FROM scratch\n\0\n", "Dockerfile:2:", "NUL byte"),
     ("FROM scratch\nENV A=${B\n", "Dockerfile:2:", "missing '}'"),
     ("FROM scratch\nENV A=${:-x}\n", "Dockerfile:2:", "bad substitution"),
     ("FROM scratch\nENV A=${B:?required}\n", "Dockerfile:2:", "B: required"),

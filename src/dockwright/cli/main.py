@@ -143,6 +143,15 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated
 
 
+# control characters (newlines too) a message may quote from the input: printed escaped, so that an error
+# stays one line and cannot move the terminal's cursor
+_CONTROLS = {c: repr(chr(c))[1:-1] for c in (*range(0x20), 0x7f, 0x85, 0x2028, 0x2029) if c != 0x09}
+
+
+def _printable(message: str) -> str:
+    return message.translate(_CONTROLS)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status. Callable from any thread and more than once: it installs
     no signal handler and never exits the process (`run` is the `dockwright` program)."""
@@ -166,7 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_cache(args)
     except DockwrightError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_printable(exc.message)}", file=sys.stderr)
+        if exc.hint:
+            print(f"  hint: {_printable(exc.hint)}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # stdout closed early (| head): not worth a message
         return 1

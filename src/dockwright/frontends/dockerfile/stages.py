@@ -57,6 +57,9 @@ def parse_commands(text: str, source: Source) -> list[Any]:
     at which the text stops parsing and name it."""
     import dockerfile
 
+    if "\0" in text:  # the wheel passes strings through C: a NUL cuts the rest of its line off silently
+        source.error(text.count("\n", 0, text.index("\0")) + 1, "NUL byte (\\0) in the Dockerfile",
+                     hint="is this a binary file? a Dockerfile is text")
     # The wheel raises UnicodeDecodeError when BuildKit's error message cuts a non-ASCII character.
     failures = (dockerfile.GoParseError, UnicodeDecodeError)
     try:
