@@ -12,7 +12,6 @@ runs a command and makes one layer of what it changed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -174,36 +173,6 @@ class BuildPlan:
     @property
     def target(self) -> Stage:
         return self.stages[-1]
-
-    def describe(self) -> str:
-        """Human-readable plan, for --dry-run and verbose logs."""
-        lines = [f"plan ({self.source}) for {self.platform or 'host platform'}:"]
-        for index, stage in enumerate(self.stages):
-            base = f"stage {stage.base_stage}" if stage.base_stage is not None else stage.base
-            lines.append(f"  stage {index}{f' ({stage.name})' if stage.name else ''}: FROM {base}")
-            for step in stage.steps:
-                match step:
-                    case CopyStep():
-                        src = ", ".join(step.sources) or ", ".join(n for n, _ in step.inline_files)
-                        origin = (f" from stage {step.from_stage}" if step.from_stage is not None
-                                  else f" from {step.from_image}" if step.from_image else "")
-                        lines.append(f"    layer: {src}{origin} -> {step.dest}")
-                    case MkdirStep():
-                        lines.append(f"    layer: mkdir {step.path}")
-                    case ConfigStep():
-                        lines.append(f"    config: {step.created_by or _edit_summary(step.edit)}")
-                    case RunStep():
-                        command = step.command if isinstance(step.command, str) else json.dumps(step.command)
-                        lines.append(f"    layer: run {command}".replace("\n", "\\n"))
-        return "\n".join(lines)
-
-
-def _edit_summary(edit: ConfigEdit) -> str:
-    return ", ".join(
-        f"{name}={value!r}"
-        for name, value in vars(edit).items()
-        if value not in (None, (), False)
-    )
 
 
 @dataclass(frozen=True)

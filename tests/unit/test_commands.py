@@ -131,8 +131,41 @@ def test_dry_run_prints_the_plan(capsys: pytest.CaptureFixture[str], context: Pa
                  "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "FROM scratch" in out
-    assert "layer: app -> /app" in out
-    assert "('A', '1')" in out
+    assert "COPY app /app" in out
+    assert "ENV A=1" in out
+    assert "outputs: none" in out
+
+
+def test_dry_run_shows_every_flag_config_line_and_output(capsys: pytest.CaptureFixture[str], context: Path,
+                                                         tmp_path: Path) -> None:
+    """Issue 11 item 12: Dockerfile-like lines, no Python reprs; --dry-run=json is one JSON document."""
+    (context / "Dockerfile").write_text(
+        "FROM alpine:3 AS build\nRUN --mount=type=cache,target=/root/.cache echo hi\n"
+        "FROM scratch\nCOPY --from=build --parents --chown=1:2 --chmod=755 --exclude=*.md /a/ /b\n"
+        "ADD --checksum=sha256:" + "0" * 64 + " https://example.com/x.tgz /x\n"
+        "COPY <<EOF /etc/motd\nhello\nEOF\n"
+        'ENTRYPOINT ["/app"]\nENV K="v w"\nHEALTHCHECK --interval=30s CMD ["/app", "check"]\n')
+    argv = ["build", str(context), "--platform", "linux/amd64", "-t", "example.com/a:1", "--push",
+            "-o", f"type=oci,dest={tmp_path / 'a.tar'}"]
+    assert main([*argv, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for line in ("FROM alpine:3 AS build",
+                 "RUN --mount=type=cache,target=/root/.cache,readonly=false,id=/root/.cache echo hi",
+                 "COPY --from=build --parents --chown=1:2 --chmod=755 --exclude=*.md /a/ /b",
+                 f"ADD --checksum=sha256:{'0' * 64} https://example.com/x.tgz /x", "COPY <<EOF /etc/motd",
+                 'ENTRYPOINT ["/app"]', "CMD []", 'ENV K="v w"', 'HEALTHCHECK --interval=30s CMD ["/app", "check"]',
+                 "tags: example.com/a:1", "push to every tag", f"OCI archive {tmp_path / 'a.tar'}"):
+        assert line in out, (line, out)
+    assert "(" not in out.replace("(Dockerfile)", "")
+    assert main([*argv, "--dry-run=json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["version"] == 1
+    assert document["outputs"] == [{"type": "oci", "dest": str(tmp_path / "a.tar")}, {"type": "registry", "dest": None}]
+    (plan,) = document["plans"]
+    assert plan["platform"] == "linux/amd64"
+    copy = plan["stages"][1]["steps"][1]
+    assert (copy["type"], copy["from_stage"], copy["chown"], copy["excludes"]) == ("copy", 0, "1:2", ["*.md"])
+    assert plan["stages"][1]["steps"][3]["inline_files"] == [["EOF", "hello\n"]]
 
 
 # --------------------------------------------------------------------------- as a subprocess

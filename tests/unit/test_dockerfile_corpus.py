@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from dockwright.cli.describe import describe_text
 from dockwright.frontends.dockerfile import plan_from_dockerfile
 from dockwright.model.platform import Platform
 from dockwright.plan import BuildPlan, ConfigStep, CopyStep, MkdirStep, Step
@@ -75,4 +76,4 @@ def test_plan_metadata(name: str) -> None:
     assert plan.source == "Dockerfile"
     assert plan.context == CORPUS / name / "context"
     assert all(stage.line and stage.line >= 1 for stage in plan.stages)
-    assert plan.describe().startswith("plan (Dockerfile) for linux/")
+    assert describe_text([plan], [], []).startswith("# plan (Dockerfile) for linux/")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from dockwright.cli.describe import describe_text
 from dockwright.frontends import flags
 from dockwright.model.errors import UsageError
 from dockwright.plan import ConfigEdit, ConfigStep, CopyStep
@@ -113,7 +114,7 @@ def test_plan_puts_the_config_step_first_and_one_copy_step_per_copy(tmp_path: Pa
     assert plan.annotations == (("org.opencontainers.image.source", "https://x"),)
     assert plan.dockerignore == ("*.log",)
     assert plan.source == "flags"
-    assert "bin -> ." in plan.describe()
+    assert "COPY --chown=1000:1000 --chmod=0755 bin ." in describe_text([plan], [], [])
 
 
 def test_plan_without_config_flags_has_only_copy_steps(tmp_path: Path) -> None:
@@ -148,3 +149,24 @@ def test_layering_splits_a_recognised_copy(tmp_path: Path) -> None:
     split = flags.plan_from_flags(tmp_path, "node:22", ["app:/app"], ConfigEdit(), layering=True)
     assert len(plain.target.steps) == 1
     assert len(split.target.steps) == 2
+
+
+def test_entrypoint_resets_the_inherited_cmd_unless_cmd_is_given(tmp_path: Path) -> None:
+    """Docker's rule (issue 11 item 1): ENTRYPOINT clears an inherited CMD; a CMD of the same build stays."""
+    alone = flags.plan_from_flags(tmp_path, "scratch", [], flags.config_edit(entrypoint='["/app"]'))
+    assert alone.target.steps == (ConfigStep(ConfigEdit(entrypoint=("/app",), cmd=())),)
+    both = flags.plan_from_flags(tmp_path, "scratch", [], flags.config_edit(entrypoint='["/app"]', cmd='["x"]'))
+    assert both.target.steps == (ConfigStep(ConfigEdit(entrypoint=("/app",), cmd=("x",))),)
+    cmd_only = flags.plan_from_flags(tmp_path, "scratch", [], flags.config_edit(cmd='["x"]'))
+    assert cmd_only.target.steps == (ConfigStep(ConfigEdit(cmd=("x",))),)
+
+
+def test_entrypoint_overlay_on_a_dockerfile_keeps_the_dockerfile_cmd(tmp_path: Path) -> None:
+    from dockwright.api.plans import dockerfile_planner
+    from dockwright.model.platform import Platform
+
+    overlay = flags.config_edit(entrypoint='["/app"]')
+    for text, cmd in (("FROM alpine\n", ()), ('FROM alpine\nCMD ["serve"]\n', None),
+                      ('FROM alpine AS a\nCMD ["serve"]\nFROM a\n', None)):
+        plan = dockerfile_planner(tmp_path, text=text, overlay=overlay)(Platform("linux", "amd64"))
+        assert plan.target.steps[-1] == ConfigStep(ConfigEdit(entrypoint=("/app",), cmd=cmd)), text

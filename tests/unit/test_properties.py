@@ -12,6 +12,7 @@ from pathlib import Path
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from dockwright.cli.describe import describe_text
 from dockwright.frontends import flags
 from dockwright.layers.tar import Compression, TarEntry, write_layer
 from dockwright.model.errors import UsageError
@@ -93,7 +94,7 @@ def test_flags_plan_is_a_usage_error_or_a_faithful_plan(copies: list[str], env: 
     assert [(s.sources[0] + ":" + s.dest) for s in copy_steps] == copies
     assert all(s.chmod == chmod and 0 <= int(chmod or "0", 8) <= 0o7777 for s in copy_steps)
     assert all(p.count("/") == 1 and 0 < int(p.split("/")[0]) < 65536 for p in edit.exposed_ports)
-    assert plan.describe()
+    assert describe_text([plan], [], [])
 
 
 # --------------------------------------------------------------------------- the layer writer and GNU tar

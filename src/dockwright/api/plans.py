@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dockwright.model.errors import UsageError
 from dockwright.model.platform import Platform
-from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep
+from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, Stage
 
 Planner = Callable[[Platform], BuildPlan]
 
@@ -61,7 +61,21 @@ def flags_planner(context: Path, base: str, copies: Sequence[str], edit: ConfigE
 
 
 def with_overlay(plan: BuildPlan, edit: ConfigEdit | None, annotations: Sequence[tuple[str, str]]) -> BuildPlan:
+    """`edit` on top of the target stage; an --entrypoint resets the Cmd unless the Dockerfile sets one."""
+    from dockwright.frontends.flags import entrypoint_resets_cmd
+
     target = plan.target
     if edit is not None and edit != ConfigEdit():
+        edit = entrypoint_resets_cmd(edit, cmd_given=_sets_cmd(plan, target))
         target = replace(target, steps=(*target.steps, ConfigStep(edit)))
     return replace(plan, stages=(*plan.stages[:-1], target), annotations=(*plan.annotations, *annotations))
+
+
+def _sets_cmd(plan: BuildPlan, stage: Stage) -> bool:
+    """Whether `stage` or a stage it starts from sets CMD (or clears it, with ENTRYPOINT)."""
+    while True:
+        if any(isinstance(step, ConfigStep) and step.edit.cmd is not None for step in stage.steps):
+            return True
+        if stage.base_stage is None:
+            return False
+        stage = plan.stages[stage.base_stage]

@@ -153,8 +153,11 @@ def run_build(args: argparse.Namespace) -> int:
     settings = Settings(**{**settings.__dict__, "source_date_epoch": settings.epoch})  # read once, fail early
     plans = planner(args, context)
     if args.dry_run:
-        for platform in wanted if wanted != "all" else [Platform.host()]:
-            print(plans(platform).describe())
+        from dockwright.cli.describe import describe_json, describe_text
+
+        describe = describe_json if args.dry_run == "json" else describe_text
+        print(describe([plans(p) for p in (wanted if wanted != "all" else [Platform.host()])],
+                       [(spec.type, spec.dest) for spec in specs], args.tag))
         return 0
     if _needs_user_namespace(args.isolation, plans(Platform.host() if wanted == "all" else wanted[0])):
         from dockwright.run.userns import reexec

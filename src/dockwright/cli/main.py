@@ -95,7 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     how.add_argument("--runtime", metavar="PATH", help="the OCI runtime for RUN (default: runc or crun from PATH)")
     how.add_argument("--secret", action="append", default=[], metavar="id=NAME,src=FILE|env=VAR",
                      help="a secret for RUN --mount=type=secret (never in the image, the cache or the logs)")
-    how.add_argument("--dry-run", action="store_true", help="print the build plan and stop (no network)")
+    how.add_argument("--dry-run", dest="dry_run", action="store_const", const="text",
+                     help="print the build plan and its outputs, and stop (no network); --dry-run=json: the "
+                          "same as one JSON document, for tools")
+    how.add_argument("--dry-run=json", dest="dry_run", action="store_const", const="json", help=argparse.SUPPRESS)
     how.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
     how.add_argument("-v", "--verbose", action="store_true", help="detailed logs on stderr")
 

@@ -85,6 +85,14 @@ def config_edit(*, entrypoint: str | None = None, cmd: str | None = None, env: S
     )
 
 
+def entrypoint_resets_cmd(edit: ConfigEdit, *, cmd_given: bool) -> ConfigEdit:
+    """Docker's rule: setting ENTRYPOINT resets an inherited CMD unless this build gives a CMD
+    (`cmd_given`: an earlier step of the build set one)."""
+    if edit.entrypoint is not None and edit.cmd is None and not cmd_given:
+        return replace(edit, cmd=())
+    return edit
+
+
 def check_chmod(flag: str, value: str) -> None:
     if not is_octal_mode(value):
         raise UsageError(f"{flag} {value!r}: expected an octal mode from 0 to 7777, such as 755")
@@ -94,12 +102,14 @@ def plan_from_flags(context: Path, base: str, copies: Sequence[str], edit: Confi
                     chown: str | None = None, chmod: str | None = None,
                     annotations: Sequence[str] = (), dockerignore: Sequence[str] = (),
                     layering: bool = False, layer_steps: Sequence[tuple[str, str]] | None = None) -> BuildPlan:
-    """The config edit comes first so that relative --copy destinations resolve against --workdir and
+    """--entrypoint without --cmd clears the base's Cmd, as ENTRYPOINT does in a Dockerfile.
+    The config edit comes first so that relative --copy destinations resolve against --workdir and
     --run commands see --env and --workdir; --user applies after the --run commands (which run as the
     base's user, so that they may create it). `layer_steps`: ("copy", SRC:DEST) and ("run", CMD) in
     command-line order; without it, `copies`."""
     if chmod is not None:
         check_chmod("--chmod", chmod)
+    edit = entrypoint_resets_cmd(edit, cmd_given=False)
     if base != SCRATCH and not base.startswith((OCI_LAYOUT_PREFIX, DOCKER_ARCHIVE_PREFIX)):
         parse_reference(base)  # a malformed --from fails now, before anything is built
     ordered = list(layer_steps) if layer_steps is not None else [("copy", value) for value in copies]

@@ -1,0 +1,28 @@
+"""Docker parity on real inputs (issue 11), seen from a running container or from skopeo: --entrypoint
+resets the base's CMD, named build contexts replace stages, OCI archives as bases, --ignore-file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from build_checks import EPOCH_ENV, cache_args, make_app
+from conftest import RunDockwright
+from images import BusyboxBase, run_oci_image
+
+
+@pytest.mark.requires("runc")
+def test_entrypoint_resets_the_base_cmd_in_flags_mode(dockwright: RunDockwright, busybox_files: BusyboxBase,
+                                                      tmp_path: Path) -> None:
+    """The busybox base's config has CMD ["sh"]: with --entrypoint alone the container gets no arguments
+    (Docker's rule), with --cmd as well it gets those."""
+    context = make_app(tmp_path / "context")
+    base = f"oci-layout://{busybox_files.layout}:latest"
+    for name, extra, args in (("alone", [], "args="), ("with-cmd", ["--cmd", '["one", "two"]'], "args=one two")):
+        layout = tmp_path / name
+        dockwright("build", context, "--from", base, "--copy", "app:/app", "--entrypoint", '["/app/hello.sh"]',
+                   *extra, "-t", "example.com/app:1", "-o", f"type=oci,dest={layout},tar=false",
+                   *cache_args(tmp_path), env=EPOCH_ENV)
+        assert args + "\n" in run_oci_image(layout, "1", tmp_path)
+    dry = dockwright("build", context, "--from", base, "--entrypoint", '["/app/hello.sh"]', "--dry-run").stdout
+    assert "CMD []" in dry
