@@ -361,3 +361,23 @@ def test_setcap_capabilities_survive_into_the_image(dockwright: RunDockwright, d
     member = _layer_members(tag)["usr/local/bin/portsleep"]
     assert "SCHILY.xattr.security.capability" in member.pax_headers
     assert _run_image(tag, tmp_path) == ["/usr/local/bin/portsleep cap_net_bind_service=ep"]
+
+
+def test_a_cache_on_overlayfs_says_to_use_a_volume(dockwright: RunDockwright, busybox_base: BusyboxBase,
+                                                   tmp_path: Path) -> None:
+    """As in a CI job's container, whose own file system is overlayfs: an overlay's upper directory cannot
+    live there, and the error says where to put the cache instead."""
+    layers = [tmp_path / name for name in ("lower", "upper", "work", "merged")]
+    for directory in layers:
+        directory.mkdir()
+    lower, upper, work, merged = layers
+    sh("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}", merged)
+    try:
+        context = _context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN true\n")
+        proc = dockwright("build", context, "-o", f"type=oci,dest={tmp_path / 'o.tar'}", "--cache-dir",
+                          merged / "cache", check=False)
+        assert_user_error(proc, "Dockerfile:2:", "cannot mount the overlay root file system")
+        assert "--cache-dir" in proc.stderr and "volume" in proc.stderr
+        assert _leftovers(merged / "cache") == []
+    finally:
+        sh("umount", merged)

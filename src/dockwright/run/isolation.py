@@ -148,7 +148,28 @@ def _mount(source: str, target: Path, fstype: str, options: str) -> None:
         code = ctypes.get_errno()
         hint = ("run as root; in a container (CI pod) it also needs privileges to mount (e.g. a privileged "
                 "pod)" if code in (errno.EPERM, errno.EACCES) else None)
+        if code == errno.EINVAL and filesystem_of(target) == "overlay":
+            hint = ("dockwright's cache is on overlayfs (a container's own file system), which cannot hold an "
+                    "overlay's upper directory: point --cache-dir at a volume (ext4, xfs or tmpfs)")
         raise RunUnavailable(f"cannot mount the overlay root file system for RUN: {os.strerror(code)}", hint=hint)
+
+
+def filesystem_of(path: Path) -> str | None:
+    """The type of the file system `path` is on (from /proc/self/mounts: the longest mount point above it)."""
+    best, kind = "", None
+    real = os.path.realpath(path)
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
 
 
 def _umount(target: Path) -> None:
