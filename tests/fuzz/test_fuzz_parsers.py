@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dockwright.cli.describe import describe_text
 from dockwright.frontends import flags
 from dockwright.frontends.dockerfile import plan_from_dockerfile
 from dockwright.model import documents, mediatypes
@@ -135,4 +136,4 @@ def test_dockerfile_plan(tmp_path: Path, text: str) -> None:
     except DockwrightError:
         return
     assert plan.stages
-    plan.describe()
+    describe_text([plan], [], [])
