@@ -142,6 +142,7 @@ class RunStep:
     files: tuple[tuple[str, bytes], ...] = ()
     args: tuple[tuple[str, str], ...] = ()
     deferred: bool = False
+    proxies: tuple[tuple[str, str], ...] = ()  # HTTP_PROXY & co. from --build-arg: in the env, not the history
     network: str = "default"
     mounts: tuple[RunMount, ...] = ()
     line: int | None = None

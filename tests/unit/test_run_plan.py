@@ -131,3 +131,12 @@ def test_a_missing_runtime_says_what_to_install(monkeypatch: pytest.MonkeyPatch)
     assert "apt-get install runc" in (raised.value.hint or "")
     with pytest.raises(isolation.RunUnavailable, match="--runtime /no/such/runc"):
         isolation.choose("oci", "/no/such/runc")
+
+
+def test_proxy_build_args_reach_run_without_an_arg_line() -> None:
+    (step,) = runs("FROM scratch\nARG https_proxy\nRUN apt-get update\n",
+                   build_args={"HTTP_PROXY": "http://proxy:3128", "https_proxy": "http://p:1", "OTHER": "x"})
+    assert step.proxies == (("HTTP_PROXY", "http://proxy:3128"),)  # declared ones are ordinary args
+    assert step.args == (("https_proxy", "http://p:1"),)
+    assert command.environment([], [*step.args, *step.proxies])[:2] == ["https_proxy=http://p:1",
+                                                                      "HTTP_PROXY=http://proxy:3128"]

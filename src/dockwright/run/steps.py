@@ -73,7 +73,7 @@ class RunSteps:
 
         config = image.config.get("config") or {}
         argv = command.argv(step, config)
-        env = command.environment(config.get("Env") or [], args)
+        env = command.environment(config.get("Env") or [], [*args, *step.proxies])
         user, cwd = config.get("User") or "", config.get("WorkingDir") or "/"
         # the cache key: never secret values (mounts count by their specs and what bind mounts bind)
         mounts = [dataclasses.asdict(mount) for mount in step.mounts]

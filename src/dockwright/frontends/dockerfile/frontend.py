@@ -46,6 +46,9 @@ from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, CopyStep, RunMoun
 
 _HEREDOC_WORD = re.compile(r"^<<(-?)(['\"]?)([^'\"]+)\2$")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# BuildKit's predefined ARGs: a --build-arg of these reaches RUN without an ARG line, and no history shows it
+_PROXY_ARGS = frozenset(name for base in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
+                        for name in (base, base.lower()))
 _MIN_DURATION_NS = 1_000_000  # HEALTHCHECK durations below 1ms are rejected, as Docker does
 
 
@@ -234,9 +237,11 @@ class _Frontend:
             run, files = self.run_text(command)
         args = [(key, var) for key, var in scope.args.items() if key not in scope.env]
         deferred = any(var.template is not None for _, var in args)
+        proxies = tuple((key, value) for key, value in self.build_args.items()
+                        if key in _PROXY_ARGS and key not in scope.args and key not in scope.env)
         return [RunStep(run, shell=scope.shell, files=files, network=network, mounts=mounts, line=self.line,
                         args=tuple((key, _as_text(Expansion(var.value, var.template), deferred)) for key, var in args),
-                        deferred=deferred)]
+                        deferred=deferred, proxies=proxies)]
 
     def run_text(self, command: Any) -> tuple[str, tuple[tuple[str, bytes], ...]]:
         """A shell-form RUN's command text (and its /dev/pipes script), heredocs done as BuildKit does them:
