@@ -11,6 +11,7 @@ import pytest
 from build_checks import EPOCH_ENV, OCI_MANIFEST, cache_args, digest_lines, make_app, raw_manifest, skopeo_json
 from conftest import RunDockwright
 from images import BusyboxBase, Podman, pull_to_layout, run_oci_image, sh
+from validate import validate_docker_archive, validate_layout, validate_oci_archive, validate_registry
 
 APP_ARGS = ["--copy", "app:/app", "--entrypoint", '["/app/hello.sh"]', "--env", "GREETING=archived"]
 
@@ -49,6 +50,7 @@ def test_docker_archive_is_loaded_by_podman(
                         "-t", "example.com/team/app:2.0", "-o", f"type=docker,dest={archive}"))
 
     assert list(out.iterdir()) == [archive]  # no temporary file left beside it
+    assert set(validate_docker_archive(archive).images.values()) == {3}  # manifest.json and the OCI layout
     loaded = podman("load", "-i", archive)
     assert "example.com/team/app:2.0" in loaded
     images = podman("images", "--format", "{{.Repository}}:{{.Tag}}")
@@ -74,6 +76,7 @@ def test_oci_archive_is_read_by_skopeo(dockwright: RunDockwright, busybox_base: 
     assert len(info["Layers"]) == 3
     manifest = skopeo_json("inspect", "--raw", f"oci-archive:{archive}:v1")
     assert manifest["mediaType"] == OCI_MANIFEST
+    assert validate_oci_archive(archive).images == {digest.removeprefix("sha256:"): 3}
 
 
 @pytest.mark.requires("runc")
@@ -97,6 +100,7 @@ def test_oci_layout_dir_read_by_umoci_and_extended_by_a_second_build(
     assert run_oci_image(layout, "one", tmp_path).splitlines()[0] == "greeting=archived"
     assert run_oci_image(layout, "two", tmp_path).splitlines()[0] == "greeting=second"
     assert _leftovers(layout) == [] and _leftovers(layout / "blobs/sha256") == []
+    assert validate_layout(layout).images == {first.removeprefix("sha256:"): 3, second.removeprefix("sha256:"): 3}
 
 
 def test_several_outputs_in_one_build_hold_the_same_image(
@@ -117,6 +121,10 @@ def test_several_outputs_in_one_build_hold_the_same_image(
     # a docker-archive has no manifest of its own: the same image means the same config (image ID)
     assert skopeo_json("inspect", "--raw", f"docker-archive:{archive}")["config"]["digest"] == \
         pushed["config"]["digest"]
+    name = digest.removeprefix("sha256:")
+    assert validate_registry(f"http://{busybox_base.host}", "apps/multi-out", "1").images == {name: 3}
+    assert validate_layout(layout).images == {name: 3}
+    assert set(validate_docker_archive(archive).images.values()) == {3}  # manifest.json and the OCI layout
 
 
 @pytest.mark.requires("runc")

@@ -22,6 +22,7 @@ from build_checks import (
 from conftest import RunDockwright
 from images import BusyboxBase, pull_to_layout, run_oci_image
 from servers import RegistryServer
+from validate import validate_registry
 
 BOTH = [("linux", "amd64", None), ("linux", "arm64", "v8")]
 
@@ -63,6 +64,8 @@ def test_two_platforms_push_an_index(
         assert (config["architecture"], config.get("variant")) == (arch, variant)
         assert "GREETING=multi" in config["config"]["Env"]
         assert len(config["rootfs"]["diff_ids"]) == 3
+    checked = validate_registry(f"http://{busybox_base.host}", "apps/multi", "1").images
+    assert checked == {m["digest"].removeprefix("sha256:"): 3 for m in index["manifests"]}
 
 
 @pytest.mark.requires("runc")

@@ -26,6 +26,7 @@ from build_checks import (
 from conftest import RunDockwright
 from images import APP_UID, BASE_LABEL, BASE_PATH_ENV, BusyboxBase, pull_to_layout, run_oci_image
 from servers import RegistryServer
+from validate import validate_registry
 
 
 def _build_app(
@@ -73,7 +74,10 @@ def test_app_pushed_onto_busybox_runs_with_its_config(
     digests = {digest for _, digest in pushed}
     assert len(digests) == 1
     manifest = raw_manifest(tags[0])
-    assert raw_manifest(f"{busybox_base.host}/apps/hello@{digests.pop()}") == manifest
+    digest = digests.pop()
+    assert raw_manifest(f"{busybox_base.host}/apps/hello@{digest}") == manifest
+    assert validate_registry(f"http://{busybox_base.host}", "apps/hello", "1.0").images == {
+        digest.removeprefix("sha256:"): 3}
 
     layout = pull_to_layout(tags[1], tmp_path / "pulled", "app")
     assert run_oci_image(layout, "app", tmp_path).splitlines() == [
@@ -146,6 +150,7 @@ def test_a_tagged_push_checks_everything_first_and_puts_its_manifest_once(
     assert len(requests(registry, "HEAD", "/v2/apps/once/manifests/")) == 1  # the first tag's: it is not there
     (digest,) = {digest for _, digest in digest_lines(proc.stdout)}
     assert skopeo_json("inspect", "--tls-verify=false", f"docker://{tag}")["Digest"] == digest
+    assert validate_registry(registry.url, "apps/once", "2").images == {digest.removeprefix("sha256:"): 3}
 
 
 

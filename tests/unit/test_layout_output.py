@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from validate import validate_docker_archive, validate_layout, validate_oci_archive
 
 from dockwright.cache import Cache
 from dockwright.executor import Builder
@@ -125,6 +126,7 @@ def test_oci_archive(result: BuildResult, tmp_path: Path) -> None:
     config = _check_image(files, index["manifests"][0])
     assert config["config"]["Cmd"] == ["/app/run.sh"]
     assert "manifest.json" not in files.files
+    assert validate_oci_archive(dest).images == {result.top.descriptor.digest.removeprefix("sha256:"): 1}
     with tarfile.open(dest) as archive:
         assert {m.mtime for m in archive} == {EPOCH}
         assert {(m.uid, m.gid) for m in archive} == {(0, 0)}
@@ -157,6 +159,7 @@ def test_docker_archive(result: BuildResult, tmp_path: Path) -> None:
     for name in (entry["Config"], *entry["Layers"]):
         assert name in files.files
     _check_image(files, files.json("index.json")["manifests"][0])  # also an OCI layout (Docker 25+ format)
+    assert set(validate_docker_archive(dest).images.values()) == {1}
 
 
 def test_docker_format_build_gives_docker_media_types(tmp_path: Path) -> None:
@@ -168,6 +171,7 @@ def test_docker_format_build_gives_docker_media_types(tmp_path: Path) -> None:
     assert manifest["mediaType"] == mediatypes.DOCKER_MANIFEST
     assert {layer["mediaType"] for layer in manifest["layers"]} == {mediatypes.DOCKER_LAYER_GZIP}
     assert "annotations" not in manifest
+    assert set(validate_docker_archive(dest).images.values()) == {1}
 
 
 def test_layout_dir_accumulates_tags(tmp_path: Path) -> None:
@@ -181,6 +185,33 @@ def test_layout_dir_accumulates_tags(tmp_path: Path) -> None:
     assert by_tag == {"1": first.top.descriptor.digest, "2": second.top.descriptor.digest}
     for descriptor in index["manifests"]:
         _check_image(files, descriptor)
+    assert len(validate_layout(root).images) == 2
+
+
+def test_validate_image_finds_what_is_wrong(result: BuildResult, tmp_path: Path) -> None:
+    """The shared checks (tests/validate.py) fail on a layer whose bytes or diff_id are wrong."""
+    root = tmp_path / "layout"
+    write_layout_dir(result, root, _tags("example.com/app:1"))
+    validate_layout(root)
+    layer = result.images[0].layers[0].descriptor.digest
+    blob = root / "blobs" / layer.replace(":", "/")
+    good = blob.read_bytes()
+    blob.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    with pytest.raises(AssertionError, match="descriptor says"):
+        validate_layout(root)
+    blob.write_bytes(good)
+    config_digest = result.images[0].config.descriptor.digest
+    config = json.loads((root / "blobs" / config_digest.replace(":", "/")).read_bytes())
+    config["rootfs"]["diff_ids"] = ["sha256:" + "0" * 64]
+    with pytest.raises(AssertionError, match="has diff_id"):
+        _check_config_only(config, root, layer)
+
+
+def _check_config_only(config: dict[str, Any], root: Path, layer: str) -> None:
+    import gzip
+
+    from validate import check_config
+    check_config(config, [gzip.decompress((root / "blobs" / layer.replace(":", "/")).read_bytes())], "test")
 
 
 def test_layout_dir_keeps_both_tags_of_the_same_image(result: BuildResult, tmp_path: Path) -> None:
