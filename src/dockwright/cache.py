@@ -1,33 +1,61 @@
 """Content-addressed local cache: built layers memoised by the fingerprint of their inputs, and blobs
 by digest. Safe to share between concurrent builds: every write goes to a unique temporary file and
 is renamed into place; a blob is trusted only if its size matches, and its digest is re-checked
-whenever its bytes are streamed out (blobs.FileBlob)."""
+whenever its bytes are streamed out (blobs.FileBlob).
+
+It looks after its size: when a build closes it, the least recently used entries go until it holds at most
+its cap (cache_cap). A blob a build is using is never removed under it: every build holds a shared lock on
+CACHE/lock while it runs, and trimming needs the exclusive lock, taken without waiting: when other builds are
+running, the last of them to finish trims."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 from dockwright.model.digest import check_digest, digest_bytes, is_digest
 from dockwright.model.errors import DockwrightError
 from dockwright.model.mediatypes import MAX_MANIFEST_BYTES
+from dockwright.model.units import human_size, parse_size, plural
+
+log = logging.getLogger("dockwright")
 
 FORMAT_VERSION = "1"
 ROOTFS = "rootfs"  # RUN's layer directories (dockwright.run.snapshots), by chain ID
 TEMP_PREFIX = "tmp-"  # their temporary directories
 STALE_TEMP_SECONDS = 3600
+RUN_CACHE = "run-cache"  # RUN --mount=type=cache directories: the user's, never trimmed
+LOCK = "lock"
+DEFAULT_CAP = 10 * 2**30
+CAP_VARIABLE = "DOCKWRIGHT_CACHE_MAX"
 
 
 def default_cache_dir() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(root) / "dockwright"
+
+
+def cache_cap(root: Path) -> int:
+    """The most the cache at `root` keeps after a build: $DOCKWRIGHT_CACHE_MAX (a SIZE such as 5GB or 10GiB),
+    else the smaller of 10 GiB and a tenth of the free space on its file system."""
+    text = os.environ.get(CAP_VARIABLE)
+    if text:
+        return parse_size(text, CAP_VARIABLE)
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError:
+        return DEFAULT_CAP
+    return min(DEFAULT_CAP, free // 10)
 
 
 @dataclass(frozen=True)
@@ -60,20 +88,46 @@ class Cache:
         self.resolutions = self.root / "resolutions"  # base tags -> the digest they pointed at, last asked
         self.tmp = self.root / "tmp"
         self._temps: set[Path] = set()  # made by this process; what is left of them goes on close
+        self._lock: int | None = None
+        if not self._temporary:
+            cache_cap(self.root)  # a bad DOCKWRIGHT_CACHE_MAX fails now, not after the build
         try:
             for folder in (self.blobs, self.layers, self.indexes, self.machines, self.resolutions, self.tmp):
                 folder.mkdir(parents=True, exist_ok=True)
+            if not self._temporary:
+                self._lock = _lock(self.root, fcntl.LOCK_SH)  # waits only while `cache prune` runs
+                self._unlock = weakref.finalize(self, os.close, self._lock)  # a cache never closed
         except OSError as exc:
             raise self._error(exc) from None
 
     def close(self) -> None:
-        """Remove this process's leftover temporary files (an interrupted or failed write)."""
+        """Remove this process's leftover temporary files (an interrupted or failed write), then trim the cache
+        to its cap unless another build is using it."""
         for temp in list(self._temps):
             with contextlib.suppress(OSError):
                 temp.unlink()
         self._temps.clear()
         if self._temporary:
             shutil.rmtree(self.root, ignore_errors=True)
+        if self._lock is not None:
+            lock, self._lock = self._lock, None
+            self._unlock.detach()
+            try:
+                self._trim(lock)
+            finally:
+                os.close(lock)
+
+    def _trim(self, lock: int) -> None:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # from shared: no other build holds it
+        except OSError:
+            log.debug("cache %s: other builds are using it; the last to finish trims it", self.root)
+            return
+        cap = cache_cap(self.root)
+        removed, freed = _remove_least_recent(self.root, cap)
+        if removed:
+            log.info("cache: removed %s (%s) to stay under its cap of %s", plural(removed, "entry", "entries"),
+                     human_size(freed), human_size(cap))
 
     def _error(self, exc: OSError) -> DockwrightError:
         return DockwrightError(f"cannot write to the cache {self.root}: {exc.strerror}",
@@ -114,10 +168,15 @@ class Cache:
         return self.blobs / check_digest(digest, "cache").split(":", 1)[1]
 
     def has_blob(self, digest: str, size: int) -> bool:
+        """Whether the blob is here (a hit counts as a use: trimming keeps what was used last)."""
+        path = self.blob_path(digest)
         try:
-            return self.blob_path(digest).stat().st_size == size
+            found = path.stat().st_size == size
         except OSError:
             return False
+        if found:
+            self.touch(path)
+        return found
 
     def adopt_blob(self, temp: Path, digest: str) -> Path:
         """Move a verified temporary file into the cache under its digest."""
@@ -248,17 +307,93 @@ def _tree_size(path: Path) -> int:
 
 
 def disk_usage(root: Path) -> str:
-    entries = _entries(root)
-    blobs = sum(1 for path, _, _ in entries if path.parent.name == "sha256")
-    snapshots = sum(1 for path, _, _ in entries if path.parent.name == ROOTFS)
-    total = sum(size for _, size, _ in entries)  # layer records: built layers' and directory indexes
-    return (f"{root}: {blobs} blobs, {len(entries) - blobs - snapshots} layer records, {total} bytes "
-            f"(with {snapshots} layer directories for RUN)")
+    """`dockwright cache du`: the total, the cap, and a line per kind of entry."""
+    built: set[str] = set()
+    for record in _files(root / "layers"):
+        with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+            built.add(str(json.loads(record.read_bytes()).get("digest", "")).removeprefix("sha256:"))
+    kinds: dict[str, list[int]] = {name: [0, 0] for name in _KINDS}
+
+    def add(kind: str, size: int) -> None:
+        kinds[kind][0] += 1
+        kinds[kind][1] += size
+
+    for path, size, _ in _entries(root):
+        if path.parent.name == "sha256":
+            add("layers built" if path.name in built else "manifests and configs" if _is_json(path)
+                else "base image layers", size)
+        else:
+            add("RUN layer directories" if path.parent.name == ROOTFS else "layer records and indexes", size)
+    for path in _files(root / "resolutions"):
+        with contextlib.suppress(OSError):
+            add("layer records and indexes", path.stat().st_size)
+    for path in (*_files(root / "tmp"), *(root / ROOTFS).glob(f"{TEMP_PREFIX}*")):
+        with contextlib.suppress(OSError):
+            add("temporary files", _tree_size(path) if path.is_dir() else path.stat().st_size)
+    for path in _files(root / RUN_CACHE):
+        add("RUN cache mounts (never trimmed)", _tree_size(path))
+    total = sum(size for count, size in kinds.values())
+    how = f"${CAP_VARIABLE}" if os.environ.get(CAP_VARIABLE) else \
+        f"the smaller of 10 GiB and a tenth of the free space; ${CAP_VARIABLE} sets it"
+    lines = [f"{root}: {human_size(total)} (cap {human_size(cache_cap(root))}: {how})"]
+    for name, (count, size) in kinds.items():
+        lines.append(f"  {name:<33} {human_size(size):>10}  {plural(count, *_KINDS[name])}")
+    return "\n".join(lines)
+
+
+_KINDS = {"layers built": ("blob", "blobs"), "base image layers": ("blob", "blobs"),
+          "manifests and configs": ("blob", "blobs"), "RUN layer directories": ("directory", "directories"),
+          "layer records and indexes": ("file", "files"), "temporary files": ("entry", "entries"),
+          "RUN cache mounts (never trimmed)": ("directory", "directories")}
+
+
+def _files(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
+
+
+def _is_json(path: Path) -> bool:
+    """A manifest, index or config (JSON documents) rather than a layer (gzip, zstd or tar bytes)."""
+    try:
+        with path.open("rb") as file:
+            return file.read(1) == b"{"
+    except OSError:
+        return False
+
+
+def _lock(root: Path, kind: int) -> int:
+    fd = os.open(root / LOCK, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)  # flock needs no write access
+    try:
+        fcntl.flock(fd, kind)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def prune(root: Path, keep_bytes: int) -> tuple[int, int]:
-    """Remove the least recently used entries until at most `keep_bytes` remain. Records whose blob is
-    gone are ignored by lookups, so removal order cannot leave a torn entry."""
+    """`dockwright cache prune`: remove the least recently used entries until at most `keep_bytes` remain.
+    Returns (entries removed, bytes freed). Fails at once, removing nothing, while a build uses the cache."""
+    if not root.is_dir():
+        return 0, 0
+    try:
+        fd = _lock(root, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise DockwrightError(f"the cache {root} is in use by a running build",
+                              hint="prune again when it has finished (builds trim the cache to its cap "
+                                   "themselves)") from None
+    try:
+        return _remove_least_recent(root, keep_bytes)
+    finally:
+        os.close(fd)
+
+
+def _remove_least_recent(root: Path, keep_bytes: int) -> tuple[int, int]:
+    """Remove the least recently used entries until at most `keep_bytes` remain (the caller holds the
+    exclusive lock). Records whose blob is gone are ignored by lookups, so removal order cannot leave a torn
+    entry."""
     entries = sorted(_entries(root), key=lambda item: item[2])
     total = sum(size for _, size, _ in entries)
     removed = freed = 0

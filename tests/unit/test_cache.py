@@ -7,14 +7,17 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from dockwright.cache import STALE_TEMP_SECONDS, Cache, default_cache_dir, disk_usage, prune
+from dockwright.cache import STALE_TEMP_SECONDS, Cache, cache_cap, default_cache_dir, disk_usage, prune
 from dockwright.model.blobs import FileBlob
 from dockwright.model.digest import digest_bytes
+from dockwright.model.errors import DockwrightError, UsageError
 
 
 def _fingerprint(n: int) -> str:
@@ -28,6 +31,15 @@ def _store(cache: Cache, fingerprint: str, content: bytes) -> tuple[str, str]:
     digest, diff_id = digest_bytes(content), digest_bytes(b"tar:" + content)
     cache.store_layer(fingerprint, temp, digest, len(content), diff_id, "gzip")
     return digest, diff_id
+
+
+def _usage(root: Path) -> dict[str, tuple[int, str]]:
+    """`cache du`'s lines: kind -> (count, human size)."""
+    kinds = {}
+    for line in disk_usage(root).splitlines()[1:]:
+        name, size, count = re.fullmatch(r"  (.+?)\s+(\d[\d.]* \w+)  (\d+) \w+", line).groups()  # type: ignore[union-attr]
+        kinds[name] = (int(count), size)
+    return kinds
 
 
 def test_store_then_lookup_round_trip(tmp_path: Path) -> None:
@@ -95,6 +107,7 @@ def test_prune_keeps_the_most_recently_used_entries_up_to_the_limit(tmp_path: Pa
         _set_times([cache.blob_path(digest), record], now - 1000 + n)  # entry 4 is the most recent
         sizes[n] = len(content) + record.stat().st_size
     keep = sizes[3] + sizes[4]
+    cache.close()  # an open cache is a running build: prune would refuse
     removed, freed = prune(tmp_path, keep)
     assert removed == 6  # blob and record of entries 0, 1 and 2
     assert freed == sizes[0] + sizes[1] + sizes[2]
@@ -104,8 +117,10 @@ def test_prune_keeps_the_most_recently_used_entries_up_to_the_limit(tmp_path: Pa
 def test_prune_to_zero_empties_the_cache_and_keeps_it_usable(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
     _store(cache, _fingerprint(1), b"x" * 100)
+    cache.close()
     prune(tmp_path, 0)
-    assert "0 blobs, 0 layer records, 0 bytes" in disk_usage(tmp_path)
+    usage = _usage(tmp_path)
+    assert usage["layers built"] == usage["layer records and indexes"] == (0, "0 B")
     assert cache.lookup_layer(_fingerprint(1)) is None
     _store(cache, _fingerprint(1), b"x" * 100)
     assert cache.lookup_layer(_fingerprint(1)) is not None
@@ -115,6 +130,8 @@ def test_prune_removes_only_abandoned_temporary_files(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
     old, fresh = cache.temp_path(".layer"), cache.temp_path(".layer")
     _set_times([old], time.time() - STALE_TEMP_SECONDS - 60)
+    cache._temps.clear()  # as if the process that made them had been killed
+    cache.close()
     prune(tmp_path, 10**12)
     assert not old.exists()
     assert fresh.exists()  # a running build's file
@@ -125,7 +142,11 @@ def test_disk_usage_counts_blobs_and_records(tmp_path: Path) -> None:
     _store(cache, _fingerprint(1), b"a" * 10)
     _store(cache, _fingerprint(2), b"b" * 20)
     report = disk_usage(tmp_path)
-    assert report.startswith(f"{tmp_path}: 2 blobs, 2 layer records, ")
+    assert report.startswith(f"{tmp_path}: ")
+    usage = _usage(tmp_path)
+    assert usage["layers built"] == (2, "30 B")
+    assert usage["layer records and indexes"][0] == 2
+    assert usage["base image layers"] == usage["temporary files"] == (0, "0 B")
 
 
 def test_temporary_cache_is_removed_on_close() -> None:
@@ -190,6 +211,7 @@ def test_a_cache_hit_counts_as_recent_use_for_prune(tmp_path: Path) -> None:
         os.utime(path, (1_000_000, 1_000_000))  # both long unused
     old = cache.lookup_layer("fp-old")  # ... until the old one is used again
     assert old is not None
+    cache.close()
     prune(tmp_path, old.size + (cache.layers / "fp-old.json").stat().st_size)
     assert cache.lookup_layer("fp-old") is not None
     assert cache.lookup_layer("fp-new") is None
@@ -228,10 +250,77 @@ def test_prune_removes_run_layer_directories_oldest_first_and_abandoned_run_temp
     for directory in (abandoned, running):
         (directory / "upper").mkdir(parents=True)
     _set_times([old, abandoned], time.time() - STALE_TEMP_SECONDS - 60)
-    assert "(with 2 layer directories for RUN)" in disk_usage(tmp_path)
+    assert _usage(tmp_path)["RUN layer directories"][0] == 2
 
     removed, freed = prune(tmp_path, 12_000)  # one directory: ~9 kB (two directories and a file)
 
     assert (removed, not old.exists(), recent.exists()) == (1, True, True)
     assert freed >= 1000
     assert not abandoned.exists() and running.exists()
+
+
+def _filled(root: Path, count: int, size: int) -> Cache:
+    """A cache with `count` layers of `size` bytes, entry 0 the least recently used."""
+    cache = Cache(root)
+    now = time.time()
+    for n in range(count):
+        digest, _ = _store(cache, _fingerprint(n), bytes([n]) * size)
+        _set_times([cache.blob_path(digest), cache.layers / f"{_fingerprint(n)}.json"], now - 1000 + n)
+    return cache
+
+
+def test_a_build_closing_the_cache_trims_it_to_its_cap_least_recently_used_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKWRIGHT_CACHE_MAX", "25kB")
+    cache = _filled(tmp_path, 4, 10_000)
+    cache.close()
+    assert [Cache(tmp_path).lookup_layer(_fingerprint(n)) is not None for n in range(4)] == [False, False, True, True]
+
+
+def test_no_trim_while_another_build_uses_the_cache_the_last_one_trims(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKWRIGHT_CACHE_MAX", "25kB")
+    running = Cache(tmp_path)  # another build, still running (flock: another open file is another holder)
+    finished = _filled(tmp_path, 4, 10_000)
+    finished.close()
+    assert len(list(running.blobs.iterdir())) == 4  # nothing removed under the running build
+    with pytest.raises(DockwrightError, match="in use by a running build"):
+        prune(tmp_path, 0)
+    running.close()
+    assert len(list(running.blobs.iterdir())) == 2
+
+
+def test_the_cap_is_the_variable_or_the_smaller_of_10_gib_and_a_tenth_of_the_free_space(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DOCKWRIGHT_CACHE_MAX", raising=False)
+    assert cache_cap(tmp_path) == min(10 * 2**30, shutil.disk_usage(tmp_path).free // 10)
+    monkeypatch.setenv("DOCKWRIGHT_CACHE_MAX", "5MB")
+    assert cache_cap(tmp_path) == 5_000_000
+    monkeypatch.setenv("DOCKWRIGHT_CACHE_MAX", "10GiB")
+    assert cache_cap(tmp_path) == 10 * 2**30
+    monkeypatch.setenv("DOCKWRIGHT_CACHE_MAX", "lots")
+    with pytest.raises(UsageError, match="DOCKWRIGHT_CACHE_MAX 'lots': expected a size"):
+        Cache(tmp_path / "cache")  # before the build, not after it
+
+
+def test_du_shows_human_sizes_per_kind_and_takes_cache_dir_after_the_action(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dockwright.cli.main import main
+
+    cache = _filled(tmp_path / "cache", 2, 1536)
+    document = b'{"schemaVersion": 2}'
+    cache.put_bytes(document, digest_bytes(document))
+    base_layer = b"\x1f\x8b" + b"z" * 3000
+    cache.put_bytes(base_layer, digest_bytes(base_layer))
+    cache.close()
+    for argv in (["cache", "du", "--cache-dir", str(tmp_path / "cache")],
+                 ["cache", "--cache-dir", str(tmp_path / "cache"), "du"]):
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"{tmp_path / 'cache'}: ")
+        usage = _usage(tmp_path / "cache")
+        assert usage["layers built"] == (2, "3.0 KiB")
+        assert usage["base image layers"] == (1, "2.9 KiB")
+        assert usage["manifests and configs"] == (1, "20 B")
+    assert main(["cache", "prune", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert capsys.readouterr().out.startswith("removed 6 entries, freed ")

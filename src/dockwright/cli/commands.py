@@ -49,24 +49,13 @@ def run_logout(args: argparse.Namespace) -> int:
 
 def run_cache(args: argparse.Namespace) -> int:
     from dockwright.cache import default_cache_dir, disk_usage, prune
+    from dockwright.model.units import human_size, parse_size, plural
 
     root = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     if args.cache_command == "du":
         print(disk_usage(root))
         return 0
-    keep = _parse_size(args.keep_storage) if args.keep_storage else 0
+    keep = parse_size(args.keep_storage, "--keep-storage") if args.keep_storage else 0
     removed, freed = prune(root, keep)
-    print(f"removed {removed} entries, freed {freed} bytes")
+    print(f"removed {plural(removed, 'entry', 'entries')}, freed {human_size(freed)}")
     return 0
-
-
-def _parse_size(text: str) -> int:
-    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "K": 2**10, "M": 2**20, "G": 2**30}
-    value = text.strip().upper()
-    number = value.rstrip("KMGTIB")
-    unit = value[len(number):]
-    try:
-        return int(float(number) * units[unit])
-    except (ValueError, KeyError):
-        raise UsageError(f"--keep-storage {text!r}: expected a size such as 500MB or 2GiB") from None

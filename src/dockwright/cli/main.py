@@ -114,10 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     logout.add_argument("registry")
 
     cache = commands.add_parser("cache", help="inspect or prune the local cache")
-    cache.add_argument("--cache-dir", metavar="DIR")
+    cache_dir = {"metavar": "DIR", "help": "the cache (default $XDG_CACHE_HOME/dockwright)"}
+    cache.add_argument("--cache-dir", **cache_dir)  # type: ignore[arg-type]
     cache_commands = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
-    cache_commands.add_parser("du", help="show the cache's size")
-    prune = cache_commands.add_parser("prune", help="remove cached blobs (oldest first)")
+    du = cache_commands.add_parser("du", help="show the cache's size, per kind of entry, and its cap")
+    prune = cache_commands.add_parser("prune", help="remove cached entries (least recently used first)")
+    for action in (du, prune):  # before or after the action: `cache du --cache-dir DIR` too
+        action.add_argument("--cache-dir", default=argparse.SUPPRESS, **cache_dir)  # type: ignore[arg-type]
     prune.add_argument("--keep-storage", metavar="SIZE", help="keep at most SIZE (e.g. 2GB); default: remove all")
     return parser
 
