@@ -2,8 +2,10 @@
 
 A template is plain data, so the executor resolves it without the frontend that wrote it. Its
 syntax: `\\c` is the literal character c; `${NAME}` is NAME's value; `${NAME<op>WORD}` with op one of
-`-`, `:-`, `+`, `:+`, `?`, `:?` has the shell's meaning, WORD being a template itself; anything else
-is literal. (The Dockerfile frontend writes templates in this form: frontends/dockerfile/shell.py.)
+`-`, `:-`, `+`, `:+`, `?`, `:?` has the shell's meaning, WORD being a template itself; `${NAME#WORD}`,
+`${NAME%WORD}` and `${NAME/PATTERN/WORD}`, `${NAME//PATTERN/WORD}` are BuildKit's pattern operators
+(dockwright/substitution.py) on the resolved words; anything else is literal. (The Dockerfile frontend
+writes templates in this form: frontends/dockerfile/shell.py.)
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import posixpath
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
+from dockwright import substitution
 from dockwright.model.errors import DockerfileError
 from dockwright.plan import ConfigEdit
 
 Env = Callable[[str], "str | None"]
-_OPS = ("-", "+", "?", ":-", ":+", ":?")
+_OPS = ("-", "+", "?", ":-", ":+", ":?", "#", "%", "/")
 
 
 class TemplateError(ValueError):
@@ -53,19 +56,19 @@ def resolve_deferred(edit: ConfigEdit, inherited_env: Mapping[str, str] | Sequen
 
 def resolve_template(template: str, env: Env) -> str:
     """A template's text with every reference expanded against `env` (None: unset)."""
-    return _resolve(template, 0, env, stop=False)[0]
+    return _resolve(template, 0, env, stop="")[0]
 
 
-def _resolve(text: str, pos: int, env: Env, *, stop: bool) -> tuple[str, int]:
-    """Resolve from `pos` to the end, or (`stop`) to the unescaped `}` closing a reference's word;
-    (value, position after it)."""
+def _resolve(text: str, pos: int, env: Env, *, stop: str) -> tuple[str, int]:
+    """Resolve from `pos` to the end, or to the unescaped `stop` (`}` closing a reference's word, `/` ending
+    a pattern); (value, position after it)."""
     out: list[str] = []
     while pos < len(text):
         ch = text[pos]
         if ch == "\\":
             out.append(text[pos + 1 : pos + 2])
             pos += 2
-        elif ch == "}" and stop:
+        elif stop and ch == stop:
             return "".join(out), pos + 1
         elif text.startswith("${", pos):
             value, pos = _reference(text, pos + 2, env)
@@ -74,7 +77,7 @@ def _resolve(text: str, pos: int, env: Env, *, stop: bool) -> tuple[str, int]:
             out.append(ch)
             pos += 1
     if stop:
-        raise TemplateError("syntax error: missing '}'")
+        raise TemplateError(f"syntax error: missing '{stop}'")
     return "".join(out), pos
 
 
@@ -84,13 +87,20 @@ def _reference(text: str, pos: int, env: Env) -> tuple[str, int]:
     while pos < len(text) and (text[pos].isalnum() or text[pos] == "_"):
         pos += 1
     name = text[start:pos]
+    value = env(name)
     if text.startswith("}", pos):
-        return env(name) or "", pos + 1
+        return value or "", pos + 1
     op = text[pos : pos + 2] if text.startswith(":", pos) else text[pos : pos + 1]
     if not name or op not in _OPS:
         raise TemplateError(f"bad substitution in {text!r}")
-    word, pos = _resolve(text, pos + len(op), env, stop=True)
-    value = env(name)
+    if op == "/":
+        every = text.startswith("/", pos + 1)
+        pattern, pos = _resolve(text, pos + 1 + every, env, stop="/")
+        replacement, pos = _resolve(text, pos, env, stop="}")
+        return _pattern(lambda: substitution.replace(value or "", pattern, replacement, every=every)), pos
+    word, pos = _resolve(text, pos + len(op), env, stop="}")
+    if op in ("#", "%"):
+        return _pattern(lambda: substitution.remove(value or "", op, word)), pos
     empty = value is None or (op.startswith(":") and value == "")
     if op.endswith("-"):
         return (word if empty else value or ""), pos
@@ -100,3 +110,10 @@ def _reference(text: str, pos: int, env: Env) -> tuple[str, int]:
         default = "is not allowed to be unset" if value is None else "is not allowed to be empty"
         raise TemplateError(f"{name}: {word or default}")
     return value or "", pos
+
+
+def _pattern(operation: Callable[[], str]) -> str:
+    try:
+        return operation()
+    except substitution.PatternError as exc:
+        raise TemplateError(str(exc)) from None

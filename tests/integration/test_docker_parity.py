@@ -26,3 +26,26 @@ def test_entrypoint_resets_the_base_cmd_in_flags_mode(dockwright: RunDockwright,
         assert args + "\n" in run_oci_image(layout, "1", tmp_path)
     dry = dockwright("build", context, "--from", base, "--entrypoint", '["/app/hello.sh"]', "--dry-run").stdout
     assert "CMD []" in dry
+
+
+@pytest.mark.requires("runc")
+def test_variable_modifiers_on_build_args_and_on_the_base_images_env(dockwright: RunDockwright,
+                                                                      busybox_files: BusyboxBase,
+                                                                      tmp_path: Path) -> None:
+    """${v#p} ${v%%p} ${v/p/r} ${v//p/r} as BuildKit expands them (buildah 1.28 refuses these modifiers, so the
+    expected values are BuildKit's documented ones): on an ARG (hugo's DART_ARCH) and on the base's PATH,
+    which is only known at build time."""
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        f"FROM oci-layout://{busybox_files.layout}:latest\n"
+        "ARG TARGETARCH\nARG DART_ARCH=${TARGETARCH/amd64/x64}\nARG FILE=app.tar.gz\n"
+        "ENV DART=${DART_ARCH} STEM=${FILE%%.*} EXT=${FILE#*.} FIRST=${PATH%%:*} SPACED=\"${PATH//:/ }\" "
+        "LAST=${PATH##*/}\n")
+    layout = tmp_path / "layout"
+    dockwright("build", context, "--platform", "linux/amd64", "-t", "example.com/mods:1",
+               "-o", f"type=oci,dest={layout},tar=false", *cache_args(tmp_path), env=EPOCH_ENV)
+    env = run_oci_image(layout, "1", tmp_path, ["env"]).splitlines()
+    for line in ("DART=x64", "STEM=app", "EXT=tar.gz", "FIRST=/usr/local/sbin", "LAST=bin",
+                 "SPACED=/usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin"):
+        assert line in env, env

@@ -31,7 +31,8 @@ def plan(text: str, **kwargs: object):  # type: ignore[no-untyped-def]
     ("FROM scratch\nENV A=${B\n", "Dockerfile:2:", "missing '}'"),
     ("FROM scratch\nENV A=${:-x}\n", "Dockerfile:2:", "bad substitution"),
     ("FROM scratch\nENV A=${B:?required}\n", "Dockerfile:2:", "B: required"),
-    ("FROM scratch\nENV A=${B/x/y}\n", "Dockerfile:2:", "unsupported modifier"),
+    ("FROM scratch\nENV A=${B:/x/y}\n", "Dockerfile:2:", "unsupported modifier (:/)"),
+    ("FROM scratch\nENV A=${B#\\x}\n", "Dockerfile:2:", "invalid escape"),
     ("FROM scratch\nENV A='unterminated\n", "Dockerfile:2:", "matching single-quote"),
     ("# just a comment\nARG X=1\n", "Dockerfile:", "no FROM instruction"),
     ("COPY a /a\nFROM scratch\n", "Dockerfile:1:", "only ARG may come before FROM"),
@@ -44,6 +45,9 @@ def plan(text: str, **kwargs: object):  # type: ignore[no-untyped-def]
     ("FROM scratch AS a\nCOPY --from=b /x /x\nFROM a AS b\n", "Dockerfile:", "circular dependency"),
     ("FROM scratch\nCOPY --from=7 /x /x\n", "Dockerfile:2:", "invalid stage index 7"),
     ("FROM alpine\nCOPY --chown=$APP_UID a /a\n", "Dockerfile:2:", "$APP_UID is not defined in this Dockerfile"),
+    ("FROM alpine\nARG VERSION\nCOPY app-$VERSION.jar /app.jar\n", "Dockerfile:3:",
+     "app-$VERSION.jar: ARG VERSION (line 2) has no value"),
+    ("FROM alpine\nARG DIR\nCOPY a ${DIR%/}/\n", "Dockerfile:3:", "ARG DIR (line 2) has no value"),
     ("FROM scratch AS x\nFROM scratch AS X\n", "Dockerfile:2:", "duplicate stage name"),
     ("FROM scratch AS 1st\n", "Dockerfile:1:", "invalid name for build stage"),
     ("ARG BASE\nFROM $BASE\n", "Dockerfile:2:", "base name ($BASE) should not be blank"),
@@ -101,3 +105,16 @@ def test_copy_chmod_takes_the_modes_buildkit_takes(chmod: str, valid: bool) -> N
     else:
         with pytest.raises(DockerfileError, match="invalid chmod parameter"):
             plan(text)
+
+
+def test_an_arg_without_a_value_suggests_a_build_arg() -> None:
+    """Issue 11 item 6: the error names the ARG's line and the --build-arg that gives it a value; with that
+    value (or an ENV, or a scratch base, where BuildKit's empty expansion is known) there is no error."""
+    text = "FROM alpine\nARG VERSION\nCOPY app-$VERSION.jar /app.jar\n"
+    with pytest.raises(DockerfileError) as raised:
+        plan(text)
+    assert raised.value.hint == "pass --build-arg VERSION=..., or give it a default: ARG VERSION=..."
+    assert plan(text, build_args={"VERSION": "1.2"}).target.steps[-1].sources == ("app-1.2.jar",)
+    assert plan(text.replace("alpine", "scratch")).target.steps[-1].sources == ("app-.jar",)
+    assert plan(text.replace("ARG VERSION\n", "ARG VERSION\nENV VERSION=3\n")).target.steps[-1].sources == (
+        "app-3.jar",)

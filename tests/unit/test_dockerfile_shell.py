@@ -3,6 +3,7 @@ deferred expansion against a base image's Env, --build-arg parsing."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def test_expand_words_splits_unquoted_values(text: str, words: list[str]) -> Non
 
 
 @pytest.mark.parametrize(("word", "error"), [
-    ("${A", "missing '}'"), ("${}", "bad substitution"), ("${A%x}", "unsupported modifier"),
+    ("${A", "missing '}'"), ("${}", "bad substitution"), ("${A:%x}", "unsupported modifier"),
     ("${NOPE:?}", "NOPE: is not allowed to be unset"), ("${EMPTY:?}", "EMPTY: is not allowed to be empty"),
     ('"open', "matching double-quote"),
 ])
@@ -77,6 +78,9 @@ def test_resolve_deferred_uses_the_inherited_env_and_workdir() -> None:
 @pytest.mark.parametrize("word", [
     "/opt/bin:$BASE:$X", "'$BASE' \\$ \\} }", '"a $BASE b" c\\d', "${BASE:-$X}", "${BASE-${X}y}", "${BASE:+[$X]}",
     "${BASE+${NONE:-z\\}}}", "${BASE:?}", "${EMPTYBASE:-e}${EMPTYBASE-f}${EMPTYBASE:+g}${EMPTYBASE+h}", "$ $1 ${X}$",
+    "${BASE#b}", "${BASE##*:}", "${BASE%\\$}", "${BASE%%[a-z]*}", "${BASE#?:}", "${BASE/a/$X}", "${BASE//[?\\}/-}",
+    "${BASE//?/<$0>}", "${BASE/\\//x}", '${BASE#"b:"}', "${BASE%${NONE:-e*}}", "${BASE/$X/y}", "${NOPE#x}z",
+    "${BASE#\\q}",
 ])
 @pytest.mark.parametrize("base", [{"BASE": "b:a}s\\e$", "EMPTYBASE": ""}, {"BASE": "", "EMPTYBASE": ""}])
 def test_a_deferred_template_resolves_as_the_word_would_have_expanded(word: str, base: dict[str, str]) -> None:
@@ -93,7 +97,7 @@ def test_a_deferred_template_resolves_as_the_word_would_have_expanded(word: str,
     try:
         expected = expand(word, everything).value
     except ShellError as exc:
-        with pytest.raises(ValueError, match=str(exc).split(":")[0]):
+        with pytest.raises(ValueError, match=re.escape(str(exc).split(":")[0])):
             resolve_template(expand(word, unknown_base, unknown=Unknown.DEFER).template or "", everything)
         return
     deferred = expand(word, unknown_base, unknown=Unknown.DEFER)
@@ -144,3 +148,64 @@ def test_parse_build_args() -> None:
     environ = {"FROM_ENV": "env-value"}
     assert parse_build_args(["A=1", "B=", "C=x=y", "FROM_ENV", "MISSING"], environ) == {
         "A": "1", "B": "", "C": "x=y", "FROM_ENV": "env-value"}
+
+
+# BuildKit's own cases for the pattern operators (frontend/dockerfile/shell/lex_test.go, TestProcessWithMatches)
+@pytest.mark.parametrize(("word", "env", "value"), [
+    ("${FOO#()[]{\\}^$.\\*\\?|\\\\}", {"FOO": "()[]{}^$.*?|\\x"}, "x"),
+    ("${FOO%%\\**}", {"FOO": "xx**"}, "xx"),
+    ("${FOO#*x*y}", {"FOO": "xxyy"}, "y"),
+    ("${FOO#*}", {"FOO": "xxyy"}, "xxyy"),
+    ("${FOO#$BAR}", {"FOO": "xxyy", "BAR": "x"}, "xyy"),
+    ("${FOO#$BAR}", {"FOO": "xxyy", "BAR": ""}, "xxyy"),
+    ("${FOO#}", {"FOO": "xxyy"}, "xxyy"),
+    ("${FOO##*x}", {"FOO": "xxyy"}, "yy"),
+    ("${FOO##}", {"FOO": "xxyy"}, "xxyy"),
+    ("${FOO#?\\?}", {"FOO": "???y"}, "?y"),
+    ("${ABC:-.}${FOO%x}${ABC:-.}", {"FOO": "xxyy"}, ".xxyy."),
+    ("${FOO%%\\**\\*}", {"FOO": "a***yy*"}, "a"),
+    ("${FOO%}", {"FOO": "xxyy"}, "xxyy"),
+    ("${FOO%%$BAR}", {"FOO": "xxyy", "BAR": ""}, "xxyy"),
+    ("${FOO/$NEEDLE/.} - ${FOO//$NEEDLE/.}", {"FOO": "/foo*/*/*.txt", "NEEDLE": "\\*/"}, "/foo.*/*.txt - /foo..*.txt"),
+    ("${FOO/$NEEDLE/} - ${FOO//$NEEDLE/}", {"FOO": "/tmp/tmp/bar.txt", "NEEDLE": "/tmp"}, "/tmp/bar.txt - /bar.txt"),
+    ("${FOO/$NEEDLE/$REPLACEMENT} - ${FOO//$NEEDLE/$REPLACEMENT}",
+     {"FOO": "/a/foo/b/c.txt", "NEEDLE": "/?/", "REPLACEMENT": "/"}, "/foo/b/c.txt - /foo/c.txt"),
+    ("${FOO/$NEEDLE/$REPLACEMENT}", {"FOO": "http://google.de", "NEEDLE": "http://", "REPLACEMENT": "https://"},
+     "https://google.de"),
+    ("${FOO//\\//\\/}", {"FOO": "/tmp/foo.txt"}, "\\/tmp\\/foo.txt"),
+    ("${FOO/$BAR/ww}", {"FOO": "xxyy", "BAR": ""}, "wwxxyy"),
+    ("${FOO///}", {"FOO": "xxyy"}, "xxyy"),
+    ("${FOO///}", {}, ""),
+    # beyond BuildKit's list: shortest vs longest, unset variables, brackets are literal, Go's ReplaceAll
+    ("${FOO#*.}|${FOO##*.}|${FOO%.*}|${FOO%%.*}", {"FOO": "a.tar.gz"}, "tar.gz|gz|a.tar|a"),
+    ("${NOPE#x}|${NOPE%x}|${NOPE/x/y}|${NOPE/*/y}", {}, "|||y"),
+    ("${FOO#[ab]}|${FOO#?}", {"FOO": "[ab]c"}, "c|ab]c"),
+    ("${FOO//x*/-}|${FOO//?/$R}|${FOO//b/$D}|${FOO//b/$1$x}|${FOO/b/$R}", {"FOO": "abxb", "R": "<$0>", "D": "$$"},
+     "ab-|<a><b><x><b>|a$x$|ax|a<$0>xb"),
+    ("${TARGETARCH/amd64/x64}", {"TARGETARCH": "amd64"}, "x64"),
+    ("${#}${#:-d}$#$@${?}", {}, "d"),
+])
+def test_pattern_operators_as_buildkit(word: str, env: dict[str, str], value: str) -> None:
+    assert expand(word, env.get).value == value
+
+
+@pytest.mark.parametrize(("word", "error"), [
+    ("${FOO:#}", "unsupported modifier (:#)"), ("${FOO:##}", "unsupported modifier (:#)"),
+    ("${FOO:%}", "unsupported modifier (:%)"), ("${FOO//ww}", "missing '/'"), ("${FOO//}", "missing '/'"),
+    ("${FOO#\\x}", "invalid escape '\\x'"), ("${FOO#\\[}", "invalid escape '\\['"),
+    ("${FOO#a", "missing '}'"), ("${FOO/a/b", "missing '}'"),
+])
+def test_pattern_operator_errors(word: str, error: str) -> None:
+    with pytest.raises(ShellError) as info:
+        expand(word, {"FOO": "xxyy"}.get)
+    assert error in str(info.value)
+
+
+def test_pattern_operators_on_base_image_variables_are_deferred() -> None:
+    deferred = expand("${BASEVAR#/}:${BASEVAR//\\//_}", lookup, unknown=Unknown.DEFER)
+    resolved = resolve_template(deferred.template or "", {"BASEVAR": "/usr/local/bin"}.get)
+    assert resolved == "usr/local/bin:_usr_local_bin"
+    with pytest.raises(ShellError, match="not defined"):
+        expand("${BASEVAR%/*}", lookup, unknown=Unknown.ERROR)
+    with pytest.raises(ShellError, match="cannot expand that mix"):
+        expand("${X#$BASEVAR}", lookup, unknown=Unknown.DEFER)

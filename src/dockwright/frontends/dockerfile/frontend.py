@@ -22,6 +22,7 @@ from dockwright.frontends.dockerfile.shell import (
     UNKNOWN,
     Expansion,
     ShellError,
+    UndefinedError,
     Unknown,
     escape_template,
     expand,
@@ -68,6 +69,7 @@ class _Scope:
     user: _Var | None = None
     shell: tuple[str, ...] | None = None
     args: dict[str, _Var] = field(default_factory=dict)
+    valueless: dict[str, int | None] = field(default_factory=dict)  # ARG NAME without a value: its line
     cmd_set: bool = False
 
     def lookup(self, name: str) -> Any:
@@ -170,10 +172,15 @@ class _Frontend:
     def word(self, text: str, scope: _Scope, unknown: Unknown = Unknown.ERROR) -> Expansion:
         try:
             return expand(text, scope.lookup, escape=self.escape, unknown=unknown)
+        except UndefinedError as exc:
+            if exc.name in scope.valueless:
+                line = scope.valueless[exc.name]
+                return self.error(f"{text}: ARG {exc.name}{f' (line {line})' if line else ''} has no value",
+                                  f"pass --build-arg {exc.name}=..., or give it a default: ARG {exc.name}=...")
+            return self.error(f"{text}: {exc}", "define it with ARG or ENV in this stage (dockwright does not "
+                                                "read the base image's Env for this instruction)")
         except ShellError as exc:
-            hint = ("define it with ARG or ENV in this stage (dockwright does not read the base image's "
-                    "Env for this instruction)") if "is not defined" in str(exc) else None
-            return self.error(f"{text}: {exc}", hint)
+            return self.error(f"{text}: {exc}")
 
     def words(self, text: str, scope: _Scope) -> list[str]:
         try:
@@ -288,6 +295,9 @@ class _Frontend:
                 var = _Var(self.meta[key])
             if var is not None:
                 scope.args[key] = var
+                scope.valueless.pop(key, None)
+            else:
+                scope.valueless[key] = self.line
             shown.append(key if var is None else f"{key}={var.template or var.value}")
         return [ConfigStep(ConfigEdit(), "ARG " + " ".join(shown))]
 

@@ -2,14 +2,17 @@
 
 Mirrors BuildKit's rules: `'...'` is literal, `"..."` expands `$` and lets the escape character
 escape only `"`, `$` and itself; outside quotes the escape character escapes anything; `$VAR`,
-`${VAR}`, `${VAR:-w}`, `${VAR-w}`, `${VAR:+w}`, `${VAR+w}`, `${VAR:?msg}` and `${VAR?msg}`.
+`${VAR}`, `${VAR:-w}`, `${VAR-w}`, `${VAR:+w}`, `${VAR+w}`, `${VAR:?msg}` and `${VAR?msg}`, and the
+pattern operators `${VAR#p}`, `${VAR##p}`, `${VAR%p}`, `${VAR%%p}`, `${VAR/p/r}`, `${VAR//p/r}`
+(dockwright/substitution.py; their words keep their escapes). Special parameters (`$#`, `$@`,
+`${?}`, ...) are never set.
 
 The frontend does not know the base image's Env. A lookup may therefore answer UNKNOWN, and the
 caller decides what an unknown variable means (`Unknown`): keep the reference for later
 (`DEFER`: the result carries a template, resolved once the inherited Env is known), treat it as
 unset, or refuse a plain `$VAR` (`ERROR`). A template is text in this same syntax with quotes
-disabled: literal `\\`, `$` and `}` are escaped with a backslash; dockwright.deferred
-resolves it without this lexer.
+disabled: literal `\\`, `$` and `}` (and `/` in a `${VAR/p/r}` pattern) are escaped with a
+backslash; dockwright.deferred resolves it without this lexer.
 """
 
 from __future__ import annotations
@@ -18,9 +21,23 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dockwright import substitution
+
 
 class ShellError(Exception):
     """A substitution that cannot be expanded (bad syntax, `${VAR:?msg}`, unknown variable)."""
+
+
+class UndefinedError(ShellError):
+    """A variable this Dockerfile does not define, where its value must be known now (Unknown.ERROR)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"${name} is not defined in this Dockerfile")
+        self.name = name
+
+
+_SPECIAL = "@*#?-$!0"  # POSIX special parameters: never set in a Dockerfile
+_PATTERN_OPS = ("#", "%", "/", "//")
 
 
 class _Unknown(enum.Enum):
@@ -43,15 +60,17 @@ class Expansion:
     template: str | None = None  # set when a reference was deferred (dockwright/deferred.py resolves it)
 
 
-def escape_template(text: str) -> str:
-    """Literal text as template text."""
-    return text.replace("\\", "\\\\").replace("$", "\\$").replace("}", "\\}")
+def escape_template(text: str, *, slash: bool = False) -> str:
+    """Literal text as template text (`slash`: in a `${VAR/p/r}` pattern, where `/` ends the pattern)."""
+    text = text.replace("\\", "\\\\").replace("$", "\\$").replace("}", "\\}")
+    return text.replace("/", "\\/") if slash else text
 
 
 class _Out:
     """The result of a word being built: plain value, template text, and the split words."""
 
-    def __init__(self) -> None:
+    def __init__(self, slash: bool = False) -> None:
+        self.slash = slash
         self.value: list[str] = []
         self.template: list[str] = []
         self.deferred = False
@@ -62,7 +81,7 @@ class _Out:
     def text(self, text: str, *, split: bool) -> None:
         """Literal text; `split` text (unquoted) separates words at whitespace."""
         self.value.append(text)
-        self.template.append(escape_template(text))
+        self.template.append(escape_template(text, slash=self.slash))
         for ch in text:
             if split and ch.isspace():
                 if self._in_word and self._word:
@@ -103,6 +122,7 @@ class _Lexer:
         self.unknown = unknown
         self.quotes = quotes
         self.raw_escapes = raw_escapes
+        self.slash = False  # reading a `${VAR/p/r}` pattern
 
     def _peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
@@ -113,7 +133,7 @@ class _Lexer:
         return ch
 
     def process(self, stop: str = "") -> _Out:
-        out = _Out()
+        out = _Out(self.slash)
         while self.pos < len(self.text):
             ch = self._peek()
             if stop and ch == stop:
@@ -140,7 +160,7 @@ class _Lexer:
         return out
 
     def _single_quote(self) -> _Out:
-        out = _Out()
+        out = _Out(self.slash)
         self._next()
         start = self.pos
         end = self.text.find("'", start)
@@ -151,7 +171,7 @@ class _Lexer:
         return out
 
     def _double_quote(self) -> _Out:
-        out = _Out()
+        out = _Out(self.slash)
         self._next()
         while True:
             ch = self._peek()
@@ -165,11 +185,12 @@ class _Lexer:
                 continue
             self._next()
             if ch == self.escape:
+                kept = ch if self.raw_escapes else ""  # BuildKit keeps the escape, escaped or not
                 following = self._peek()
                 if not following:
+                    out.text(kept, split=False)
                     continue
-                if following in ('"', "$", self.escape):
-                    ch = (ch if self.raw_escapes else "") + self._next()
+                ch = kept + (self._next() if following in ('"', "$", self.escape) else ch)
             out.text(ch, split=False)
 
     def _name(self) -> str:
@@ -178,6 +199,8 @@ class _Lexer:
             while self._peek().isdigit():
                 self._next()
             return self.text[start:self.pos]
+        if self._peek() and self._peek() in _SPECIAL:
+            return self._next()
         while (ch := self._peek()) and (ch.isalnum() or ch == "_"):
             self._next()
         return self.text[start:self.pos]
@@ -203,28 +226,61 @@ class _Lexer:
         if op == "}":
             self._emit(out, name, "", None, split=split)
             return
+        if op == "/":
+            if self._peek() == "/":
+                op += self._next()
+            self.slash = True
+            try:
+                pattern = self._word("/", raw=True, missing="syntax error: missing '/' in ${}")
+            finally:
+                self.slash = False
+            self._emit(out, name, op, pattern, split=split, replacement=self._word("}", raw=True))
+            return
         if op == ":":
             op += self._next()
-        if op not in ("-", "+", "?", ":-", ":+", ":?"):
+        if op not in ("-", "+", "?", ":-", ":+", ":?", "#", "%"):
             raise ShellError(f"unsupported modifier ({op}) in substitution")
+        self._emit(out, name, op, self._word("}", raw=op in ("#", "%")), split=split)
+
+    def _word(self, stop: str, *, raw: bool, missing: str = "syntax error: missing '}'") -> _Out:
+        """A modifier's word, up to `stop`; a pattern's (`raw`) keeps its escapes, as BuildKit's does."""
+        outer, self.raw_escapes = self.raw_escapes, raw
         try:
-            word = self.process("}")
+            return self.process(stop)
         except ShellError:
             if not self._peek():
-                raise ShellError("syntax error: missing '}'") from None
+                raise ShellError(missing) from None
             raise
-        self._emit(out, name, op, word, split=split)
+        finally:
+            self.raw_escapes = outer
 
-    def _emit(self, out: _Out, name: str, op: str, word: _Out | None, *, split: bool) -> None:
-        value = self.lookup(name)
+    def _emit(self, out: _Out, name: str, op: str, word: _Out | None, *, split: bool,
+              replacement: _Out | None = None) -> None:
+        value = None if name in _SPECIAL else self.lookup(name)
+        deferred_words = any(part is not None and part.deferred for part in (word, replacement))
+        if op in _PATTERN_OPS and value is not UNKNOWN and deferred_words:
+            raise ShellError(f"${{{name}{op}...}}: the pattern uses a variable of the base image's Env but "
+                             f"{name} does not; dockwright cannot expand that mix")
         if value is UNKNOWN:
             if self.unknown is Unknown.DEFER:
                 inner = "".join(word.template) if word is not None else ""
-                out.reference(f"${{{name}{op}{inner}}}")
+                rest = "/" + "".join(replacement.template) if replacement is not None else ""
+                out.reference(f"${{{name}{op}{inner}{rest}}}")
                 return
-            if self.unknown is Unknown.ERROR and not op:
-                raise ShellError(f"${name} is not defined in this Dockerfile")
+            if self.unknown is Unknown.ERROR and (not op or op in _PATTERN_OPS):
+                raise UndefinedError(name)
             value = None
+        if op in _PATTERN_OPS:
+            pattern = "".join(word.value) if word is not None else ""
+            try:
+                if replacement is None:
+                    result = substitution.remove(value or "", op, pattern)
+                else:
+                    result = substitution.replace(value or "", pattern, "".join(replacement.value), every=op == "//")
+            except substitution.PatternError as exc:
+                raise ShellError(str(exc)) from None
+            out.text(result, split=split)
+            return
         empty = value is None or (op.startswith(":") and value == "")
         if op.endswith("-") and empty and word is not None:
             self._put_word(out, word, split=split)
