@@ -22,7 +22,7 @@ from dockwright.layers.facts import LayerFacts
 from dockwright.model.errors import ContextError, DockwrightError, UsageError
 from dockwright.model.image import BaseImage, BuildResult, Layer
 from dockwright.model.mediatypes import Format
-from dockwright.model.platform import Platform, parse_platforms
+from dockwright.model.platform import Platform, parse_platforms, refuse_windows
 from dockwright.parallel import check_cancelled
 from dockwright.plan import BuildOptions, BuildPlan, ConfigEdit, ConfigStep, CopyStep, MkdirStep, RunStep, Stage
 
@@ -129,9 +129,12 @@ class Builder:
         return self._bases[key].clone()
 
     def _resolve(self, spec: str, wanted: list[Platform] | Literal["all"], *, explicit: bool) -> list[BaseImage]:
-        return resolve_base(spec, wanted, explicit=explicit, registries=self.registries, workdir=self.workdir,
-                            default_format=self.options.format, cache=self.cache,  # type: ignore[arg-type]
-                            pull=self.options.pull)
+        bases = resolve_base(spec, wanted, explicit=explicit, registries=self.registries, workdir=self.workdir,
+                             default_format=self.options.format, cache=self.cache,  # type: ignore[arg-type]
+                             pull=self.options.pull)
+        for base in bases:
+            refuse_windows(base.platform, f"base {spec}")
+        return bases
 
     def _format_for(self, img: BaseImage) -> Format:
         return self.options.format or img.format  # type: ignore[return-value]

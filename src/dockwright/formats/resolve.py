@@ -20,7 +20,7 @@ from dockwright.model.documents import Descriptor, Index, Manifest
 from dockwright.model.errors import DockwrightError, ImageFormatError, UsageError
 from dockwright.model.image import BaseImage, Layer
 from dockwright.model.mediatypes import Format
-from dockwright.model.platform import Platform
+from dockwright.model.platform import Platform, refuse_windows
 from dockwright.model.reference import DOCKER_ARCHIVE_PREFIX, OCI_LAYOUT_PREFIX, SCRATCH, parse_reference
 
 if TYPE_CHECKING:
@@ -235,6 +235,8 @@ def select_platforms(index: Index, wanted: Wanted, where: str, *, explicit: bool
     for platform in wanted:
         match = next((d for d in available if d.platform and d.platform.matches(platform)), None)
         if match is None:
+            if available and all(d.platform and d.platform.os == "windows" for d in available):
+                refuse_windows(available[0].platform, f"base {where}")  # type: ignore[arg-type]
             have = ", ".join(str(d.platform) for d in available) or "none"
             error = UsageError if explicit else DockwrightError
             raise error(f"base {where} has no {platform} image; it has: {have}",

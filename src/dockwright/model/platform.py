@@ -72,8 +72,16 @@ class Platform:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
 
+def refuse_windows(platform: Platform, what: str) -> None:
+    """Windows images need Windows layers (Files/, Hives/, their own PAX records): until dockwright writes
+    them, a build for Windows stops here rather than make a Linux-shaped image."""
+    if platform.os == "windows":
+        raise UsageError(f"Windows images are not supported yet: {what} is {platform}",
+                         hint="dockwright builds Linux images; build this one with docker buildx on Windows")
+
+
 def parse_platforms(text: str | None) -> list[Platform] | Literal["all"]:
-    """`--platform` value: comma-separated list, or `all`. None means the host's platform."""
+    """`--platform` value for a build: comma-separated list, or `all`. None means the host's platform."""
     if text is None:
         return [Platform.host()]
     if text.strip() == "all":
@@ -81,6 +89,7 @@ def parse_platforms(text: str | None) -> list[Platform] | Literal["all"]:
     platforms: list[Platform] = []
     for item in text.split(","):
         parsed = Platform.parse(item)
+        refuse_windows(parsed, f"--platform {item.strip()}")
         if not any(parsed.matches(p) for p in platforms):
             platforms.append(parsed)
     return platforms

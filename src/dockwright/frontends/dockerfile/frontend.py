@@ -41,7 +41,7 @@ from dockwright.frontends.dockerfile.stages import (
 )
 from dockwright.frontends.dockerfile.workdir import CopyMark, Item, Workdir, finish_workdirs
 from dockwright.model.errors import InvalidReferenceError
-from dockwright.model.platform import Platform
+from dockwright.model.platform import Platform, refuse_windows
 from dockwright.model.reference import SCRATCH, parse_reference
 from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, CopyStep, RunMount, RunStep, Stage, is_octal_mode
 
@@ -94,7 +94,6 @@ class _Frontend:
         self.source = source
         self.escape = escape_character(text)
         self.build_args = dict(build_args)
-        self.windows = platform.os == "windows"
         commands = parse_commands(text, source)
         self.stages, self.meta = split_stages(commands, source, self.escape, self.build_args,
                                               platform_args(platform, build_platform))
@@ -121,6 +120,9 @@ class _Frontend:
         else:
             self.line = raw.line
             self.image_reference(raw.base, "FROM")
+            if raw.platform and raw.platform.lower().startswith("windows/"):
+                self.error(f"FROM --platform={raw.platform}: Windows images are not supported yet",
+                           "dockwright builds Linux images; build this one with docker buildx on Windows")
             scope = self.initial_scope(raw.base == SCRATCH, items)
         for command in raw.commands:
             self.line = command.start_line
@@ -135,13 +137,12 @@ class _Frontend:
 
     def initial_scope(self, scratch: bool, items: list[Item]) -> _Scope:
         """The scope a stage starts with; adds BuildKit's stage set-up to `items`: scratch gets PATH and
-        WorkingDir / (emptyImage), a base without PATH the default PATH (not on Windows: the OS sets it)."""
+        WorkingDir / (emptyImage), a base without PATH the default PATH."""
         if scratch:
-            env = {} if self.windows else {"PATH": _Var(DEFAULT_PATH)}
+            env = {"PATH": _Var(DEFAULT_PATH)}
             items.append(ConfigStep(ConfigEdit(env=tuple((k, v.value) for k, v in env.items()), workdir="/")))
             return _Scope(env=env)
-        if not self.windows:
-            items.append(ConfigStep(ConfigEdit(env=(("PATH", f"${{PATH-{DEFAULT_PATH}}}"),), deferred=True)))
+        items.append(ConfigStep(ConfigEdit(env=(("PATH", f"${{PATH-{DEFAULT_PATH}}}"),), deferred=True)))
         return _Scope(env_complete=False, workdir=None)
 
     def plan(self, target: str | None) -> list[Stage]:
@@ -215,8 +216,7 @@ class _Frontend:
             return tuple(command.value)
         if not command.value:
             self.error(f"{command.cmd.upper()} requires at least one argument")
-        default = ("cmd", "/S", "/C") if self.windows else ("/bin/sh", "-c")
-        return (*(scope.shell or default), " ".join(command.value))
+        return (*(scope.shell or ("/bin/sh", "-c")), " ".join(command.value))
 
     # ------------------------------------------------------------------ instructions
 
@@ -569,6 +569,7 @@ def plan_from_dockerfile(context: Path, dockerfile_text: str, *, dockerfile_name
                          dockerignore: Sequence[str] = ()) -> BuildPlan:
     """The BuildPlan for building `target` (default: the last stage) of a Dockerfile for `platform`.
     Raises DockerfileError (`NAME:LINE: message`) for anything Docker would reject."""
+    refuse_windows(platform, "the target platform")
     frontend = _Frontend(dockerfile_text, Source(dockerfile_name), build_args or {}, platform,
                          build_platform or Platform.host())
     stages = frontend.plan(target)
