@@ -1,5 +1,6 @@
 """Writing files so that a reader never sees half of one: a temporary name in the same directory, renamed
-into place when complete, removed on any failure."""
+into place when complete, removed on any failure. `atomic_write` does it in one call; a `StagedFile` is
+written by its caller and renamed on `commit` (outputs that must all succeed or none appear)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+from dockwright.model.errors import DockwrightError
 
 
 def atomic_write(path: Path, chunks: Iterable[bytes], mode: int | None = None, *, durable: bool = False) -> None:
@@ -34,3 +37,22 @@ def atomic_write(path: Path, chunks: Iterable[bytes], mode: int | None = None, *
 
 def atomic_write_text(path: Path, text: str, mode: int | None = None, *, durable: bool = False) -> None:
     atomic_write(path, [text.encode()], mode, durable=durable)
+
+
+class StagedFile:
+    """A file output written under a temporary name beside its destination and renamed into place on commit."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = Path(dest).absolute()
+        self.temp = self.dest.with_name(f".{self.dest.name}.tmp-{os.getpid()}-{id(self):x}")
+
+    def commit(self) -> None:
+        try:
+            os.replace(self.temp, self.dest)
+        except OSError as exc:
+            self.discard()
+            raise DockwrightError(f"cannot write {self.dest}: {exc.strerror}") from None
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self.temp.unlink()

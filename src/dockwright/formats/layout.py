@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import shutil
 import tarfile
 import threading
@@ -15,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dockwright.files import atomic_write
+from dockwright.files import StagedFile, atomic_write
 from dockwright.formats.registry import RegistryBlob
 from dockwright.model import mediatypes
 from dockwright.model.blobs import BlobSource, BytesBlob
@@ -183,25 +182,6 @@ def write_archive(result: BuildResult, dest: Path, tags: list[Reference], *, mti
             sink.close()
     except OSError as exc:
         raise DockwrightError(f"cannot write {shown or dest}: {exc.strerror}") from None
-
-
-class StagedFile:
-    """A file output written under a temporary name beside its destination and renamed into place on commit."""
-
-    def __init__(self, dest: Path) -> None:
-        self.dest = Path(dest).absolute()
-        self.temp = self.dest.with_name(f".{self.dest.name}.tmp-{os.getpid()}-{id(self):x}")
-
-    def commit(self) -> None:
-        try:
-            os.replace(self.temp, self.dest)
-        except OSError as exc:
-            self.discard()
-            raise DockwrightError(f"cannot write {self.dest}: {exc.strerror}") from None
-
-    def discard(self) -> None:
-        with contextlib.suppress(OSError):
-            self.temp.unlink()
 
 
 class OciArchive:
