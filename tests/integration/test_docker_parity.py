@@ -49,3 +49,34 @@ def test_variable_modifiers_on_build_args_and_on_the_base_images_env(dockwright:
     for line in ("DART=x64", "STEM=app", "EXT=tar.gz", "FIRST=/usr/local/sbin", "LAST=bin",
                  "SPACED=/usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin"):
         assert line in env, env
+
+
+@pytest.mark.requires("runc")
+def test_ignore_file_replaces_the_contexts_dockerignore(dockwright: RunDockwright, busybox_files: BusyboxBase,
+                                                        tmp_path: Path) -> None:
+    """A Node project whose .dockerignore leaves node_modules out (for its own `docker build`) ships them with
+    --ignore-file; in Dockerfile mode a <Dockerfile>.dockerignore still wins over --ignore-file."""
+    context = tmp_path / "context"
+    (context / "node_modules" / "left-pad").mkdir(parents=True)
+    (context / "node_modules" / "left-pad" / "index.js").write_text("module.exports = 1\n")
+    (context / "index.js").write_text("console.log(1)\n")
+    (context / "debug.log").write_text("noise\n")
+    (context / ".dockerignore").write_text("node_modules\n")
+    ship = tmp_path / "ship.ignore"
+    ship.write_text("*.log\n.dockerignore\n")
+    base = f"oci-layout://{busybox_files.layout}:latest"
+    listing = ["sh", "-c", "cd /app && find . -type f | sort"]
+
+    def files(*args: str) -> list[str]:
+        layout = tmp_path / f"out-{len(list(tmp_path.glob('out-*')))}"
+        dockwright("build", context, *args, "-t", "example.com/node:1", "-o", f"type=oci,dest={layout},tar=false",
+                   *cache_args(tmp_path), env=EPOCH_ENV)
+        return run_oci_image(layout, "1", tmp_path, listing).split()
+
+    assert files("--from", base, "--copy", ".:/app") == ["./.dockerignore", "./debug.log", "./index.js"]
+    assert files("--from", base, "--copy", ".:/app", "--ignore-file", str(ship)) == [
+        "./index.js", "./node_modules/left-pad/index.js"]
+    (context / "Dockerfile").write_text(f"FROM {base}\nCOPY . /app\n")
+    assert "./node_modules/left-pad/index.js" in files("--ignore-file", str(ship))
+    (context / "Dockerfile.dockerignore").write_text("node_modules\nDockerfile*\n")
+    assert files("--ignore-file", str(ship)) == ["./.dockerignore", "./debug.log", "./index.js"]

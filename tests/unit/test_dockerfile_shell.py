@@ -13,6 +13,7 @@ from dockwright.frontends.dockerfile import parse_build_args
 from dockwright.frontends.dockerfile.formats import format_duration, parse_duration, parse_port_specs
 from dockwright.frontends.dockerfile.shell import UNKNOWN, ShellError, Unknown, escape_template, expand, expand_words
 from dockwright.layers.dockerignore import parse_dockerignore, read_dockerignore
+from dockwright.model.errors import UsageError
 from dockwright.plan import ConfigEdit
 
 ENV = {"A": "a b", "EMPTY": "", "X": "x"}
@@ -142,6 +143,23 @@ def test_read_dockerignore_prefers_the_dockerfile_specific_file(tmp_path: Path) 
     Path(f"{dockerfile}.dockerignore").write_text("specific\n")
     assert read_dockerignore(tmp_path, dockerfile) == ["specific"]
     assert read_dockerignore(tmp_path / "build", None) == []
+
+
+def test_an_ignore_file_replaces_the_contexts_but_not_the_dockerfiles(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """BuildKit's order, with --ignore-file in the context's place: <Dockerfile>.dockerignore, then the ignore
+    file, then CONTEXT/.dockerignore (never both)."""
+    (tmp_path / ".dockerignore").write_text("node_modules\n")
+    ship = tmp_path / "ship.ignore"
+    ship.write_text("*.log\n")
+    dockerfile = tmp_path / "Dockerfile"
+    assert read_dockerignore(tmp_path, None, ship) == ["*.log"]
+    assert read_dockerignore(tmp_path, dockerfile, ship) == ["*.log"]
+    Path(f"{dockerfile}.dockerignore").write_text("specific\n")
+    assert read_dockerignore(tmp_path, dockerfile, ship) == ["specific"]
+    assert "takes precedence over --ignore-file" in caplog.text
+    with pytest.raises(UsageError, match=r"--ignore-file .*missing: no such file"):
+        read_dockerignore(tmp_path, None, tmp_path / "missing")
 
 
 def test_parse_build_args() -> None:

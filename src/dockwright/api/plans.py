@@ -16,9 +16,10 @@ Planner = Callable[[Platform], BuildPlan]
 def dockerfile_planner(context: Path, *, dockerfile: str | Path | None = None, text: str | None = None,
                        target: str | None = None, build_args: Mapping[str, str] | None = None,
                        labels: Mapping[str, str] | None = None, overlay: ConfigEdit | None = None,
-                       annotations: Sequence[tuple[str, str]] = ()) -> Planner:
+                       annotations: Sequence[tuple[str, str]] = (), ignore_file: str | Path | None = None) -> Planner:
     """The Dockerfile at `dockerfile` (default CONTEXT/Dockerfile), or `text`; `overlay`: config changes on top
-    of the target stage (the command line's --entrypoint etc. in Dockerfile mode). Parse errors surface here,
+    of the target stage (the command line's --entrypoint etc. in Dockerfile mode); `ignore_file` replaces
+CONTEXT/.dockerignore (`<Dockerfile>.dockerignore` still comes first). Parse errors surface here,
     before anything is fetched."""
     from dockwright.frontends.dockerfile import plan_from_dockerfile
     from dockwright.layers.dockerignore import read_dockerignore
@@ -34,7 +35,7 @@ def dockerfile_planner(context: Path, *, dockerfile: str | Path | None = None, t
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read {path}: {exc}") from None
     name = str(path) if dockerfile is not None else "Dockerfile"
-    ignore = read_dockerignore(context, path)
+    ignore = read_dockerignore(context, path, Path(ignore_file) if ignore_file is not None else None)
     source = text
 
     def plan_for(platform: Platform) -> BuildPlan:
@@ -48,15 +49,16 @@ def dockerfile_planner(context: Path, *, dockerfile: str | Path | None = None, t
 
 def flags_planner(context: Path, base: str, copies: Sequence[str], edit: ConfigEdit, *, chown: str | None = None,
                   chmod: str | None = None, annotations: Sequence[str] = (), layering: bool = False,
-                  layer_steps: Sequence[tuple[str, str]] | None = None) -> Planner:
+                  layer_steps: Sequence[tuple[str, str]] | None = None,
+                  ignore_file: str | Path | None = None) -> Planner:
     """`--from BASE --copy SRC:DEST --run CMD ...`: one plan, whatever the platform. `layer_steps`: ("copy",
-    SRC:DEST) and ("run", CMD) in order (default: `copies`)."""
+    SRC:DEST) and ("run", CMD) in order (default: `copies`); `ignore_file` replaces CONTEXT/.dockerignore."""
     from dockwright.frontends import flags
     from dockwright.layers.dockerignore import read_dockerignore
 
+    ignore = read_dockerignore(context, None, Path(ignore_file) if ignore_file is not None else None)
     plan = flags.plan_from_flags(context, base, copies, edit, chown=chown, chmod=chmod, annotations=annotations,
-                                 dockerignore=read_dockerignore(context, None), layering=layering,
-                                 layer_steps=layer_steps)
+                                 dockerignore=ignore, layering=layering, layer_steps=layer_steps)
     return lambda platform: plan
 
 

@@ -116,7 +116,7 @@ def planner(args: argparse.Namespace, context: Path) -> Planner:
                                  stop_signal=args.stop_signal)
         return flags_planner(context, args.base, args.copy, edit, chown=args.chown, chmod=args.chmod,
                              annotations=args.annotation, layering=args.layering == "auto",
-                             layer_steps=getattr(args, "layer_steps", None))
+                             layer_steps=getattr(args, "layer_steps", None), ignore_file=args.ignore_file)
     if args.copy or args.run:
         flag, instruction = ("--copy", "COPY") if args.copy else ("--run", "RUN")
         raise UsageError(f"{flag} needs --from (flags mode); in Dockerfile mode use {instruction} in the Dockerfile")
@@ -129,7 +129,7 @@ def planner(args: argparse.Namespace, context: Path) -> Planner:
         text=sys.stdin.read() if args.file == "-" else None, target=args.target,
         build_args=parse_build_args(args.build_arg),
         labels=dict(flags.key_value("--label", label) for label in args.label), overlay=overlay,
-        annotations=[flags.key_value("--annotation", a) for a in args.annotation])
+        annotations=[flags.key_value("--annotation", a) for a in args.annotation], ignore_file=args.ignore_file)
 
 
 def run_build(args: argparse.Namespace) -> int:

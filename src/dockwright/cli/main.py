@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("-f", "--file", metavar="PATH", help="Dockerfile (default CONTEXT/Dockerfile; - for stdin)")
     what.add_argument("--build-arg", action="append", default=[], metavar="K[=V]", help="Dockerfile build argument")
     what.add_argument("--target", metavar="STAGE", help="Dockerfile stage to build")
+    what.add_argument("--ignore-file", metavar="PATH",
+                      help="ignore patterns instead of CONTEXT/.dockerignore (a <Dockerfile>.dockerignore still "
+                           "comes first)")
     config = build.add_argument_group("image config (inherited from the base unless set)")
     config.add_argument("--entrypoint", metavar="CMD", help="JSON array (exec form) or a shell string")
     config.add_argument("--cmd", metavar="CMD", help="JSON array (exec form) or a shell string (/bin/sh -c)")

@@ -8,13 +8,16 @@ only checks one parent prefix.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockwright.model.errors import ContextError
+from dockwright.model.errors import ContextError, UsageError
+
+log = logging.getLogger("dockwright")
 
 
 def parse_dockerignore(text: str) -> list[str]:
@@ -40,11 +43,17 @@ def parse_dockerignore(text: str) -> list[str]:
     return patterns
 
 
-def read_dockerignore(context: Path, dockerfile_path: Path | None) -> list[str]:
-    """The ignore patterns for a build: `<Dockerfile>.dockerignore` next to the Dockerfile wins over
-    CONTEXT/.dockerignore; no file means no patterns."""
+def read_dockerignore(context: Path, dockerfile_path: Path | None, ignore_file: Path | None = None) -> list[str]:
+    """The ignore patterns for a build, from the first file that exists of: `<Dockerfile>.dockerignore`
+    next to the Dockerfile (BuildKit reads it first, from the Dockerfile's directory), `ignore_file`
+    (`--ignore-file`, in place of the context's), CONTEXT/.dockerignore (BuildKit's fallback). No file
+    means no patterns; an `ignore_file` that does not exist is an error."""
+    if ignore_file is not None and not ignore_file.is_file():
+        raise UsageError(f"--ignore-file {ignore_file}: no such file")
     candidates = [Path(f"{dockerfile_path}.dockerignore")] if dockerfile_path is not None else []
-    candidates.append(context / ".dockerignore")
+    candidates.append(ignore_file if ignore_file is not None else context / ".dockerignore")
+    if ignore_file is not None and candidates[0].is_file() and candidates[0] != ignore_file:
+        log.warning("warning: %s takes precedence over --ignore-file %s (as in BuildKit)", candidates[0], ignore_file)
     for candidate in candidates:
         if candidate.is_file():
             try:
