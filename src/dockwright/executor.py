@@ -6,6 +6,7 @@ Data flows one way: plan -> BaseImage (per stage and platform) -> FinalImage(s) 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import posixpath
 import threading
@@ -25,6 +26,7 @@ from dockwright.model.mediatypes import Format
 from dockwright.model.platform import Platform, parse_platforms, refuse_windows
 from dockwright.parallel import check_cancelled
 from dockwright.plan import BuildOptions, BuildPlan, ConfigEdit, ConfigStep, CopyStep, MkdirStep, RunStep, Stage
+from dockwright.progress import Progress
 
 if TYPE_CHECKING:
     from dockwright.layers.cachepolicy import TreeCopy
@@ -59,6 +61,7 @@ class Builder:
     registries: Registries | None
     workdir: Path  # scratch space for extracted file systems; removed by the caller
     cancel: threading.Event | None = None  # set by an embedding program: the build stops at its next file or step
+    progress: Progress = field(default_factory=Progress)  # told of each step and each layer packed
     _bases: dict[tuple[str, str], BaseImage] = field(default_factory=dict)
     _result: BuildResult = field(default_factory=lambda: BuildResult([]))
     _runs: RunSteps | None = None
@@ -68,7 +71,7 @@ class Builder:
     def __post_init__(self) -> None:
         self._facts = LayerFacts(self.cache)
         self._layers = LayerCache(self.cache, self._compression(), use_cache=self.options.use_cache,
-                                  facts=self._facts, cancel=self.cancel)
+                                  facts=self._facts, cancel=self.cancel, progress=self.progress)
 
     @property
     def created(self) -> str:
@@ -173,7 +176,11 @@ class Builder:
         for step in stage.steps:
             check_cancelled(self.cancel)
             try:
-                self._apply(plan, step, state, states)
+                if isinstance(step, ConfigStep):  # metadata only: instant, not worth a progress line
+                    self._apply(plan, step, state, states)
+                else:
+                    with self.progress.step(_step_name(step)):
+                        self._apply(plan, step, state, states)
             except DockwrightError as exc:
                 line = getattr(step, "line", None)
                 where = getattr(step, "created_by", "").removesuffix(" # buildkit") or type(step).__name__
@@ -464,3 +471,18 @@ def _root_stage(plan: BuildPlan, stage: Stage) -> Stage:
     while stage.base_stage is not None:
         stage = plan.stages[stage.base_stage]
     return stage
+
+
+def _step_name(step: CopyStep | MkdirStep | RunStep) -> str:
+    """A step as progress shows it: its Dockerfile text (shortened), as BuildKit's progress does."""
+    name = step.created_by.removesuffix(" # buildkit")
+    if not name:
+        match step:
+            case CopyStep():
+                name = f"{'ADD' if step.add else 'COPY'} {' '.join(step.sources)} {step.dest}"
+            case MkdirStep():
+                name = f"WORKDIR {step.path}"
+            case RunStep():
+                name = "RUN " + (step.command if isinstance(step.command, str) else json.dumps(list(step.command)))
+    name = " ".join(name.split())
+    return name if len(name) <= 100 else name[:99] + "…"

@@ -293,7 +293,10 @@ def test_no_trim_while_another_build_uses_the_cache_the_last_one_trims(
 def test_the_cap_is_the_variable_or_the_smaller_of_10_gib_and_a_tenth_of_the_free_space(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DOCKWRIGHT_CACHE_MAX", raising=False)
-    assert cache_cap(tmp_path) == min(10 * 2**30, shutil.disk_usage(tmp_path).free // 10)
+    for free, cap in ((50 * 2**30, 5 * 2**30), (500 * 2**30, 10 * 2**30)):
+        monkeypatch.setattr(shutil, "disk_usage", lambda path, free=free: shutil._ntuple_diskusage(0, 0, free))
+        assert cache_cap(tmp_path) == cap
+    monkeypatch.undo()
     monkeypatch.setenv("DOCKWRIGHT_CACHE_MAX", "5MB")
     assert cache_cap(tmp_path) == 5_000_000
     monkeypatch.setenv("DOCKWRIGHT_CACHE_MAX", "10GiB")

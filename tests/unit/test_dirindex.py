@@ -95,7 +95,7 @@ def test_workdir_and_chown_against_a_base(tmp_path: Path) -> None:
         lambda platform: plan_from_dockerfile(tmp_path, "FROM scratch\nCOPY --chown=7:7 --chmod=1777 f /tmp/f\n",
                                               platform=platform))
     write_all(base, [OciLayoutDir(base_layout)],
-              PublishContext([parse_reference("example.com/base:1")], None, tmp_path, Progress("off")))
+              PublishContext([parse_reference("example.com/base:1")], None, tmp_path, Progress()))
     ref = f"oci-layout://{base_layout}:1"
 
     # a plain COPY never needs the base's directories: nothing indexed
@@ -124,7 +124,7 @@ def test_user_names_come_from_the_index_without_extracting_the_base(tmp_path: Pa
     base = Builder(BuildOptions(platforms="linux/amd64"), cache, None, tmp_path).build(
         lambda platform: plan_from_dockerfile(tmp_path, "FROM scratch\nCOPY passwd group /etc/\n", platform=platform))
     write_all(base, [OciLayoutDir(tmp_path / "base")],
-              PublishContext([parse_reference("example.com/base:1")], None, tmp_path, Progress("off")))
+              PublishContext([parse_reference("example.com/base:1")], None, tmp_path, Progress()))
     ref = f"oci-layout://{tmp_path / 'base'}:1"
 
     assert _build(tmp_path, "USER app\nWORKDIR /w\nCOPY --chown=app:staff f /c/\n", ref, cache) == [

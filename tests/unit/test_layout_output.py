@@ -58,12 +58,12 @@ def cached(tmp_path: Path) -> BuildResult:
 def write_archive(result: BuildResult, dest: Path, tags: list[Reference], *, docker: bool, mtime: int) -> None:
     """What `-o type=docker|oci,dest=...` does with the build's result."""
     output = DockerArchive(dest) if docker else OciArchive(dest)
-    write_all(result, [output], PublishContext(tags, None, dest.parent, Progress("off"), mtime=mtime))
+    write_all(result, [output], PublishContext(tags, None, dest.parent, Progress(), mtime=mtime))
 
 
 def write_layout_dir(result: BuildResult, root: Path, tags: list[Reference]) -> None:
     """What `-o type=oci,dest=DIR,tar=false` does with the build's result."""
-    write_all(result, [OciLayoutDir(root)], PublishContext(tags, None, root.parent, Progress("off")))
+    write_all(result, [OciLayoutDir(root)], PublishContext(tags, None, root.parent, Progress()))
 
 
 def _tags(*texts: str) -> list[Reference]:

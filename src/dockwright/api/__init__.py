@@ -47,9 +47,10 @@ def pull(ref: str, *, platform: str | None = None, cancel: threading.Event | Non
 def build(context: str | Path = ".", *, dockerfile: str | Path | None = None, target: str | None = None,
           build_args: Mapping[str, str] | None = None, platforms: str | Sequence[str] | None = None,
           labels: Mapping[str, str] | None = None, cancel: threading.Event | None = None,
-          **options: Any) -> Image | ImageIndex:
+          progress: Progress | None = None, **options: Any) -> Image | ImageIndex:
     """Build the Dockerfile in `context` (or `dockerfile`) as `docker buildx build` would. One platform gives an
-    Image; several (a list, "linux/amd64,linux/arm64" or "all") an ImageIndex. `options`: Settings fields."""
+    Image; several (a list, "linux/amd64,linux/arm64" or "all") an ImageIndex. `options`: Settings fields.
+    `progress` (dockwright.progress.make_progress("plain"), for one) is told of each step and layer."""
     from dockwright.api.plans import dockerfile_planner
 
     context = Path(context)
@@ -58,19 +59,20 @@ def build(context: str | Path = ".", *, dockerfile: str | Path | None = None, ta
     planner = dockerfile_planner(context, dockerfile=dockerfile, target=target, build_args=build_args,
                                  labels=labels)
     text = platforms if platforms is None or isinstance(platforms, str) else ",".join(platforms)
-    return run_planner(planner, Settings.of(options), text, cancel)[1]
+    return run_planner(planner, Settings.of(options), text, cancel, progress)[1]
 
 
-def run_planner(planner: Planner, settings: Settings, platforms: str | None,
-                cancel: threading.Event | None = None) -> tuple[BuildResult, Image | ImageIndex]:
+def run_planner(planner: Planner, settings: Settings, platforms: str | None, cancel: threading.Event | None = None,
+                progress: Progress | None = None) -> tuple[BuildResult, Image | ImageIndex]:
     """Build what `planner` plans: the build's result (with its counts) and the image or index it made."""
     from dockwright.executor import Builder
     from dockwright.model.platform import parse_platforms
+    from dockwright.progress import Progress
 
     wanted = parse_platforms(platforms)  # a bad platform fails before anything is fetched
     store = Store(settings, cancel)
     builder = Builder(settings.build_options(platforms), store.cache, store.registries, store.workdir,  # type: ignore[arg-type]
-                      cancel)
+                      cancel, progress or Progress())
     try:
         result = builder.build(planner)
     except BaseException:
@@ -132,7 +134,7 @@ def publish(image: Image | ImageIndex, outputs: Sequence[Output], *, tags: Seque
     refs = [parse_reference(tag) for tag in tags]
     settings = _settings_of(image)
     jobs = jobs or settings.jobs
-    progress = progress or Progress("off")
+    progress = progress or Progress()
     result = image._result(cancel)
     registries = LazyRegistries(insecure=(*settings.insecure_registries, *insecure_registries), jobs=jobs,
                                 cancel=cancel)

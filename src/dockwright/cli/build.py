@@ -166,10 +166,10 @@ def run_build(args: argparse.Namespace) -> int:
     if not specs:
         log.warning("no output given (-t with --push, -o, --load): the image is built but not saved")
     from dockwright.api import publish, release, run_planner
-    from dockwright.progress import Progress
+    from dockwright.progress import make_progress
 
-    with Progress.for_stderr(args.quiet) as progress:
-        result, image = run_planner(plans, settings, args.platform)
+    with make_progress(args.progress) as progress:
+        result, image = run_planner(plans, settings, args.platform, progress=progress)
         try:
             lines = publish(image, [spec.output() for spec in specs], tags=args.tag, progress=progress)
         finally:

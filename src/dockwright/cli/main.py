@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from dockwright import __version__
 from dockwright.model.errors import DockwrightError
@@ -102,7 +102,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="print the build plan and its outputs, and stop (no network); --dry-run=json: the "
                           "same as one JSON document, for tools")
     how.add_argument("--dry-run=json", dest="dry_run", action="store_const", const="json", help=argparse.SUPPRESS)
-    how.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    how.add_argument("--progress", choices=("auto", "tty", "plain", "quiet", "rawjson"), default="auto",
+                     help="auto: tty on a terminal, else plain (a line at least every 5 s about what runs long); "
+                          "rawjson: one JSON object per line on stderr, for tools; quiet: only errors")
+    how.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr (--progress quiet)")
     how.add_argument("-v", "--verbose", action="store_true", help="detailed logs on stderr")
 
     login = commands.add_parser("login", help="store credentials for a registry in Docker's config.json")
@@ -128,17 +131,54 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(quiet: bool, verbose: bool) -> None:
-    """Plain messages on stderr. Idempotent, so that calling main() twice in one process (tests,
-    embedding) neither duplicates lines nor writes to a stream that has since been replaced."""
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to sys.stderr as it is at each message: a live progress display redirects it, to print log
+    lines above itself."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
+class _JsonLines(logging.Formatter):
+    """--progress rawjson: every log message as {"time", "event": "log", "level", "message"}."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        return json.dumps({"time": round(record.created, 3), "event": "log", "level": record.levelname.lower(),
+                           "message": record.getMessage()}, ensure_ascii=False)
+
+
+def _setup_logging(quiet: bool, verbose: bool, rawjson: bool = False) -> None:
+    """Plain messages on stderr (JSON lines with --progress rawjson). Idempotent, so that calling main() twice
+    in one process (tests, embedding) neither duplicates lines nor writes to a stream that has since been
+    replaced."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     for handler in [h for h in log.handlers if getattr(h, "dockwright", False)]:
         log.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.dockwright = True  # type: ignore[attr-defined]
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_JsonLines() if rawjson else logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(level)
+
+
+def _error(args: argparse.Namespace, message: str, hint: str | None = None) -> None:
+    """The one error line (and its hint) on stderr; a JSON object with --progress rawjson."""
+    if getattr(args, "progress", None) == "rawjson":
+        import json
+
+        print(json.dumps({"event": "error", "message": message, **({"hint": hint} if hint else {})},
+                         ensure_ascii=False), file=sys.stderr)
+        return
+    print(f"error: {_printable(message)}", file=sys.stderr)
+    if hint:
+        print(f"  hint: {_printable(hint)}", file=sys.stderr)
 
 
 INTERRUPTED, INTERRUPTED_BY_SIGTERM = 130, 143
@@ -170,7 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    _setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
+    if getattr(args, "quiet", False):  # -q is --progress quiet
+        args.progress = "quiet"
+    mode = getattr(args, "progress", "auto")
+    _setup_logging(mode == "quiet", getattr(args, "verbose", False), rawjson=mode == "rawjson")
     try:
         if args.command == "build":
             from dockwright.cli.build import run_build
@@ -184,15 +227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_cache(args)
     except DockwrightError as exc:
-        print(f"error: {_printable(exc.message)}", file=sys.stderr)
-        if exc.hint:
-            print(f"  hint: {_printable(exc.hint)}", file=sys.stderr)
+        _error(args, exc.message, exc.hint)
         return exc.exit_code
     except BrokenPipeError:  # stdout closed early (| head): not worth a message
         return 1
     except OSError as exc:  # a file-system problem no module turned into a DockwrightError: still no traceback
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        _error(args, f"{where}{exc.strerror or exc}")
         return 1
     except KeyboardInterrupt as exc:
         print("interrupted: nothing was tagged and no partial output was left", file=sys.stderr)

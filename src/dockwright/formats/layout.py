@@ -62,7 +62,7 @@ def prefetch(result: BuildResult, jobs: int, progress: Progress, cancel: threadi
 def write_layout(result: BuildResult, sink: Sink, tags: list[Reference],
                  existing_index: dict[str, Any] | None = None, progress: Progress | None = None) -> None:
     """Write blobs, then index.json naming the top document once per tag (or unnamed without tags)."""
-    progress = progress or Progress("off")
+    progress = progress or Progress()
     for digest, size, source in result.blobs():
         if not sink.has_blob(digest, size):
             chunks = source.open() if isinstance(source, BytesBlob) else progress.track(

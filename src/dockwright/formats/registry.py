@@ -52,7 +52,7 @@ def push(result: BuildResult, tags: list[Reference], registries: Registries, job
          progress: Progress | None = None) -> tuple[list[str], PushStats]:
     """Push to every tag; returns the `REF@DIGEST` lines and what moved."""
     stats = PushStats()
-    progress = progress or Progress("off")
+    progress = progress or Progress()
     top = result.top
     targets: dict[tuple[str, str], _Target] = {}
     for tag in tags:

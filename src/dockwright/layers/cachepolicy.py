@@ -28,6 +28,7 @@ from dockwright.model.image import Layer
 from dockwright.model.mediatypes import Format
 from dockwright.parallel import check_cancelled
 from dockwright.plan import CopyStep
+from dockwright.progress import Progress
 
 if TYPE_CHECKING:
     from dockwright.layers.facts import LayerFacts
@@ -52,8 +53,10 @@ class LayerCache:
     `built` and `cached` count the layers written and the ones the cache gave."""
 
     def __init__(self, cache: Cache, compression: Compression, *, use_cache: bool,
-                 facts: LayerFacts | None = None, cancel: threading.Event | None = None) -> None:
+                 facts: LayerFacts | None = None, cancel: threading.Event | None = None,
+                 progress: Progress | None = None) -> None:
         self.cache = cache
+        self.progress = progress or Progress()
         self.compression = compression
         self.use_cache = use_cache
         self.facts = facts
@@ -123,12 +126,15 @@ class LayerCache:
 
     def write(self, entries: Iterable[TarEntry], fmt: Format, key: str | None) -> Layer:
         """Write a new layer into the cache, filed under `key` (None: kept for this build only)."""
-        from dockwright.layers.tar import write_layer
+        from dockwright.layers.tar import PackCounters, write_layer
 
         compression = self.compression
         temp = self.cache.temp_path(".layer")
+        counters = PackCounters()
         try:
-            blob = write_layer(entries if self.cancel is None else _checked(entries, self.cancel), temp, compression)
+            with self.progress.packing("layer", counters):
+                blob = write_layer(entries if self.cancel is None else _checked(entries, self.cancel), temp,
+                                   compression, counters)
             if key is None:
                 path = self.cache.adopt_blob(temp, blob.digest)
             else:

@@ -332,6 +332,7 @@ class _Sink:
         self.buffer = bytearray(BLOCK_SIZE)
         self.view = memoryview(self.buffer)
         self.pos = 0
+        self.flushed = 0  # tar bytes passed on in whole blocks: with `pos`, what is packed so far
         self.hash = _BackgroundHash()
         level = compression.resolved_level()
         threads = compression.resolved_threads()
@@ -373,6 +374,7 @@ class _Sink:
         block = bytes(self.view[: self.pos])
         self.hash.update(block)
         self._write(block)
+        self.flushed += self.pos
         self.pos = 0
 
     def copy_file(self, path: str | Path, size: int) -> None:
@@ -462,15 +464,32 @@ def _changed(path: str | Path) -> ContextError:
                         hint="do not modify the build context while a build runs")
 
 
-def write_layer(entries: Iterable[TarEntry], dest: Path, compression: Compression) -> LayerBlob:
+class PackCounters:
+    """(files, tar bytes) a layer writer has packed so far, read by a progress display on another thread. The
+    writer does nothing per file for them: the file count is the size of its duplicate-path set, the byte count
+    its block buffer's position plus the blocks it has passed on."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.sink: _Sink | None = None
+
+    def __call__(self) -> tuple[int, int]:
+        sink = self.sink
+        return len(self.seen), 0 if sink is None else sink.flushed + sink.pos
+
+
+def write_layer(entries: Iterable[TarEntry], dest: Path, compression: Compression,
+                counters: PackCounters | None = None) -> LayerBlob:
     """Write the layer to `dest` (a temporary name the caller renames). Entries are written in the
     given order; a duplicate path is an error. On failure `dest` is removed.
 
     On the way, a timestamp-based .pyc gets the layer's mtime for its source (pyc.py), and the machine
     of each ELF executable or shared library (a file with an exec bit or named *.so*) is recorded in
-    the result's `machines` (elf.py): both from bytes a small file has in hand already."""
+    the result's `machines` (elf.py): both from bytes a small file has in hand already. `counters`, when
+    given, show how far it is."""
 
-    seen: set[str] = set()
+    counters = counters or PackCounters()
+    seen = counters.seen
     machines: dict[str, list[str]] = {}
 
     def note(path: str, head: bytes) -> None:
@@ -508,7 +527,8 @@ def write_layer(entries: Iterable[TarEntry], dest: Path, compression: Compressio
                 write(_ZERO_BLOCK[: -size % 512])
         sink.write(_ZERO_BLOCK * 2)
 
-    return dataclasses.replace(_write_blob(dest, compression, feed), entries=len(seen), machines=machines)
+    return dataclasses.replace(_write_blob(dest, compression, feed, counters), entries=len(seen),
+                               machines=machines)
 
 
 def compress_stream(chunks: Iterable[bytes], dest: Path, compression: Compression) -> LayerBlob:
@@ -522,7 +542,8 @@ def compress_stream(chunks: Iterable[bytes], dest: Path, compression: Compressio
     return _write_blob(dest, compression, feed)
 
 
-def _write_blob(dest: Path, compression: Compression, feed: Callable[[_Sink], None]) -> LayerBlob:
+def _write_blob(dest: Path, compression: Compression, feed: Callable[[_Sink], None],
+                counters: PackCounters | None = None) -> LayerBlob:
     compression.resolved_level()  # validate before creating anything
     try:
         file = open(dest, "wb")  # noqa: SIM115 - closed below
@@ -530,6 +551,8 @@ def _write_blob(dest: Path, compression: Compression, feed: Callable[[_Sink], No
         raise DockwrightError(f"cannot create layer file {dest}: {exc.strerror}") from None
     out = _HashingFile(file, hashing=compression.algorithm != "none")
     sink = _Sink(out, compression)
+    if counters is not None:
+        counters.sink = sink
     ok = False
     try:
         feed(sink)
