@@ -1,0 +1,227 @@
+"""RUN against buildah, and materialising a base root filesystem against `tar -xzf`.
+
+    python bench/run_steps.py              # median of 3 runs per tool and scenario
+    python bench/run_steps.py -n 5
+    python bench/run_steps.py --only materialise
+
+Scenarios (the base is the bench's Debian minbase, 3 layers, ~210 MB: bench/workloads.py):
+- cold: a Dockerfile whose RUN creates 3,000 files and a user (useradd), then a COPY of 200 files,
+  built and pushed to a fresh local registry with no local state: dockwright (runc on an overlay root)
+  against `buildah bud` + `buildah push` (runc too: --isolation oci) on the vfs driver, and on the
+  overlay driver where it works here;
+- one-change: after an untimed build, one of the 200 copied files changes; rebuild + push with warm
+  state (dockwright's cache; buildah's storage with --layers): both reuse the RUN's layer;
+- materialise: the base's layers made into directories a RUN can use (dockwright: one overlayfs layer
+  directory per layer, from the compressed blobs), against `tar -xzf` of the same blobs into one
+  directory, as root (owners kept).
+
+Every command and its output go to bench/work/run-steps.log; results print as a table and a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent / "tests" / "integration"))
+
+from measure import Step, run_step, shell  # noqa: E402
+from peers import compile_dockwright  # noqa: E402
+from servers import RegistryServer, start_registry  # noqa: E402
+from workloads import BASE_TAG, WORK, _debian_base  # noqa: E402
+
+DOCKERFILE = """\
+FROM {base}
+RUN useradd --create-home --uid 1500 app && mkdir -p /opt/data \\
+    && for i in $(seq 1 3000); do echo "generated file $i" > /opt/data/f$i; done && chown -R app /opt/data
+COPY app/ /app/
+"""
+SRC = BENCH.parent / "src"
+
+
+def dockwright(*args: str) -> Step:
+    """dockwright from this checkout (python -m, this interpreter)."""
+    return Step([sys.executable, "-m", "dockwright", *args, "-q"], env={"PYTHONPATH": str(SRC)})
+
+
+class Buildah:
+    def __init__(self, driver: str, state: Path) -> None:
+        self.driver, self.state = driver, state
+
+    def command(self, *args: str) -> list[str]:
+        return ["buildah", "--storage-driver", self.driver, "--root", str(self.state / "root"),
+                "--runroot", str(self.state / "run"), *args]
+
+    def build_and_push(self, context: Path, target: str) -> Step:
+        image = "localhost/bench-run:latest"
+        bud = self.command("bud", "--layers", "--isolation", "oci", "--tls-verify=false", "-q", "-t", image,
+                           str(context))
+        push = self.command("push", "--tls-verify=false", image, f"docker://{target}")
+        return shell(" ".join(bud) + " >/dev/null && " + " ".join(push))
+
+    def reset(self) -> None:
+        if self.state.exists():
+            run_step(shell(" ".join(self.command("rm", "--all")) + " >/dev/null 2>&1; "
+                           + " ".join(self.command("rmi", "--all", "--force")) + " >/dev/null 2>&1; true"), LOG)
+        shutil.rmtree(self.state, ignore_errors=True)
+
+
+LOG = WORK / "run-steps.log"
+
+
+def _registry(work: Path, base_layout: Path, name: str) -> tuple[RegistryServer, str]:
+    registry = start_registry(work / f"registry-{name}")
+    base = f"{registry.host}/base/image:{BASE_TAG}"
+    run_step(Step(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{base_layout}:{BASE_TAG}",
+                   f"docker://{base}"]), LOG)
+    return registry, base
+
+
+def _context(work: Path, base: str) -> Path:
+    context = work / "context"
+    shutil.rmtree(context, ignore_errors=True)
+    (context / "app").mkdir(parents=True)
+    for i in range(200):
+        (context / "app" / f"module{i:03}.js").write_text(f"module.exports = {{ id: {i} }};\n" * 20)
+    (context / "Dockerfile").write_text(DOCKERFILE.format(base=base))
+    return context
+
+
+def _tools(work: Path, drivers: list[str]) -> dict[str, Callable[[Path, str, Path], Step]]:
+    """name -> (context, target, state dir) -> the build + push step."""
+    tools: dict[str, Callable[[Path, str, Path], Step]] = {
+        "dockwright": lambda ctx, target, state: dockwright("build", str(ctx), "-t", target, "--push",
+                                                            "--cache-dir", str(state / "cache")),
+    }
+    for driver in drivers:
+        tools[f"buildah bud + push ({driver})"] = (
+            lambda ctx, target, state, d=driver: Buildah(d, state).build_and_push(ctx, target))
+    return tools
+
+
+def _clean(state: Path, name: str) -> None:
+    if name.startswith("buildah"):
+        driver = name.rsplit("(", 1)[1].rstrip(")")
+        Buildah(driver, state).reset()
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def _overlay_works(work: Path, base_layout: Path) -> bool:
+    probe = Buildah("overlay", work / "overlay-probe")
+    try:
+        run_step(Step(probe.command("from", f"oci:{base_layout}:{BASE_TAG}")), LOG)
+        return True
+    except Exception:  # any failure: the driver does not work here
+        return False
+    finally:
+        probe.reset()
+
+
+def scenario_builds(work: Path, base_layout: Path, runs: int, drivers: list[str]) -> dict[str, dict[str, list[float]]]:
+    results: dict[str, dict[str, list[float]]] = {"cold": {}, "one-change": {}}
+    for name, step_for in _tools(work, drivers).items():
+        for run in range(runs):
+            state = work / "state"
+            _clean(state, name)
+            state.mkdir()
+            registry, base = _registry(work, base_layout, f"{run}")
+            try:
+                context = _context(work, base)
+                target = f"{registry.host}/bench/run:{run}"
+                results["cold"].setdefault(name, []).append(run_step(step_for(context, target, state), LOG).seconds)
+                changed = context / "app" / "module007.js"
+                changed.write_text(changed.read_text() + f"// change {run}\n")
+                results["one-change"].setdefault(name, []).append(
+                    run_step(step_for(context, target, state), LOG).seconds)
+            finally:
+                registry.close()
+                _clean(state, name)
+                shutil.rmtree(work / f"registry-{run}", ignore_errors=True)
+    return results
+
+
+_MATERIALISE = """
+import json, sys, time
+from pathlib import Path
+from dockwright.run.snapshots import Snapshots
+layout, root = Path(sys.argv[1]), Path(sys.argv[2])
+blob = lambda d: layout / "blobs" / "sha256" / d.partition(":")[2]
+index = json.loads((layout / "index.json").read_text())
+manifest = json.loads(blob(index["manifests"][0]["digest"]).read_bytes())
+config = json.loads(blob(manifest["config"]["digest"]).read_bytes())
+def chunks(path):
+    def open_():
+        with open(path, "rb") as f:
+            while data := f.read(1 << 20):
+                yield data
+    return open_
+layers = [(d, chunks(blob(l["digest"])), l["digest"]) for d, l in zip(config["rootfs"]["diff_ids"], manifest["layers"])]
+Snapshots(root).layer_dirs(layers)
+"""
+
+
+def scenario_materialise(work: Path, base_layout: Path, runs: int) -> dict[str, list[float]]:
+    index = json.loads((base_layout / "index.json").read_text())
+    manifest_blob = base_layout / "blobs" / "sha256" / index["manifests"][0]["digest"].partition(":")[2]
+    layers = [base_layout / "blobs" / "sha256" / layer["digest"].partition(":")[2]
+              for layer in json.loads(manifest_blob.read_bytes())["layers"]]
+    results: dict[str, list[float]] = {}
+    for _ in range(runs):
+        target = work / "materialised"
+        for name, step in (
+            ("dockwright (layer directories)", Step([sys.executable, "-c", _MATERIALISE, str(base_layout),
+                                                     str(target)], env={"PYTHONPATH": str(SRC)})),
+            ("tar -xzf of the layers", shell(" && ".join(f"tar -C {target} -xzf {layer}" for layer in layers))),
+        ):
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            run_step(shell("sync"), LOG)
+            results.setdefault(name, []).append(run_step(step, LOG).seconds)
+            shutil.rmtree(target, ignore_errors=True)
+    return results
+
+
+def _print(title: str, results: dict[str, list[float]], reference: str) -> None:
+    print(f"\n{title}")
+    ours = statistics.median(results[reference])
+    for name, times in results.items():
+        median = statistics.median(times)
+        ratio = "" if name == reference else f"  ({median / ours:.2f}x dockwright's time)"
+        print(f"  {name:38} {median:7.2f} s  (runs: {', '.join(f'{t:.2f}' for t in times)}){ratio}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", "--runs", type=int, default=3)
+    parser.add_argument("--only", choices=("builds", "materialise"))
+    args = parser.parse_args()
+    WORK.mkdir(exist_ok=True)
+    compile_dockwright()
+    base_layout, description = _debian_base(WORK, LOG)
+    work = Path(tempfile.mkdtemp(prefix="dw-run-bench-"))
+    try:
+        print(f"base: {description}; {args.runs} runs each, median (log {LOG})")
+        if args.only != "materialise":
+            drivers = ["vfs", *(["overlay"] if _overlay_works(work, base_layout) else [])]
+            results = scenario_builds(work, base_layout, args.runs, drivers)
+            _print("RUN (3,000 files + useradd) + COPY of 200 files, cold build + push", results["cold"],
+                   "dockwright")
+            _print("the same after one copied file changed (warm state)", results["one-change"], "dockwright")
+        if args.only != "builds":
+            _print("materialise the base's root file system (as root)",
+                   scenario_materialise(work, base_layout, args.runs), "dockwright (layer directories)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
