@@ -224,4 +224,25 @@ def write_report(path: Path, *, command: str, quick: bool, runs: int, workloads:
                          f"| {m.peak_rss_mib:.0f} MiB |")
         lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    kept = section(path.read_text(), RUN_SECTION) if path.exists() else ""  # bench/run_steps.py writes it
+    path.write_text("\n".join(lines) + (f"\n{kept}" if kept else ""))
+
+
+RUN_SECTION = "## RUN steps"
+
+
+def section(text: str, heading: str) -> str:
+    """The part of a Markdown document from `heading` to the next heading of its level ("" if absent)."""
+    start = text.find(f"\n{heading}\n")
+    if start < 0:
+        return ""
+    end = text.find("\n## ", start + len(heading) + 2)
+    return text[start + 1:] if end < 0 else text[start + 1:end + 1]
+
+
+def replace_section(path: Path, heading: str, body: str) -> None:
+    """Put `body` (starting with `heading`) in place of that section of `path`, or at its end."""
+    text = path.read_text() if path.exists() else ""
+    old = section(text, heading)
+    text = text.replace(old, body) if old else text.rstrip("\n") + "\n\n" + body
+    path.write_text(text)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from build_checks import EPOCH_ENV
 from conftest import RunDockwright
+from debian import DebianBase
 from dockerfile_compare import dockerfile_config, file_tree, read_config, tree_differences
-from images import BusyboxBase
+from images import BusyboxBase, pull_to_layout, run_oci_image
 from rootless import Unprivileged
 
 pytestmark = pytest.mark.requires("runc", "umoci", "skopeo", "docker-registry", "newuidmap", "newgidmap")
@@ -53,6 +54,23 @@ def test_rootless_build_makes_the_files_root_makes(dockwright: RunDockwright, un
     assert ours["/srv/data"].owner == "0:0" and ours["/srv/tool"].mode == "0o4750"
     assert "/bin/vi" not in ours and "/home/app" not in ours
     assert tree_differences(ours, file_tree(tmp_path / "root-layout", "1", tmp_path)) == []
+
+
+@pytest.mark.requires("debootstrap")
+def test_rootless_apt_get_install(unprivileged: Unprivileged, debian: DebianBase, tmp_path: Path) -> None:
+    """apt-get drops to its _apt user (uid 42) to download: a subordinate id in the namespace."""
+    work = unprivileged.workdir()
+    context = work / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        f"FROM {debian.ref}\n"
+        "RUN apt-get update && apt-get install -y --no-install-recommends hello && rm -rf /var/lib/apt/lists/*\n"
+        'CMD ["hello", "--greeting=hello from a rootless build"]\n')
+    unprivileged.give(context)
+    ref = f"{debian.host}/apps/rootless-apt:1"
+    unprivileged.dockwright("build", context, "-t", ref, "--push", "--cache-dir", work / "cache", env=EPOCH_ENV)
+    layout = pull_to_layout(ref, tmp_path / "pulled", "app")
+    assert run_oci_image(layout, "app", tmp_path).splitlines() == ["hello from a rootless build"]
 
 
 def test_rootless_without_subordinate_ids_maps_one_id(dockwright: RunDockwright, busybox_base: BusyboxBase,
