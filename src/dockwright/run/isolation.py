@@ -51,7 +51,13 @@ class Isolation:
         if len(options) >= 4096:
             raise DockwrightError(f"too many layers for one overlay mount ({len(lowers)})",
                                   hint="squash the base image, or merge RUN steps")
-        _mount("overlay", target, "overlay", options)
+        try:
+            _mount("overlay", target, "overlay", options)
+        except RunUnavailable as exc:
+            if self.name == "rootless" and (exc.hint is None or exc.hint.startswith("run as root")):
+                exc.hint = ("rootless RUN needs overlayfs in a user namespace (Linux 5.11 or newer, not disabled "
+                            "by the distribution); otherwise run dockwright as root")
+            raise
 
     def mount_lowers(self, lowers: list[Path], target: Path) -> None:
         """A read-only overlay of `lowers` (top first, at least two) on `target` (RUN --mount sources)."""

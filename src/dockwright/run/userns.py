@@ -21,7 +21,6 @@ import logging
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -83,8 +82,8 @@ def subids(kind: str, user: str, uid: int) -> list[tuple[int, int]]:
 
 
 def reexec(argv: Sequence[str]) -> int:
-    """Run `python -m dockwright ARGV` again in a new user and mount namespace; its exit status.
-    Ctrl-C and SIGTERM go to it; it cleans up as any build does."""
+    """Run `python -m dockwright ARGV` again in a new user and mount namespace; its exit status. For the
+    CLI: Ctrl-C goes to both processes, and this one waits until the build has cleaned up."""
     uid, gid = os.getuid(), os.getgid()
     try:
         user = pwd.getpwuid(uid).pw_name
@@ -118,12 +117,13 @@ def reexec(argv: Sequence[str]) -> int:
         raise
     finally:
         os.close(write_fd)
-    previous = {sig: signal.signal(sig, lambda s, _f: child.send_signal(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return child.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    # Ctrl-C reaches the child with the rest of the process group; if this process dies, the child gets
+    # SIGTERM (PR_SET_PDEATHSIG): either way the build cleans up before it exits
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            continue
 
 
 def _wait_unshared(child: subprocess.Popen[bytes]) -> None:
@@ -178,9 +178,8 @@ from dockwright.run.userns import private_mounts, unshare
 fd, uid, gid, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 try:
     unshare()
-except OSError as exc:
-    print(f"error: rootless RUN: cannot create a user namespace: {exc.strerror}", file=sys.stderr)
-    sys.exit(125)
+except OSError:
+    sys.exit(125)  # the parent says what is missing
 if os.read(fd, 2) != b"go":
     sys.exit(125)
 os.close(fd)
@@ -192,6 +191,8 @@ os.setresgid(0, 0, 0)
 os.setresuid(0, 0, 0)
 if mode != "single":
     os.setgroups([])
+import ctypes, ctypes.util, signal
+ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 private_mounts()
 os.execv(sys.executable, [sys.executable, "-m", "dockwright", *sys.argv[5:]])
 """
