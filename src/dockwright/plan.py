@@ -154,7 +154,7 @@ Step = ConfigStep | CopyStep | MkdirStep | RunStep
 
 @dataclass(frozen=True)
 class Stage:
-    base: str  # registry reference, "scratch", "oci-layout://DIR[:TAG]", "docker-archive://FILE"
+    base: str  # registry reference, "scratch", "oci-layout://DIR[:TAG]", "oci-archive://FILE[:TAG]", "docker-archive://FILE"
     steps: tuple[Step, ...] = ()
     name: str | None = None
     base_stage: int | None = None  # when FROM names an earlier stage: its index in BuildPlan.stages

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from build_checks import EPOCH_ENV, cache_args, make_app
 from conftest import RunDockwright
-from images import BusyboxBase, run_oci_image
+from images import BusyboxBase, run_oci_image, sh
 
 
 @pytest.mark.requires("runc")
@@ -80,3 +80,33 @@ def test_ignore_file_replaces_the_contexts_dockerignore(dockwright: RunDockwrigh
     assert "./node_modules/left-pad/index.js" in files("--ignore-file", str(ship))
     (context / "Dockerfile.dockerignore").write_text("node_modules\nDockerfile*\n")
     assert files("--ignore-file", str(ship)) == ["./.dockerignore", "./debug.log", "./index.js"]
+
+
+@pytest.mark.requires("runc")
+def test_oci_archives_as_bases(dockwright: RunDockwright, busybox_files: BusyboxBase, tmp_path: Path) -> None:
+    """dockwright's own `-o type=oci` output and skopeo's oci-archive: are bases (--from and FROM), read in
+    place; a docker-archive:// that is an OCI archive, and the reverse, say which they are."""
+    context = make_app(tmp_path / "context")
+    first = tmp_path / "first.tar"
+    dockwright("build", context, "--from", f"oci-layout://{busybox_files.layout}:latest", "--copy", "app:/app",
+               "-t", "example.com/first:1", "-o", f"type=oci,dest={first}", *cache_args(tmp_path), env=EPOCH_ENV)
+    skopeo_made = tmp_path / "skopeo.tar"
+    sh("skopeo", "copy", f"oci:{busybox_files.layout}:latest", f"oci-archive:{skopeo_made}:base")
+    (context / "second.txt").write_text("second\n")
+    (context / "Dockerfile").write_text(f"FROM oci-archive://{first}\nCOPY second.txt /second.txt\n")
+    for name, args in (("flags", ["--from", f"oci-archive://{first}", "--copy", "second.txt:/second.txt"]),
+                       ("skopeo", ["--from", f"oci-archive://{skopeo_made}:base", "--copy", "app:/app"]),
+                       ("dockerfile", [])):
+        layout = tmp_path / f"out-{name}"
+        dockwright("build", context, *args, "-t", "example.com/second:1", "-o", f"type=oci,dest={layout},tar=false",
+                   *cache_args(tmp_path), env=EPOCH_ENV)
+        shown = run_oci_image(layout, "1", tmp_path, ["sh", "-c", "cat /app/data.txt /second.txt 2>&1; id -un app"])
+        assert "some data\n" in shown and "app\n" in shown, (name, shown)
+        assert ("second\n" in shown) == (name != "skopeo"), (name, shown)
+    wrong = dockwright("build", context, "--from", f"docker-archive://{skopeo_made}", "--copy", "app:/app",
+                       "-o", f"type=oci,dest={tmp_path / 'x.tar'}", *cache_args(tmp_path), check=False)
+    assert wrong.returncode == 2 and "is an OCI archive, not a docker-archive" in wrong.stderr, wrong.stderr
+    assert f"use oci-archive://{skopeo_made}" in wrong.stderr
+    wrong = dockwright("build", context, "--from", f"oci-archive://{busybox_files.archive}", "--copy", "app:/app",
+                       "-o", f"type=oci,dest={tmp_path / 'x.tar'}", *cache_args(tmp_path), check=False)
+    assert wrong.returncode == 2 and "is a docker-archive, not an OCI archive" in wrong.stderr, wrong.stderr

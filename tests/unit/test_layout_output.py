@@ -258,6 +258,26 @@ def test_a_written_layout_is_a_usable_base(tmp_path: Path) -> None:
         _build(tmp_path, "y\n", base=f"oci-layout://{tmp_path / 'nowhere'}")
 
 
+def test_a_written_oci_archive_is_a_usable_base_read_in_place(tmp_path: Path) -> None:
+    """Issue 11 item 9: `-o type=oci` output as `oci-archive://FILE[:TAG]`; its layers stream from byte ranges of
+    the archive (the bytes verified against their digests), and the wrong scheme says which to use."""
+    first = _build(tmp_path, "one\n")
+    archive = tmp_path / "first.tar"
+    write_archive(first, archive, _tags("example.com/base:1"), docker=False, mtime=0)
+    child = _build(tmp_path, "two\n", base=f"oci-archive://{archive}:1")
+    (img,) = child.images
+    base_layer = img.layers[0]
+    assert base_layer.descriptor.digest == first.images[0].layers[0].descriptor.digest
+    assert b"".join(base_layer.source.open()) == b"".join(first.images[0].layers[0].source.open())
+    with pytest.raises(UsageError, match="is a file; an OCI archive is read with oci-archive://"):
+        _build(tmp_path, "x\n", base=f"oci-layout://{archive}")
+    with pytest.raises(UsageError, match="is a directory; an OCI layout is read with oci-layout://"):
+        _build(tmp_path, "x\n", base=f"oci-archive://{tmp_path}")
+    docker = tmp_path / "first.docker.tar"
+    write_archive(first, docker, _tags("example.com/base:1"), docker=True, mtime=0)
+    assert len(_build(tmp_path, "y\n", base=f"oci-archive://{docker}").images[0].layers) == 2  # both formats in one
+
+
 def test_layout_dir_refuses_a_directory_that_is_not_a_layout(result: BuildResult, tmp_path: Path) -> None:
     root = tmp_path / "photos"
     root.mkdir()

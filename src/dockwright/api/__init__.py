@@ -28,7 +28,8 @@ __all__ = ["Image", "ImageIndex", "Layer", "build", "load", "publish", "pull", "
 
 
 def pull(ref: str, *, platform: str | None = None, cancel: threading.Event | None = None, **options: Any) -> Image:
-    """The image `ref` names: a registry reference, `scratch`, `oci-layout://DIR[:TAG]` or `docker-archive://FILE`.
+    """The image `ref` names: a registry reference, `scratch`, `oci-layout://DIR[:TAG]`,
+    `oci-archive://FILE[:TAG]` or `docker-archive://FILE`.
     Only manifests and the config are fetched; layers stay where they are until an output needs their bytes.
     For an index, `platform` ("linux/arm64") picks the image (default: this machine's, as Docker picks it).
     `options`: the fields of Settings (cache_dir, insecure_registries, use_cache, ...)."""

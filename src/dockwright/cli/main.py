@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("context", nargs="?", default=".", help="build context directory (default: .)")
     what = build.add_argument_group("what to build")
     what.add_argument("--from", dest="base", metavar="REF",
-                      help="base image: REF, scratch, oci-layout://DIR[:TAG] or docker-archive://FILE")
+                      help="base image: REF, scratch, oci-layout://DIR[:TAG], oci-archive://FILE[:TAG] or "
+                           "docker-archive://FILE")
     what.add_argument("--copy", action=_InOrder, default=[], metavar="SRC:DEST",
                       help="copy SRC (relative to the context) to DEST; one layer each, in order")
     what.add_argument("--run", action=_InOrder, default=[], metavar="CMD",

@@ -72,6 +72,11 @@ def _read_small(tar: tarfile.TarFile, name: object, where: str, limit: int) -> b
 
 
 def _manifest_entry(tar: tarfile.TarFile, where: str) -> dict[str, Any]:
+    names = {name.removeprefix("./") for name in tar.getnames()}
+    if "manifest.json" not in names and "index.json" in names:
+        path = where.removeprefix("docker-archive://")
+        raise UsageError(f"{where}: {path} is an OCI archive, not a docker-archive (index.json, no manifest.json)",
+                         hint=f"use oci-archive://{path}")
     try:
         manifest = json.loads(_read_small(tar, "manifest.json", where, mediatypes.MAX_MANIFEST_BYTES))
     except ValueError as exc:

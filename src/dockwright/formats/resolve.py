@@ -1,5 +1,6 @@
 """Resolve the base image of a stage, per platform: a registry reference, `scratch`, an OCI layout
-directory (`oci-layout://DIR[:TAG]`) or a docker-archive file (`docker-archive://FILE`).
+directory (`oci-layout://DIR[:TAG]`), an OCI archive (`oci-archive://FILE[:TAG]`: the same layout in a
+tar, read in place) or a docker-archive file (`docker-archive://FILE`).
 
 The result is a BaseImage per platform: its config, its layers (descriptor, diff_id and where the bytes
 live) and its manifest annotations. Nothing is downloaded here but manifests and configs: base layers
@@ -8,6 +9,8 @@ stay where they are until an output needs their bytes.
 
 from __future__ import annotations
 
+import posixpath
+import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -21,7 +24,13 @@ from dockwright.model.errors import DockwrightError, ImageFormatError, UsageErro
 from dockwright.model.image import BaseImage, Layer
 from dockwright.model.mediatypes import Format
 from dockwright.model.platform import Platform, refuse_windows
-from dockwright.model.reference import DOCKER_ARCHIVE_PREFIX, OCI_LAYOUT_PREFIX, SCRATCH, parse_reference
+from dockwright.model.reference import (
+    DOCKER_ARCHIVE_PREFIX,
+    OCI_ARCHIVE_PREFIX,
+    OCI_LAYOUT_PREFIX,
+    SCRATCH,
+    parse_reference,
+)
 
 if TYPE_CHECKING:
     from dockwright.cache import Cache
@@ -45,8 +54,8 @@ def resolve_base(spec: str, wanted: Wanted, *, explicit: bool, registries: Regis
             raise UsageError("--platform all needs a multi-platform base; scratch has no platforms",
                              hint="name the platforms: --platform linux/amd64,linux/arm64")
         return [_scratch(p, default_format or "oci") for p in wanted]
-    if spec.startswith(OCI_LAYOUT_PREFIX):
-        return _from_document_store(_LayoutStore.open(spec[len(OCI_LAYOUT_PREFIX):]), wanted, explicit)
+    if spec.startswith((OCI_LAYOUT_PREFIX, OCI_ARCHIVE_PREFIX)):
+        return _from_document_store(_LayoutStore.open(spec), wanted, explicit)
     if spec.startswith(DOCKER_ARCHIVE_PREFIX):
         from dockwright.formats.docker_archive import load_docker_archive
 
@@ -146,36 +155,105 @@ class _RegistryStore:
                             offline=self.pull == "never")
 
 
-class _LayoutStore:
-    def __init__(self, root: Path, tag: str | None) -> None:
+class _LayoutDir:
+    """The files of an OCI layout directory."""
+
+    def __init__(self, root: Path) -> None:
         self.root = root
+
+    def size(self, name: str) -> int | None:
+        try:
+            return (self.root / name).stat().st_size
+        except OSError:
+            return None
+
+    def read(self, name: str) -> bytes:
+        return (self.root / name).read_bytes()
+
+    def blob(self, name: str, descriptor: Descriptor, what: str) -> BlobSource:
+        return FileBlob(self.root / name, descriptor.digest, descriptor.size, what)
+
+
+class _LayoutTar:
+    """The files of an OCI layout inside an uncompressed tar, read in place (a blob is a byte range)."""
+
+    def __init__(self, path: Path, where: str) -> None:
+        self.path = path
+        try:
+            with tarfile.open(path, "r:") as tar:
+                self.members = {posixpath.normpath(m.name).lstrip("/"): (m.offset_data, m.size)
+                                for m in tar if m.isfile()}
+        except tarfile.ReadError:
+            raise UsageError(f"{where}: {path} is not an uncompressed tar",
+                             hint="a compressed OCI archive must be decompressed first (gunzip, zstd -d)") from None
+        except OSError as exc:
+            raise UsageError(f"{where}: cannot read {path}: {exc.strerror}") from None
+
+    def size(self, name: str) -> int | None:
+        member = self.members.get(name)
+        return None if member is None else member[1]
+
+    def read(self, name: str) -> bytes:
+        offset, size = self.members[name]
+        with self.path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read(size)
+
+    def blob(self, name: str, descriptor: Descriptor, what: str) -> BlobSource:
+        if name not in self.members:
+            raise ImageFormatError(f"{what}: {name} is missing from {self.path}")
+        offset, _ = self.members[name]
+        return FileBlob(self.path, descriptor.digest, descriptor.size, f"{what} ({name})", offset=offset)
+
+
+class _LayoutStore:
+    """An OCI layout, as a directory (oci-layout://) or a tar of one (oci-archive://)."""
+
+    def __init__(self, files: _LayoutDir | _LayoutTar, where: str, tag: str | None) -> None:
+        self.files = files
         self.tag = tag
-        self.where = f"{OCI_LAYOUT_PREFIX}{root}" + (f":{tag}" if tag else "")
+        self.where = where
         self.name = None
 
     @classmethod
-    def open(cls, text: str) -> _LayoutStore:
+    def open(cls, spec: str) -> _LayoutStore:
+        prefix = OCI_ARCHIVE_PREFIX if spec.startswith(OCI_ARCHIVE_PREFIX) else OCI_LAYOUT_PREFIX
+        text = spec[len(prefix):]
         path, tag = text, None
         head, sep, tail = text.rpartition(":")
         if sep and head and "/" not in tail and not Path(text).exists():
             path, tag = head, tail
         root = Path(path)
-        if not (root / "index.json").is_file():
-            raise UsageError(f"{OCI_LAYOUT_PREFIX}{text}: {root} is not an OCI layout (no index.json)")
-        return cls(root, tag)
+        if prefix == OCI_LAYOUT_PREFIX and root.is_file():
+            raise UsageError(f"{spec}: {root} is a file; an OCI archive is read with {OCI_ARCHIVE_PREFIX}{text}")
+        if prefix == OCI_ARCHIVE_PREFIX and root.is_dir():
+            raise UsageError(f"{spec}: {root} is a directory; an OCI layout is read with {OCI_LAYOUT_PREFIX}{text}")
+        files = _LayoutDir(root) if prefix == OCI_LAYOUT_PREFIX else _LayoutTar(root, spec)
+        if files.size("index.json") is None:
+            docker = prefix == OCI_ARCHIVE_PREFIX and files.size("manifest.json") is not None
+            raise UsageError(f"{spec}: {root} is a docker-archive, not an OCI archive (manifest.json, no index.json)"
+                             if docker else f"{spec}: {root} is not an OCI layout (no index.json)",
+                             hint=f"use {DOCKER_ARCHIVE_PREFIX}{path}" if docker else None)
+        return cls(files, spec, tag)
 
     def _read(self, descriptor: Descriptor) -> bytes:
-        algorithm, _, hex_ = check_digest(descriptor.digest, self.where).partition(":")
-        path = self.root / "blobs" / algorithm / hex_
+        name = self._name(descriptor)
+        size = self.files.size(name)
         try:
-            data = path.read_bytes() if path.stat().st_size <= mediatypes.MAX_CONFIG_BYTES else b""
-        except OSError as exc:
-            raise ImageFormatError(f"{self.where}: cannot read {path}: {exc.strerror}") from None
+            data = self.files.read(name) if size is not None and size <= mediatypes.MAX_CONFIG_BYTES else b""
+        except (OSError, KeyError) as exc:
+            raise ImageFormatError(f"{self.where}: cannot read {name}: {exc}") from None
+        if size is None:
+            raise ImageFormatError(f"{self.where}: {name} is missing")
         return verify_bytes(data, descriptor.digest, descriptor.size, f"{self.where} blob")
 
+    def _name(self, descriptor: Descriptor) -> str:
+        algorithm, _, hex_ = check_digest(descriptor.digest, self.where).partition(":")
+        return f"blobs/{algorithm}/{hex_}"
+
     def top(self) -> tuple[bytes, str | None, str]:
-        index_path = self.root / "index.json"
-        parsed = documents.parse_document(index_path.read_bytes(), mediatypes.OCI_INDEX, str(index_path))
+        index_path = f"{self.where}: index.json"
+        parsed = documents.parse_document(self.files.read("index.json"), mediatypes.OCI_INDEX, index_path)
         if not isinstance(parsed, Index):
             raise ImageFormatError(f"{index_path} is not an image index")
         candidates = parsed.manifests
@@ -193,9 +271,7 @@ class _LayoutStore:
         return self._read(descriptor)
 
     def blob(self, descriptor: Descriptor) -> BlobSource:
-        algorithm, _, hex_ = descriptor.digest.partition(":")
-        return FileBlob(self.root / "blobs" / algorithm / hex_, descriptor.digest, descriptor.size,
-                        f"layer in {self.where}")
+        return self.files.blob(self._name(descriptor), descriptor, f"layer in {self.where}")
 
 
 def _from_document_store(store: _DocumentStore, wanted: Wanted, explicit: bool) -> list[BaseImage]:

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from dockwright.model.errors import UsageError
-from dockwright.model.reference import DOCKER_ARCHIVE_PREFIX, OCI_LAYOUT_PREFIX, SCRATCH, parse_reference
+from dockwright.model.reference import LOCAL_PREFIXES, SCRATCH, parse_reference
 from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, CopyStep, RunStep, Stage, is_octal_mode
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
@@ -110,7 +110,7 @@ def plan_from_flags(context: Path, base: str, copies: Sequence[str], edit: Confi
     if chmod is not None:
         check_chmod("--chmod", chmod)
     edit = entrypoint_resets_cmd(edit, cmd_given=False)
-    if base != SCRATCH and not base.startswith((OCI_LAYOUT_PREFIX, DOCKER_ARCHIVE_PREFIX)):
+    if base != SCRATCH and not base.startswith(LOCAL_PREFIXES):
         parse_reference(base)  # a malformed --from fails now, before anything is built
     ordered = list(layer_steps) if layer_steps is not None else [("copy", value) for value in copies]
     runs = any(kind == "run" for kind, _ in ordered)

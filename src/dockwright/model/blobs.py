@@ -50,12 +50,16 @@ class FileBlob:
     # Written by this build, its digest computed from the bytes as they were written: streamed out with
     # a size check only (a 500 MB layer is not hashed a second time on its way to the registry)
     fresh: bool = False
+    offset: int | None = None  # the blob is `size` bytes at this offset (a member of an uncompressed tar)
 
     def open(self) -> Iterator[bytes]:
         verifier = Verifier(self.digest, self.size, f"{self.what} {self.path}", content=not self.fresh)
         try:
             with self.path.open("rb") as handle:
-                while chunk := handle.read(CHUNK):
+                remaining = -1 if self.offset is None else self.size
+                handle.seek(self.offset or 0)
+                while remaining and (chunk := handle.read(CHUNK if remaining < 0 else min(CHUNK, remaining))):
+                    remaining -= len(chunk) if remaining > 0 else 0
                     verifier.update(chunk)
                     yield chunk
         except FileNotFoundError:

@@ -22,6 +22,8 @@ DEFAULT_TAG = "latest"
 SCRATCH = "scratch"
 OCI_LAYOUT_PREFIX = "oci-layout://"
 DOCKER_ARCHIVE_PREFIX = "docker-archive://"
+OCI_ARCHIVE_PREFIX = "oci-archive://"
+LOCAL_PREFIXES = (OCI_LAYOUT_PREFIX, OCI_ARCHIVE_PREFIX, DOCKER_ARCHIVE_PREFIX)  # images in local files
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _PATH_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
