@@ -140,3 +140,11 @@ def test_proxy_build_args_reach_run_without_an_arg_line() -> None:
     assert step.args == (("https_proxy", "http://p:1"),)
     assert command.environment([], [*step.args, *step.proxies])[:2] == ["https_proxy=http://p:1",
                                                                       "HTTP_PROXY=http://proxy:3128"]
+
+
+def test_dry_run_json_names_proxy_args_without_their_values() -> None:
+    from dockwright.cli.describe import step_json
+
+    (step,) = runs("FROM scratch\nRUN true\n", build_args={"HTTP_PROXY": "http://user:secret@proxy:3128"})
+    assert step_json(step)["proxies"] == ["HTTP_PROXY"]
+    assert "secret" not in str(step_json(step))

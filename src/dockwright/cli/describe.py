@@ -207,6 +207,8 @@ def step_json(step: object) -> dict[str, Any]:
         data["type"] = _STEP_TYPES[type(step)]
     if isinstance(step, ConfigStep):
         data["dockerfile"] = edit_lines(step.edit)
+    if isinstance(step, RunStep):  # a proxy URL may hold credentials: its name only, as BuildKit's history
+        data["proxies"] = [key for key, _ in step.proxies]
     return data
 
 
