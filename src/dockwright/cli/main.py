@@ -169,15 +169,18 @@ def _setup_logging(quiet: bool, verbose: bool, rawjson: bool = False) -> None:
     log.setLevel(level)
 
 
-def _error(args: argparse.Namespace, message: str, hint: str | None = None) -> None:
-    """The one error line (and its hint) on stderr; a JSON object with --progress rawjson."""
+def _error(args: argparse.Namespace, message: str, hint: str | None = None, details: Sequence[str] = ()) -> None:
+    """The one error line (its details, e.g. a failed RUN's last output lines, and its hint) on stderr; a JSON
+    object with --progress rawjson."""
     if getattr(args, "progress", None) == "rawjson":
         import json
 
-        print(json.dumps({"event": "error", "message": message, **({"hint": hint} if hint else {})},
-                         ensure_ascii=False), file=sys.stderr)
+        print(json.dumps({"event": "error", "message": message, **({"details": list(details)} if details else {}),
+                          **({"hint": hint} if hint else {})}, ensure_ascii=False), file=sys.stderr)
         return
     print(f"error: {_printable(message)}", file=sys.stderr)
+    for line in details:
+        print(f"  {_printable(line)}", file=sys.stderr)
     if hint:
         print(f"  hint: {_printable(hint)}", file=sys.stderr)
 
@@ -228,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_cache(args)
     except DockwrightError as exc:
-        _error(args, exc.message, exc.hint)
+        _error(args, exc.message, exc.hint, exc.details)
         return exc.exit_code
     except BrokenPipeError:  # stdout closed early (| head): not worth a message
         return 1

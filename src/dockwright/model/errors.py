@@ -1,5 +1,6 @@
 """The error hierarchy. Every user-facing failure is a DockwrightError: the CLI prints
-its message (one or two lines: what failed, where, what to do) and exits non-zero."""
+its message (one or two lines: what failed, where, what to do; a failed command's output between them)
+and exits non-zero."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from typing import Self
 
 
 class DockwrightError(Exception):
-    """A failure the user can act on. `hint` is the 'what to do about it' line."""
+    """A failure the user can act on. `hint` is the 'what to do about it' line; `details` are lines shown
+    between the two (a failed RUN's last lines of output)."""
 
     exit_code = 1
+    details: tuple[str, ...] = ()
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -17,7 +20,8 @@ class DockwrightError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+        hint = [f"  hint: {self.hint}"] if self.hint else []
+        return "\n".join([self.message, *(f"  {line}" for line in self.details), *hint])
 
     def with_context(self, prefix: str) -> Self:
         """The same error (type, hint, fields) with `prefix` before its message, e.g. "Dockerfile:3: ".

@@ -32,11 +32,11 @@ TAIL_LINES = 10
 
 
 class RunFailed(DockwrightError):
-    """The command exited non-zero: the message has its exit code and the last lines of its output."""
+    """The command exited non-zero: the message has its exit code, `details` the last lines of its output."""
 
     def __init__(self, message: str, exit_code: int, tail: Sequence[str]) -> None:
-        shown = "".join(f"\n  {line}" for line in tail)
-        super().__init__(f"{message}: exit code {exit_code}{shown}")
+        super().__init__(f"{message}: exit code {exit_code}")
+        self.details = tuple(tail)
         self.command_exit_code = exit_code
 
 
