@@ -156,7 +156,8 @@ def _mount(source: str, target: Path, fstype: str, options: str) -> None:
                 "pod)" if code in (errno.EPERM, errno.EACCES) else None)
         if code == errno.EINVAL and filesystem_of(target) == "overlay":
             hint = ("dockwright's cache is on overlayfs (a container's own file system), which cannot hold an "
-                    "overlay's upper directory: point --cache-dir at a volume (ext4, xfs or tmpfs)")
+                    "overlay's upper directory: point --cache-dir (with --no-cache: TMPDIR) at a volume (ext4, xfs "
+                    "or tmpfs)")
         raise RunUnavailable(f"cannot mount the overlay root file system for RUN: {os.strerror(code)}", hint=hint)
 
 
