@@ -69,6 +69,7 @@ class Builder:
     _layers: LayerCache = field(init=False)  # the layer cache policy: which layer each step gets
 
     def __post_init__(self) -> None:
+        self._compression().resolved_level()  # a bad level is the build's, not its first layer's
         self._facts = LayerFacts(self.cache)
         self._layers = LayerCache(self.cache, self._compression(), use_cache=self.options.use_cache,
                                   facts=self._facts, cancel=self.cancel, progress=self.progress)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dockwright.model.errors import DockwrightError, UsageError
 from dockwright.model.reference import Reference, parse_reference
+from dockwright.model.units import plural
 
 if TYPE_CHECKING:
     from dockwright.api.plans import Planner
@@ -175,7 +176,8 @@ def run_build(args: argparse.Namespace) -> int:
         finally:
             release(image)
     top = result.top.descriptor
-    log.info("built %s (%d layers built, %d from cache)", top.digest, result.layers_built, result.layers_cached)
+    log.info("built %s (%s built, %d from cache)", top.digest, plural(result.layers_built, "layer"),
+             result.layers_cached)
     pushed = lines if any(spec.type == "registry" for spec in specs) else []
     write_metadata(args, result, tags, pushed)
     for line in lines:

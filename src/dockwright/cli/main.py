@@ -86,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     how.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                      help="allow plain HTTP to this registry (loopback hosts always may)")
     how.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip")
-    how.add_argument("--compression-level", type=int, metavar="N")
+    how.add_argument("--compression-level", type=int, metavar="N",
+                     help="gzip 0-3 (ISA-L's levels, default 1: 0 fastest, 3 smallest), zstd 1-22 (default 3)")
     how.add_argument("--jobs", type=int, default=min(8, (os.cpu_count() or 2) * 2), metavar="N",
                      help="parallel blob transfers")
     how.add_argument("--cache-dir", metavar="DIR", help="layer and blob cache (default $XDG_CACHE_HOME/dockwright)")
@@ -129,6 +130,8 @@ def _parser() -> argparse.ArgumentParser:
     for action in (du, prune):  # before or after the action: `cache du --cache-dir DIR` too
         action.add_argument("--cache-dir", default=argparse.SUPPRESS, **cache_dir)  # type: ignore[arg-type]
     prune.add_argument("--keep-storage", metavar="SIZE", help="keep at most SIZE (e.g. 2GB); default: remove all")
+    for command in (build, login, logout, cache, du, prune):
+        command.set_defaults(usage_of=command)
     return parser
 
 
@@ -209,7 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status. Callable from any thread and more than once: it installs
     no signal handler and never exits the process (`run` is the `dockwright` program)."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported with the usage of the command given, not the top level's
+        getattr(args, "usage_of", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to start the build again (rootless RUN)
     if args.command is None:
         parser.print_help(sys.stderr)

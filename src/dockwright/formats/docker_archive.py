@@ -20,6 +20,7 @@ from dockwright.model.documents import Descriptor
 from dockwright.model.errors import DigestMismatchError, ImageFormatError, UsageError
 from dockwright.model.image import BaseImage, BuildResult, Layer
 from dockwright.model.platform import Platform
+from dockwright.model.units import plural
 
 if TYPE_CHECKING:
     from dockwright.formats import PublishContext
@@ -42,8 +43,8 @@ def load_docker_archive(path: Path, workdir: Path) -> BaseImage:
         names = entry.get("Layers")
         diff_ids = config["rootfs"]["diff_ids"]
         if not isinstance(names, list) or len(names) != len(diff_ids):
-            raise ImageFormatError(f"{where}: manifest.json lists {len(names or [])} layers, "
-                                   f"the config {len(diff_ids)} diff_ids")
+            raise ImageFormatError(f"{where}: manifest.json lists {plural(len(names or []), 'layer')}, "
+                                   f"the config {plural(len(diff_ids), 'diff_id')}")
         layers = [_layer(tar, name, diff_id, workdir, where) for name, diff_id in zip(names, diff_ids, strict=True)]
     platform = Platform(config["os"], config["architecture"], config.get("variant"))
     tags = entry.get("RepoTags") or []

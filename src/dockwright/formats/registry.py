@@ -22,6 +22,7 @@ from dockwright.model.errors import DigestMismatchError, DockwrightError, UsageE
 from dockwright.model.image import BuildResult
 from dockwright.model.mediatypes import FOREIGN_LAYER_TYPES
 from dockwright.model.reference import Reference
+from dockwright.model.units import human_size, plural
 from dockwright.parallel import cancellable, run_parallel
 from dockwright.progress import Progress
 
@@ -101,8 +102,8 @@ class RegistryPush:
     def commit(self, result: BuildResult, context: PublishContext) -> None:
         assert context.registries is not None
         lines, stats = push(result, context.tags, context.registries, context.jobs, context.progress)
-        log.info("pushed: %d blobs uploaded (%d bytes), %d mounted, %d already there",
-                 stats.uploaded, stats.bytes_uploaded, stats.mounted, stats.existing)
+        log.info("pushed: %s uploaded (%s), %d mounted, %d already there", plural(stats.uploaded, "blob"),
+                 human_size(stats.bytes_uploaded), stats.mounted, stats.existing)
         context.notes.extend(lines)
 
     def discard(self) -> None:

@@ -31,6 +31,7 @@ from dockwright.model.reference import (
     SCRATCH,
     parse_reference,
 )
+from dockwright.model.units import plural
 
 if TYPE_CHECKING:
     from dockwright.cache import Cache
@@ -336,8 +337,8 @@ def _load_manifest(store: _DocumentStore, manifest: Manifest, digest: str) -> Ba
     diff_ids = config["rootfs"]["diff_ids"]
     if len(diff_ids) != len(manifest.layers):
         raise ImageFormatError(
-            f"{store.where}: manifest has {len(manifest.layers)} layers but its config lists "
-            f"{len(diff_ids)} diff_ids")
+            f"{store.where}: manifest has {plural(len(manifest.layers), 'layer')} but its config lists "
+            f"{plural(len(diff_ids), 'diff_id')}")
     layers = [Layer(d, diff_id, store.blob(d)) for d, diff_id in zip(manifest.layers, diff_ids, strict=True)]
     platform = Platform(config["os"], config["architecture"], config.get("variant"), config.get("os.version"))
     return BaseImage(platform, manifest.format, config, layers, dict(manifest.annotations), store.name, digest)

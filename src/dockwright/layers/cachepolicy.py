@@ -26,6 +26,7 @@ from dockwright.model.blobs import FileBlob
 from dockwright.model.documents import Descriptor
 from dockwright.model.image import Layer
 from dockwright.model.mediatypes import Format
+from dockwright.model.units import human_size, plural
 from dockwright.parallel import check_cancelled
 from dockwright.plan import CopyStep
 from dockwright.progress import Progress
@@ -145,7 +146,8 @@ class LayerCache:
         self.built += 1
         if self.facts is not None:
             self.facts.record_machines(blob.digest, blob.machines)
-        log.info("built layer %s (%d entries, %s bytes)", blob.digest[:19], blob.entries, blob.size)
+        log.info("built layer %s (%s, %s)", blob.digest[:19], plural(blob.entries, "entry", "entries"),
+                 human_size(blob.size))
         layer = Layer(Descriptor(self._media_type(fmt), blob.digest, blob.size), blob.diff_id,
                       FileBlob(path, blob.digest, blob.size, "built layer", fresh=True))
         if key is not None:
