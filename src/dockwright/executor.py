@@ -5,7 +5,6 @@ Data flows one way: plan -> BaseImage (per stage and platform) -> FinalImage(s) 
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import posixpath
@@ -29,7 +28,6 @@ from dockwright.plan import BuildOptions, BuildPlan, ConfigEdit, ConfigStep, Cop
 from dockwright.progress import Progress
 
 if TYPE_CHECKING:
-    from dockwright.layers.cachepolicy import TreeCopy
     from dockwright.layers.copy import CopySettings
     from dockwright.layers.dirindex import ImageDirs
     from dockwright.layers.dockerignore import IgnoreMatcher
@@ -358,9 +356,8 @@ class Builder:
         parents = self._missing_dirs(state, posixpath.dirname(path)) if owner != (0, 0) else []
         return not self._missing_dirs(state, path), parents
 
-    def _copy_entries(self, plan: BuildPlan, step: CopyStep, state: _StageState,
+    def _copy_entries(self, plan: BuildPlan, step: CopyStep, dest: str, settings: CopySettings,
                       states: list[_StageState]) -> list[TarEntry]:
-        dest, settings = self._copy_settings(step, state)
         if step.inline_files:
             made = list(settings.make_dirs)
             if dest.endswith("/") and not settings.dest_exists and (settings.uid, settings.gid) != (0, 0):
@@ -415,53 +412,23 @@ class Builder:
         """A COPY/ADD layer, as the layer cache policy (layers/cachepolicy.py) finds or makes it: a plain
         COPY of one context directory by its cheap keys, any other by the fingerprint of its entries."""
         fmt = self._format_for(state.image)
-        tree = self._tree_copy(plan, step, state)
+        dest, settings = self._copy_settings(step, state)
+        tree = self._layers.tree_copy(plan, step, dest, settings)
         if tree is None:
-            return self._layers.for_entries(self._copy_entries(plan, step, state, states), fmt)
+            return self._layers.for_entries(self._copy_entries(plan, step, dest, settings, states), fmt)
 
         def stream() -> Iterable[TarEntry]:
             from dockwright.layers import copy
 
-            dest, settings = self._copy_settings(step, state)
             return copy.stream_copy(plan.context, step.sources[0], dest, settings, ignore=self._ignore(plan))
 
-        return self._layers.for_tree(tree, fmt, lambda: self._copy_entries(plan, step, state, states), stream)
+        return self._layers.for_tree(tree, fmt, lambda: self._copy_entries(plan, step, dest, settings, states), stream)
 
     @staticmethod
     def _ignore(plan: BuildPlan) -> IgnoreMatcher | None:
-        return _ignore_matcher(plan.dockerignore) if plan.dockerignore else None
+        from dockwright.layers.dockerignore import compiled
 
-    def _tree_copy(self, plan: BuildPlan, step: CopyStep, state: _StageState) -> TreeCopy | None:
-        """The inputs of a plain COPY of one context directory's memo and quick key; None for any other step."""
-        from dockwright.layers.cachepolicy import TreeCopy, counts_excluded, tree_source
-
-        tree = tree_source(str(plan.context), step, plan.dockerignore)
-        if tree is None:
-            return None
-        import json
-
-        from dockwright.layers.tar import FORMAT_VERSION
-
-        dest = self._absolute(step.dest, state)
-        compression = self._compression()
-        settings = json.dumps([FORMAT_VERSION, compression.algorithm, compression.resolved_level(), step.sources,
-                               dest, self._destination_dirs(dest, step, self._owner(step.chown, state), state),
-                               step.chown, self._owner(step.chown, state),
-                               step.chmod, step.excludes, step.parents, plan.dockerignore,
-                               self.options.source_date_epoch])
-        root, skip = tree
-        return TreeCopy(root, skip, settings,
-                        counts_excluded(str(plan.context), root, step.excludes, skip, self._ignore(plan)))
-
-
-@functools.lru_cache(maxsize=8)
-def _ignore_matcher(patterns: tuple[str, ...]) -> IgnoreMatcher:
-    """Compiled once per build, not once per COPY step and use (a matcher holds no state)."""
-    from dockwright.layers.dockerignore import IgnoreMatcher
-
-    return IgnoreMatcher.from_patterns(list(patterns))
-
-
+        return compiled(plan.dockerignore)
 def _ancestors(path: str) -> list[str]:
     """"a/b/c" -> ["a", "a/b", "a/b/c"]; "" -> []."""
     parts = path.split("/") if path else []

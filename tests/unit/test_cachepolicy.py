@@ -133,3 +133,21 @@ def test_a_zstd_layer_is_oci_only(ctx: Path, tmp_path: Path) -> None:
     with pytest.raises(DockwrightError, match="cannot go into a Docker-format manifest"):
         build(cache, Copy(ctx), compression="zstd", fmt="docker")
 
+
+
+def test_a_tree_copy_is_keyed_by_every_setting_and_only_plain_directory_copies_have_one(ctx: Path,
+                                                                                       tmp_path: Path) -> None:
+    from dockwright.plan import BuildPlan, Stage
+
+    layers = LayerCache(Cache(tmp_path / "cache"), Compression(), use_cache=True)
+    step = CopyStep(sources=("app",), dest="/srv")
+    plan = BuildPlan(ctx, (Stage("scratch", (step,)),))
+    tree = layers.tree_copy(plan, step, "/srv", CopySettings())
+    assert tree is not None and tree.root == str(ctx / "app") and not tree.counts_excluded
+    for dest, settings in (("/srv", CopySettings(uid=1)), ("/srv", CopySettings(mtime=1)),
+                           ("/srv", CopySettings(dest_exists=True)), ("/other", CopySettings())):
+        other_tree = layers.tree_copy(plan, step, dest, settings)
+        assert other_tree is not None and other_tree.settings != tree.settings
+    for other in (CopyStep(sources=("app",), dest="/srv", add=True), CopyStep(sources=("app", "x"), dest="/srv/"),
+                  CopyStep(sources=("app/*",), dest="/srv/"), CopyStep(sources=("app",), dest="/srv", from_stage=0)):
+        assert layers.tree_copy(plan, other, "/srv", CopySettings()) is None

@@ -13,6 +13,7 @@ image's format only, so a layer found for one format serves the other.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -21,17 +22,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dockwright.cache import Cache, CachedLayer
-from dockwright.layers.dockerignore import IgnoreMatcher, has_wildcards
+from dockwright.layers.dockerignore import IgnoreMatcher, compiled, has_wildcards
 from dockwright.model.blobs import FileBlob
 from dockwright.model.documents import Descriptor
 from dockwright.model.image import Layer
 from dockwright.model.mediatypes import Format
 from dockwright.model.units import human_size, plural
 from dockwright.parallel import check_cancelled
-from dockwright.plan import CopyStep
+from dockwright.plan import BuildPlan, CopyStep
 from dockwright.progress import Progress
 
 if TYPE_CHECKING:
+    from dockwright.layers.copy import CopySettings
     from dockwright.layers.facts import LayerFacts
     from dockwright.layers.quickkey import BackgroundWalks
     from dockwright.layers.tar import Compression, TarEntry
@@ -73,6 +75,22 @@ class LayerCache:
             from dockwright.layers.quickkey import BackgroundWalks
 
             self._walks = BackgroundWalks(dict.fromkeys(trees))
+
+    def tree_copy(self, plan: BuildPlan, step: CopyStep, dest: str, settings: CopySettings) -> TreeCopy | None:
+        """The memo and quick-key inputs of `step` when it is a plain COPY of one context directory (absolute
+        destination `dest`, written with `settings`); None for any other step."""
+        tree = tree_source(str(plan.context), step, plan.dockerignore)
+        if tree is None:
+            return None
+        from dockwright.layers.tar import FORMAT_VERSION
+
+        compression = self.compression
+        text = json.dumps([FORMAT_VERSION, compression.algorithm, compression.resolved_level(), step.sources, dest,
+                           (settings.dest_exists, list(settings.make_dirs)), step.chown, (settings.uid, settings.gid),
+                           step.chmod, step.excludes, step.parents, plan.dockerignore, settings.mtime])
+        root, skip = tree
+        return TreeCopy(root, skip, text,
+                        counts_excluded(str(plan.context), root, step.excludes, skip, compiled(plan.dockerignore)))
 
     def for_tree(self, tree: TreeCopy, fmt: Format, collect: Callable[[], list[TarEntry]],
                  stream: Callable[[], Iterable[TarEntry]]) -> Layer:

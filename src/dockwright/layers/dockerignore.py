@@ -8,6 +8,7 @@ only checks one parent prefix.
 
 from __future__ import annotations
 
+import functools
 import logging
 import posixpath
 import re
@@ -194,3 +195,10 @@ class IgnoreMatcher:
             ):
                 return True
         return False
+
+
+@functools.lru_cache(maxsize=8)
+def compiled(patterns: tuple[str, ...]) -> IgnoreMatcher | None:
+    """The matcher of a build's .dockerignore patterns (None without any), compiled once per build rather
+    than once per COPY step and use: a matcher holds no state."""
+    return IgnoreMatcher.from_patterns(list(patterns)) if patterns else None
