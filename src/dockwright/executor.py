@@ -151,11 +151,11 @@ class Builder:
 
     def _start_walks(self, plans: list[BuildPlan]) -> None:
         """Start the quick keys' walks of the plans' plain directory copies, in the background."""
-        from dockwright.layers.cachepolicy import tree_source
+        from dockwright.layers.cachepolicy import step_tree_source
 
         self._layers.start_walks(
             tree for plan in plans for stage in plan.stages for step in stage.steps
-            if isinstance(step, CopyStep) and (tree := tree_source(str(plan.context), step, plan.dockerignore)))
+            if isinstance(step, CopyStep) and (tree := step_tree_source(plan, step)))
 
     def _build_plan(self, plan: BuildPlan, platform: Platform, explicit: bool) -> _StageState:
         states: list[_StageState] = []
@@ -371,12 +371,12 @@ class Builder:
             return self._rootfs(source_image).collect(step.sources, dest, settings)
         from dockwright.layers import copy
 
-        ignore = self._ignore(plan)
+        context, ignore = self._context(plan, step)
         if step.add:
             from dockwright.layers.add import collect_add
 
-            return collect_add(plan.context, step, dest, settings, ignore=ignore, workdir=Path(self._mkdtemp("add-")))
-        return copy.collect_copy(plan.context, step.sources, dest, settings, ignore=ignore)
+            return collect_add(context, step, dest, settings, ignore=ignore, workdir=Path(self._mkdtemp("add-")))
+        return copy.collect_copy(context, step.sources, dest, settings, ignore=ignore)
 
     def _inline_entries(self, step: CopyStep, dest: str, uid: int, gid: int, chmod: int | None,
                         made: list[str]) -> list[TarEntry]:
@@ -420,15 +420,18 @@ class Builder:
         def stream() -> Iterable[TarEntry]:
             from dockwright.layers import copy
 
-            return copy.stream_copy(plan.context, step.sources[0], dest, settings, ignore=self._ignore(plan))
+            context, ignore = self._context(plan, step)
+            return copy.stream_copy(context, step.sources[0], dest, settings, ignore=ignore)
 
         return self._layers.for_tree(tree, fmt, lambda: self._copy_entries(plan, step, dest, settings, states), stream)
 
     @staticmethod
-    def _ignore(plan: BuildPlan) -> IgnoreMatcher | None:
+    def _context(plan: BuildPlan, step: CopyStep) -> tuple[Path, IgnoreMatcher | None]:
+        """The directory a context COPY reads (the build context or a named one) and its ignore matcher."""
         from dockwright.layers.dockerignore import compiled
 
-        return compiled(plan.dockerignore)
+        context, patterns = plan.context_of(step)
+        return context, compiled(patterns)
 def _ancestors(path: str) -> list[str]:
     """"a/b/c" -> ["a", "a/b", "a/b/c"]; "" -> []."""
     parts = path.split("/") if path else []

@@ -74,6 +74,7 @@ class CopyStep:
     chmod: str | None = None
     from_stage: int | None = None  # index into BuildPlan.stages
     from_image: str | None = None  # an image reference (COPY --from=IMAGE)
+    from_context: str | None = None  # a directory named with --build-context: BuildPlan.contexts, by name
     parents: bool = False
     excludes: tuple[str, ...] = ()
     add: bool = False  # ADD: extract local tar archives; sources may be URLs
@@ -163,6 +164,19 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class NamedContext:
+    """`--build-context NAME=...` (buildx): what `FROM NAME` and `COPY --from=NAME` use instead of the stage or
+    image of that name. `source` is a base spec (a registry reference, `oci-layout://DIR[:TAG]`,
+    `oci-archive://FILE[:TAG]`) or, when `directory`, a directory read like the build context, with its own
+    `.dockerignore` patterns (`dockerignore`, read by the caller)."""
+
+    name: str
+    source: str
+    directory: bool = False
+    dockerignore: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class BuildPlan:
     context: Path
     stages: tuple[Stage, ...]
@@ -170,6 +184,14 @@ class BuildPlan:
     annotations: tuple[tuple[str, str], ...] = ()  # manifest (and index) annotations
     dockerignore: tuple[str, ...] = ()  # .dockerignore patterns, applied to context sources
     source: str = "flags"  # "flags" or the Dockerfile path, for messages
+    contexts: tuple[NamedContext, ...] = ()  # the named contexts the plan's steps use
+
+    def context_of(self, step: CopyStep) -> tuple[Path, tuple[str, ...]]:
+        """The directory a context COPY reads and its ignore patterns: a named context's, or the build context's."""
+        if step.from_context is None:
+            return self.context, self.dockerignore
+        named = next(c for c in self.contexts if c.name == step.from_context)
+        return Path(named.source), named.dockerignore
 
     @property
     def target(self) -> Stage:

@@ -110,3 +110,59 @@ def test_oci_archives_as_bases(dockwright: RunDockwright, busybox_files: Busybox
     wrong = dockwright("build", context, "--from", f"oci-archive://{busybox_files.archive}", "--copy", "app:/app",
                        "-o", f"type=oci,dest={tmp_path / 'x.tar'}", *cache_args(tmp_path), check=False)
     assert wrong.returncode == 2 and "is a docker-archive, not an OCI archive" in wrong.stderr, wrong.stderr
+
+
+BUILDER_DOCKERFILE = """\
+FROM golang:1.22 AS build
+WORKDIR /src
+COPY . .
+RUN go build -o /out/app .
+
+FROM busybox
+COPY --from=build /out/app /app
+ENTRYPOINT ["/app"]
+"""
+
+
+@pytest.mark.requires("runc")
+def test_named_contexts_replace_a_builder_stage_and_a_base(dockwright: RunDockwright, busybox_base: BusyboxBase,
+                                                           tmp_path: Path) -> None:
+    """Three in ten real Dockerfiles compile in a builder stage and COPY --from it: with --build-context
+    build=./out that stage (golang, RUN go build) is neither pulled, run nor refused; the directory is its
+    root file system, read as a context (its .dockerignore applies, no symlink leads out). busybox comes
+    from an oci-layout:// context, and then a builder from a docker-image:// one."""
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(BUILDER_DOCKERFILE)
+    out = tmp_path / "ci-output"
+    (out / "out").mkdir(parents=True)
+    app = out / "out" / "app"
+    app.write_text("#!/bin/sh\necho built by CI \"$@\"\nls /extra 2>/dev/null\nexit 0\n")
+    app.chmod(0o755)
+    base = ["--build-context", f"busybox=oci-layout://{busybox_base.layout}:latest"]
+
+    def build_and_run(*args: str) -> str:
+        layout = tmp_path / f"out-{len(list(tmp_path.glob('out-*')))}"
+        dockwright("build", context, *base, *args, "-t", "example.com/app:1",
+                   "-o", f"type=oci,dest={layout},tar=false", *cache_args(tmp_path), env=EPOCH_ENV)
+        return run_oci_image(layout, "1", tmp_path)
+
+    assert build_and_run("--build-context", f"build={out}") == "built by CI\n"
+
+    (out / ".dockerignore").write_text("out/secret.txt\n")
+    (out / "out" / "secret.txt").write_text("not for the image\n")
+    (context / "Dockerfile").write_text(BUILDER_DOCKERFILE.replace(
+        'ENTRYPOINT ["/app"]', "COPY --from=build /out/ /extra/\nENTRYPOINT [\"/app\"]"))
+    assert build_and_run("--build-context", f"build={out}") == "built by CI\napp\n"
+
+    (out / "out" / "etc").symlink_to("/etc")
+    (context / "Dockerfile").write_text(BUILDER_DOCKERFILE.replace("/out/app /app", "/out/etc/passwd /app"))
+    escape = dockwright("build", context, *base, "--build-context", f"build={out}", "-o",
+                        f"type=oci,dest={tmp_path / 'no.tar'}", *cache_args(tmp_path), check=False)
+    assert escape.returncode != 0 and "Traceback" not in escape.stderr, escape.stderr
+    assert not (tmp_path / "no.tar").exists()
+
+    entrypoint = 'ENTRYPOINT ["/opt/busybox", "echo", "from image"]'
+    (context / "Dockerfile").write_text(BUILDER_DOCKERFILE.replace("/out/app /app", "/bin/busybox /opt/busybox")
+                                        .replace('ENTRYPOINT ["/app"]', entrypoint))
+    assert build_and_run("--build-context", f"build=docker-image://{busybox_base.oci_ref}") == "from image\n"

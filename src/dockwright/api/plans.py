@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dockwright.model.errors import UsageError
 from dockwright.model.platform import Platform
-from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, Stage
+from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, NamedContext, Stage
 
 Planner = Callable[[Platform], BuildPlan]
 
@@ -16,10 +16,12 @@ Planner = Callable[[Platform], BuildPlan]
 def dockerfile_planner(context: Path, *, dockerfile: str | Path | None = None, text: str | None = None,
                        target: str | None = None, build_args: Mapping[str, str] | None = None,
                        labels: Mapping[str, str] | None = None, overlay: ConfigEdit | None = None,
-                       annotations: Sequence[tuple[str, str]] = (), ignore_file: str | Path | None = None) -> Planner:
+                       annotations: Sequence[tuple[str, str]] = (), ignore_file: str | Path | None = None,
+                       contexts: Sequence[NamedContext] = ()) -> Planner:
     """The Dockerfile at `dockerfile` (default CONTEXT/Dockerfile), or `text`; `overlay`: config changes on top
     of the target stage (the command line's --entrypoint etc. in Dockerfile mode); `ignore_file` replaces
-CONTEXT/.dockerignore (`<Dockerfile>.dockerignore` still comes first). Parse errors surface here,
+CONTEXT/.dockerignore (`<Dockerfile>.dockerignore` still comes first); `contexts`: named build contexts
+(see named_contexts). Parse errors surface here,
     before anything is fetched."""
     from dockwright.frontends.dockerfile import plan_from_dockerfile
     from dockwright.layers.dockerignore import read_dockerignore
@@ -40,11 +42,44 @@ CONTEXT/.dockerignore (`<Dockerfile>.dockerignore` still comes first). Parse err
 
     def plan_for(platform: Platform) -> BuildPlan:
         plan = plan_from_dockerfile(context, source, dockerfile_name=name, build_args=dict(build_args or {}),
-                                    target=target, platform=platform, labels=dict(labels or {}), dockerignore=ignore)
+                                    target=target, platform=platform, labels=dict(labels or {}), dockerignore=ignore,
+                                    contexts=contexts)
         return with_overlay(plan, overlay, annotations)
 
     plan_for(Platform.host())
     return plan_for
+
+
+def named_contexts(values: Sequence[str]) -> list[NamedContext]:
+    """`--build-context NAME=VALUE` values, as buildx reads them: VALUE `docker-image://REF`, `oci-layout://DIR[:TAG]`,
+    `oci-archive://FILE[:TAG]` (an image), or a local directory (read like the build context, with its own
+    .dockerignore)."""
+    from dockwright.layers.dockerignore import read_dockerignore
+    from dockwright.model.reference import OCI_ARCHIVE_PREFIX, OCI_LAYOUT_PREFIX, parse_reference
+
+    found: dict[str, NamedContext] = {}
+    for value in values:
+        name, eq, source = value.partition("=")
+        if not eq or not name or not source:
+            raise UsageError(f"--build-context {value!r}: expected NAME=DIR, NAME=docker-image://REF or "
+                             "NAME=oci-layout://DIR[:TAG]")
+        if name in found:
+            raise UsageError(f"--build-context {value!r}: {name!r} is named twice")
+        if source.startswith("docker-image://"):
+            reference = source.removeprefix("docker-image://")
+            parse_reference(reference)
+            found[name] = NamedContext(name, reference)
+        elif source.startswith((OCI_LAYOUT_PREFIX, OCI_ARCHIVE_PREFIX)):
+            found[name] = NamedContext(name, source)
+        elif "://" in source or source.startswith(("target:", "input:", "git@")):
+            raise UsageError(f"--build-context {value!r}: this kind of context is not supported",
+                             hint="use a directory, docker-image://REF, oci-layout://DIR[:TAG] or oci-archive://FILE")
+        elif not Path(source).is_dir():
+            raise UsageError(f"--build-context {value!r}: {source} is not a directory")
+        else:
+            found[name] = NamedContext(name, str(Path(source).resolve()), directory=True,
+                                       dockerignore=tuple(read_dockerignore(Path(source), None)))
+    return list(found.values())
 
 
 def flags_planner(context: Path, base: str, copies: Sequence[str], edit: ConfigEdit, *, chown: str | None = None,

@@ -106,12 +106,13 @@ def planner(args: argparse.Namespace, context: Path) -> Planner:
     """The flags frontend with --from, else the Dockerfile frontend."""
     import sys
 
-    from dockwright.api.plans import dockerfile_planner, flags_planner
+    from dockwright.api.plans import dockerfile_planner, flags_planner, named_contexts
     from dockwright.frontends import flags
 
     if args.base:
-        if args.file or args.target or args.build_arg:
-            raise UsageError("--from (flags mode) cannot be combined with -f/--target/--build-arg (Dockerfile mode)")
+        if args.file or args.target or args.build_arg or args.build_context:
+            raise UsageError("--from (flags mode) cannot be combined with -f/--target/--build-arg/--build-context "
+                             "(Dockerfile mode)")
         edit = flags.config_edit(entrypoint=args.entrypoint, cmd=args.cmd, env=args.env, workdir=args.workdir,
                                  user=args.user, expose=args.expose, volumes=args.volume, labels=args.label,
                                  stop_signal=args.stop_signal)
@@ -130,7 +131,8 @@ def planner(args: argparse.Namespace, context: Path) -> Planner:
         text=sys.stdin.read() if args.file == "-" else None, target=args.target,
         build_args=parse_build_args(args.build_arg),
         labels=dict(flags.key_value("--label", label) for label in args.label), overlay=overlay,
-        annotations=[flags.key_value("--annotation", a) for a in args.annotation], ignore_file=args.ignore_file)
+        annotations=[flags.key_value("--annotation", a) for a in args.annotation], ignore_file=args.ignore_file,
+        contexts=named_contexts(args.build_context))
 
 
 def run_build(args: argparse.Namespace) -> int:

@@ -44,6 +44,8 @@ def plan_lines(plan: BuildPlan) -> list[str]:
     lines = [f"# plan ({plan.source}) for {plan.platform or 'the host platform'}, context {plan.context}"]
     if plan.dockerignore:
         lines.append(f"# ignore file patterns: {' '.join(plan.dockerignore)}")
+    lines.extend(f"# --build-context {c.name}={c.source}" + (" (a directory)" if c.directory else "")
+                 for c in plan.contexts)
     for index, stage in enumerate(plan.stages):
         lines.append(_from_line(plan, index, stage))
         for step in stage.steps:
@@ -83,6 +85,8 @@ def _copy_lines(plan: BuildPlan, step: CopyStep) -> list[str]:
         flags.append(f"--from={_stage_name(plan, step.from_stage)}")
     elif step.from_image is not None:
         flags.append(f"--from={step.from_image}")
+    elif step.from_context is not None:
+        flags.append(f"--from={step.from_context}")
     flags += ["--parents"] if step.parents else []
     flags += [f"--chown={step.chown}"] if step.chown else []
     flags += [f"--chmod={step.chmod}"] if step.chmod else []
@@ -190,6 +194,7 @@ def plan_json(plan: BuildPlan) -> dict[str, Any]:
         "context": str(plan.context),
         "ignore_patterns": list(plan.dockerignore),
         "annotations": dict(plan.annotations),
+        "contexts": [_plain(dataclasses.asdict(c)) for c in plan.contexts],
         "stages": [{"index": index, "name": stage.name, "base": stage.base, "base_stage": stage.base_stage,
                     "platform": stage.platform, "steps": [step_json(step) for step in stage.steps]}
                    for index, stage in enumerate(plan.stages)],

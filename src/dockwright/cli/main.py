@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("-f", "--file", metavar="PATH", help="Dockerfile (default CONTEXT/Dockerfile; - for stdin)")
     what.add_argument("--build-arg", action="append", default=[], metavar="K[=V]", help="Dockerfile build argument")
     what.add_argument("--target", metavar="STAGE", help="Dockerfile stage to build")
+    what.add_argument("--build-context", action="append", default=[], metavar="NAME=DIR|docker-image://REF|...",
+                      help="a named context (as buildx): FROM NAME and COPY --from=NAME use it instead of the stage "
+                           "or image NAME; a DIR, docker-image://REF, oci-layout://DIR[:TAG] or oci-archive://FILE")
     what.add_argument("--ignore-file", metavar="PATH",
                       help="ignore patterns instead of CONTEXT/.dockerignore (a <Dockerfile>.dockerignore still "
                            "comes first)")

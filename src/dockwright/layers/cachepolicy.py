@@ -79,18 +79,19 @@ class LayerCache:
     def tree_copy(self, plan: BuildPlan, step: CopyStep, dest: str, settings: CopySettings) -> TreeCopy | None:
         """The memo and quick-key inputs of `step` when it is a plain COPY of one context directory (absolute
         destination `dest`, written with `settings`); None for any other step."""
-        tree = tree_source(str(plan.context), step, plan.dockerignore)
+        tree = step_tree_source(plan, step)
         if tree is None:
             return None
+        context, patterns = plan.context_of(step)
         from dockwright.layers.tar import FORMAT_VERSION
 
         compression = self.compression
         text = json.dumps([FORMAT_VERSION, compression.algorithm, compression.resolved_level(), step.sources, dest,
                            (settings.dest_exists, list(settings.make_dirs)), step.chown, (settings.uid, settings.gid),
-                           step.chmod, step.excludes, step.parents, plan.dockerignore, settings.mtime])
+                           step.chmod, step.excludes, step.parents, patterns, settings.mtime])
         root, skip = tree
         return TreeCopy(root, skip, text,
-                        counts_excluded(str(plan.context), root, step.excludes, skip, compiled(plan.dockerignore)))
+                        counts_excluded(str(context), root, step.excludes, skip, compiled(patterns)))
 
     def for_tree(self, tree: TreeCopy, fmt: Format, collect: Callable[[], list[TarEntry]],
                  stream: Callable[[], Iterable[TarEntry]]) -> Layer:
@@ -184,6 +185,12 @@ class LayerCache:
         from dockwright.layers.tar import layer_media_type
 
         return layer_media_type(self.compression.algorithm, fmt)
+
+
+def step_tree_source(plan: BuildPlan, step: CopyStep) -> tuple[str, frozenset[str]] | None:
+    """tree_source for a step of `plan`, in the context it reads (the build context or a named one)."""
+    context, patterns = plan.context_of(step)
+    return tree_source(str(context), step, patterns)
 
 
 def tree_source(context: str, step: CopyStep, dockerignore: tuple[str, ...]) -> tuple[str, frozenset[str]] | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from dockwright.frontends.dockerfile import formats, runflags
+from dockwright.frontends.dockerfile.contexts import NamedContexts
 from dockwright.frontends.dockerfile.shell import (
     UNKNOWN,
     Expansion,
@@ -43,7 +44,17 @@ from dockwright.frontends.dockerfile.workdir import CopyMark, Item, Workdir, fin
 from dockwright.model.errors import InvalidReferenceError
 from dockwright.model.platform import Platform, refuse_windows
 from dockwright.model.reference import SCRATCH, parse_reference
-from dockwright.plan import BuildPlan, ConfigEdit, ConfigStep, CopyStep, RunMount, RunStep, Stage, is_octal_mode
+from dockwright.plan import (
+    BuildPlan,
+    ConfigEdit,
+    ConfigStep,
+    CopyStep,
+    NamedContext,
+    RunMount,
+    RunStep,
+    Stage,
+    is_octal_mode,
+)
 
 _HEREDOC_WORD = re.compile(r"^<<(-?)(['\"]?)([^'\"]+)\2$")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -90,8 +101,9 @@ class _Translated:
 
 class _Frontend:
     def __init__(self, text: str, source: Source, build_args: Mapping[str, str], platform: Platform,
-                 build_platform: Platform) -> None:
+                 build_platform: Platform, contexts: Sequence[NamedContext] = ()) -> None:
         self.source = source
+        self.contexts = NamedContexts(contexts)
         self.escape = escape_character(text)
         self.build_args = dict(build_args)
         commands = parse_commands(text, source)
@@ -112,11 +124,16 @@ class _Frontend:
             self.error(f"circular dependency between stages, at stage {raw.name or raw.index}")
         self.active.add(raw.index)
         outer_line = self.line
-        base_raw = find_stage(self.stages, raw.base, before=raw.index)
+        replaced = self.contexts.get(raw.name)  # the whole stage is that context
+        commands = [] if replaced is not None else raw.commands
+        base_raw = None if replaced is not None else find_stage(self.stages, raw.base, before=raw.index)
+        base = raw.base
         items: list[Item] = []
         if base_raw is not None:
             self.translate(base_raw)
             scope = self.done[base_raw.index].scope.inherit()
+        elif (named := replaced or self.contexts.get(raw.base)) is not None:
+            base, scope = self.context_base(named, items)
         else:
             self.line = raw.line
             self.image_reference(raw.base, "FROM")
@@ -124,12 +141,12 @@ class _Frontend:
                 self.error(f"FROM --platform={raw.platform}: Windows images are not supported yet",
                            "dockwright builds Linux images; build this one with docker buildx on Windows")
             scope = self.initial_scope(raw.base == SCRATCH, items)
-        for command in raw.commands:
+        for command in commands:
             self.line = command.start_line
             items.extend(self.instruction(command, scope))
         self.active.discard(raw.index)
         self.line = outer_line
-        stage = Stage(base=raw.base, steps=finish_workdirs(items), name=raw.name,
+        stage = Stage(base=base, steps=finish_workdirs(items), name=raw.name,
                       base_stage=base_raw.index if base_raw is not None else None,
                       platform=raw.platform, line=raw.line)
         self.done[raw.index] = _Translated(stage, scope)
@@ -144,6 +161,15 @@ class _Frontend:
             return _Scope(env=env)
         items.append(ConfigStep(ConfigEdit(env=(("PATH", f"${{PATH-{DEFAULT_PATH}}}"),), deferred=True)))
         return _Scope(env_complete=False, workdir=None)
+
+    def context_base(self, named: NamedContext, items: list[Item]) -> tuple[str, _Scope]:
+        """A stage's base when it is a named context: its image, or for a directory an empty image (as
+        BuildKit's emptyImage) holding the directory's files."""
+        if not named.directory:
+            return named.source, self.initial_scope(False, items)
+        scope = self.initial_scope(True, items)
+        items.append(CopyStep((".",), "/", from_context=named.name, created_by=f"[context {named.name}] COPY . /"))
+        return SCRATCH, scope
 
     def plan(self, target: str | None) -> list[Stage]:
         self.translate(target_stage(self.stages, target, self.source))
@@ -275,7 +301,7 @@ class _Frontend:
         try:
             pairs = [(key, self.word(value, scope).value if value is not None else None)
                      for key, value in runflags.split_mount(text)]
-            return runflags.parse_mount(pairs, lambda value: self.copy_from(value, scope))
+            return runflags.parse_mount(pairs, lambda value: self.mount_from(value, scope))
         except runflags.MountError as exc:
             return self.error(f"RUN --mount={text}: {exc}")
 
@@ -484,13 +510,13 @@ class _Frontend:
         checksum = self.word(flags["checksum"], scope).value if "checksum" in flags else None
         if checksum is not None and (len(sources) != 1 or not re.match(r"^https?://", sources[0])):
             self.error("ADD --checksum needs exactly one http(s) URL source")
-        from_stage, from_image = self.copy_from(flags.get("from"), scope)
+        from_stage, from_image, from_context = self.copy_from(flags.get("from"), scope)
         shown = [name, *(["--parents"] if flags.get("parents") else []),
                  *([f"--chown={chown}"] if chown else []), *([f"--chmod={chmod}"] if chmod else []),
                  *sources, *(f"<<{n}" for n, _ in inline), dest]
         step = CopyStep(
             sources=tuple(sources), dest=dest, chown=chown or None, chmod=chmod or None, from_stage=from_stage,
-            from_image=from_image, parents=bool(flags.get("parents")),
+            from_image=from_image, from_context=from_context, parents=bool(flags.get("parents")),
             excludes=tuple(self.word(e, scope).value for e in flags["exclude"]), add=add, checksum=checksum,
             inline_files=tuple(inline),
             created_by=" ".join(shown) + " # buildkit", line=self.line,
@@ -510,10 +536,18 @@ class _Frontend:
                 self.error(f"heredoc {match.group(3)}: {exc}")
         return content.encode()
 
-    def copy_from(self, text: str | None, scope: _Scope) -> tuple[int | None, str | None]:
-        """COPY --from: a stage index, a stage name, or else an image reference."""
+    def mount_from(self, text: str, scope: _Scope) -> tuple[int | None, str | None]:
+        from_stage, from_image, from_context = self.copy_from(text, scope)
+        if from_context is not None:
+            self.error(f"RUN --mount from={text}: a named context directory is not supported here yet",
+                       hint="COPY --from it into a stage, and mount that stage")
+        return from_stage, from_image
+
+    def copy_from(self, text: str | None, scope: _Scope) -> tuple[int | None, str | None, str | None]:
+        """COPY --from: (stage index, image, named context directory) for a named context, a stage index, a
+        stage name, or else an image reference."""
         if text is None:
-            return None, None
+            return None, None, None
         value = self.word(text, scope).value
         if not value:
             self.error(f"COPY --from={text}: empty after expansion")
@@ -524,11 +558,16 @@ class _Frontend:
             raw: RawStage | None = self.stages[index]
         else:
             raw = find_stage(self.stages, value)
+        named = self.contexts.get(value if raw is None else raw.name)
+        if named is not None and named.directory:
+            return None, None, named.name
         if raw is None:
+            if named is not None:
+                return None, named.source, None
             self.image_reference(value, "COPY --from")
-            return None, value
+            return None, value, None
         self.translate(raw)
-        return raw.index, None
+        return raw.index, None, None
 
 
 def _renumbered(step: Any, new_index: Mapping[int, int]) -> Any:
@@ -566,15 +605,17 @@ def plan_from_dockerfile(context: Path, dockerfile_text: str, *, dockerfile_name
                          build_args: Mapping[str, str] | None = None, target: str | None = None,
                          platform: Platform, build_platform: Platform | None = None,
                          labels: Mapping[str, str] | None = None,
-                         dockerignore: Sequence[str] = ()) -> BuildPlan:
+                         dockerignore: Sequence[str] = (), contexts: Sequence[NamedContext] = ()) -> BuildPlan:
     """The BuildPlan for building `target` (default: the last stage) of a Dockerfile for `platform`.
+    `contexts`: named contexts (--build-context), in place of the stages and images of their names.
     Raises DockerfileError (`NAME:LINE: message`) for anything Docker would reject."""
     refuse_windows(platform, "the target platform")
     frontend = _Frontend(dockerfile_text, Source(dockerfile_name), build_args or {}, platform,
-                         build_platform or Platform.host())
+                         build_platform or Platform.host(), contexts)
     stages = frontend.plan(target)
     if labels:
         last = stages[-1]
         stages[-1] = replace(last, steps=(*last.steps, ConfigStep(ConfigEdit(labels=tuple(labels.items())))))
     return BuildPlan(context=context, stages=tuple(stages), platform=str(platform),
-                     dockerignore=tuple(dockerignore), source=dockerfile_name)
+                     dockerignore=tuple(dockerignore), source=dockerfile_name,
+                     contexts=tuple(frontend.contexts.used.values()))
