@@ -110,6 +110,8 @@ class Image:
             entrypoint=_command(entrypoint), cmd=_command(cmd), env=_pairs("env", env),
             workdir=workdir, user=user, expose=[str(port) for port in exposed_ports], volumes=list(volumes),
             labels=_pairs("labels", labels), stop_signal=stop_signal)
+        cmd_given = any(isinstance(change, ConfigEdit) and change.cmd is not None for change in self._changes)
+        edit = flags.entrypoint_resets_cmd(edit, cmd_given=cmd_given)  # as --entrypoint does
         return self._with(changes=(*self._changes, edit))
 
     def with_annotations(self, annotations: Mapping[str, str] | None = None, **more: str) -> Image:
