@@ -16,7 +16,7 @@ from dockwright.frontends.dockerfile import plan_from_dockerfile
 from dockwright.model.platform import Platform
 from dockwright.plan import BuildPlan, ConfigStep, CopyStep, MkdirStep, Step
 
-CORPUS = Path(__file__).parent.parent / "fixtures" / "dockerfiles"
+CORPUS = Path(__file__).resolve().parents[2] / "fixtures" / "dockerfiles"
 CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "Dockerfile").is_file())
 
 
