@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from dockwright.cache import RUN_CACHE
 from dockwright.model.errors import DockwrightError, UsageError
 from dockwright.model.image import BaseImage
 from dockwright.plan import RunMount, Secret
@@ -227,7 +228,7 @@ class Mounts:
 
     def _cache(self, mount: RunMount) -> Path:
         name = hashlib.sha256(mount.id.encode()).hexdigest()[:32]
-        base = self.sources.cache_dir / "run-cache"
+        base = self.sources.cache_dir / RUN_CACHE
         base.mkdir(parents=True, exist_ok=True)
         lock = open(base / f"{name}.lock", "a")  # noqa: SIM115 (held until close)
         self._locks.append(lock)
