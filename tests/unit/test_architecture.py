@@ -73,3 +73,9 @@ def test_module_level_imports_have_no_cycles() -> None:
 def test_no_module_is_past_about_500_lines() -> None:
     long = {str(p.relative_to(SRC)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 550}
     assert not long, long
+
+
+def test_test_files_have_unique_names() -> None:
+    """pytest imports test files by their base name (no packages under tests/): two of one name cannot both run."""
+    names = [p.name for p in (SRC.parent / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
