@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -42,6 +43,10 @@ def assert_clean(status: int, stderr: str, argv: list[str]) -> None:
         return
     if "usage: dockwright" in stderr:  # argparse: usage line(s), then one error line
         assert stderr.rstrip("\n").splitlines()[-1].startswith("dockwright"), (argv, stderr)
+        return
+    if stderr.startswith("{"):  # --progress rawjson: JSON lines, the last one the error
+        last = json.loads(stderr.splitlines()[-1])
+        assert last["event"] == "error" and last["message"], (argv, stderr)
         return
     lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1, (argv, stderr)
@@ -89,11 +94,12 @@ _value = st.sampled_from(["", "a", ".", "..", "/", "x:/y", "app:/app", "0", "42"
                           '["a"]', "[", "K=V", "=", "linux/amd64", "all", "linux/arm64,linux/amd64", "80/tcp",
                           "scratch", "busybox", "registry.lan:5000/a:b", "oci-layout:///nope", "type=oci,dest=x",
                           "type=docker", "type=registry", "type=oci,dest=x,tar=maybe", "SIGKILL", "gzip", "zstd",
-                          "none", "auto", "off", "oci", "docker", "a" * 300]) | _word
+                          "none", "auto", "off", "oci", "docker", "rawjson", "plain", "quiet", "tty",
+                          "a" * 300]) | _word
 _flag = st.sampled_from(["--from", "--copy", "--chown", "--chmod", "-f", "--build-arg", "--target", "--entrypoint",
                          "--cmd", "--env", "--workdir", "--user", "--expose", "--volume", "--label", "--annotation",
                          "--stop-signal", "-t", "-o", "--platform", "--format", "--compression",
-                         "--compression-level", "--jobs", "--layering", "--insecure-registry"])
+                         "--compression-level", "--jobs", "--layering", "--insecure-registry", "--progress"])
 _switch = st.sampled_from(["--push", "--load", "--no-cache", "-q", "-v", "--bogus"])
 _args = st.lists(st.tuples(_flag, _value).map(list) | _switch.map(lambda s: [s]), max_size=8)
 
