@@ -47,18 +47,23 @@ def pull(ref: str, *, platform: str | None = None, cancel: threading.Event | Non
 
 def build(context: str | Path = ".", *, dockerfile: str | Path | None = None, target: str | None = None,
           build_args: Mapping[str, str] | None = None, platforms: str | Sequence[str] | None = None,
-          labels: Mapping[str, str] | None = None, cancel: threading.Event | None = None,
+          labels: Mapping[str, str] | None = None, build_contexts: Mapping[str, str] | None = None,
+          ignore_file: str | Path | None = None, cancel: threading.Event | None = None,
           progress: Progress | None = None, **options: Any) -> Image | ImageIndex:
     """Build the Dockerfile in `context` (or `dockerfile`) as `docker buildx build` would. One platform gives an
     Image; several (a list, "linux/amd64,linux/arm64" or "all") an ImageIndex. `options`: Settings fields.
-    `progress` (dockwright.progress.make_progress("plain"), for one) is told of each step and layer."""
-    from dockwright.api.plans import dockerfile_planner
+    `build_contexts`: named contexts as buildx's --build-context ({"build": "./out"}, a directory,
+    "docker-image://REF", "oci-layout://DIR[:TAG]" or "oci-archive://FILE"); `ignore_file`: ignore patterns in
+    place of CONTEXT/.dockerignore. `progress` (dockwright.progress.make_progress("plain"), for one) is told of
+    each step and layer."""
+    from dockwright.api.plans import dockerfile_planner, named_contexts
 
     context = Path(context)
     if not context.is_dir():
         raise UsageError(f"build context {context} is not a directory")
     planner = dockerfile_planner(context, dockerfile=dockerfile, target=target, build_args=build_args,
-                                 labels=labels)
+                                 labels=labels, ignore_file=ignore_file,
+                                 contexts=named_contexts([f"{k}={v}" for k, v in (build_contexts or {}).items()]))
     text = platforms if platforms is None or isinstance(platforms, str) else ",".join(platforms)
     return run_planner(planner, Settings.of(options), text, cancel, progress)[1]
 

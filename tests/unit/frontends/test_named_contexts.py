@@ -90,3 +90,18 @@ def test_command_line_values(tmp_path: Path) -> None:
             continue
         with pytest.raises(UsageError, match=says):
             named_contexts([bad])
+
+
+def test_the_library_builds_with_a_named_context(tmp_path: Path) -> None:
+    """dockwright.build(build_contexts=...) as --build-context: the builder stage is neither pulled nor run."""
+    import dockwright
+
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text(BUILDER.split("FROM runtime")[0].replace("alpine:3.20", "scratch"))
+    (tmp_path / "out" / "out").mkdir(parents=True)
+    (tmp_path / "out" / "out" / "app").write_text("binary\n")
+    image = dockwright.build(tmp_path / "ctx", build_contexts={"build": str(tmp_path / "out")}, platforms="linux/amd64",
+                             cache_dir=tmp_path / "cache")
+    dockwright.save(image, tmp_path / "app.tar")
+    assert (tmp_path / "app.tar").stat().st_size > 0
+    assert len(image.config["rootfs"]["diff_ids"]) == 1
