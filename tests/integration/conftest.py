@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from debian import DebianBase, debian_base
+from dockerfile_compare import Buildah
 from faultproxy import FaultProxy
 from images import BusyboxBase, Podman, make_busybox_base
 from rootless import Unprivileged, unprivileged_user
@@ -215,6 +216,16 @@ def dockwright() -> RunDockwright:
 def proxy(registry: RegistryServer) -> Iterator[FaultProxy]:
     """A fault-injecting proxy in front of the test's registry (which holds the seeded busybox base)."""
     instance = FaultProxy(registry)
+    try:
+        yield instance
+    finally:
+        instance.close()
+
+
+@pytest.fixture(scope="module")
+def buildah() -> Iterator[Buildah]:
+    """buildah with private state, for a module's differential builds (dockerfile_compare.py)."""
+    instance = Buildah()
     try:
         yield instance
     finally:

@@ -124,15 +124,6 @@ KNOWN_DEFECTS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
-def buildah() -> Iterator[Buildah]:
-    instance = Buildah()
-    try:
-        yield instance
-    finally:
-        instance.close()
-
-
-@pytest.fixture(scope="module")
 def diff_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     server: RegistryServer = start_registry(tmp_path_factory.mktemp("diff-registry"), None)
     try:

@@ -72,15 +72,6 @@ BUILDAH_DOCKERFILE = {"heredocs": "RUN echo one > /one; echo two >> /one\n"}
 
 
 @pytest.fixture(scope="module")
-def buildah() -> Iterator[Buildah]:
-    instance = Buildah()
-    try:
-        yield instance
-    finally:
-        instance.close()
-
-
-@pytest.fixture(scope="module")
 def local_base(busybox_files: BusyboxBase, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server: RegistryServer = start_registry(tmp_path_factory.mktemp("run-diff-registry"), None)
     try:

@@ -121,15 +121,6 @@ def _case_param(name: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def buildah() -> Iterator[Buildah]:
-    instance = Buildah()
-    try:
-        yield instance
-    finally:
-        instance.close()
-
-
-@pytest.fixture(scope="module")
 def module_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     server = start_registry(tmp_path_factory.mktemp("run-diff-registry"), None)
     try:
