@@ -151,7 +151,7 @@ class _CancelAfterFirstChunk(Progress):
     """Sets the cancel event once a transfer has moved its first chunk: a cancel in the middle of a push."""
 
     def __init__(self, cancel: threading.Event) -> None:
-        super().__init__("off")
+        super().__init__()
         self.cancel = cancel
 
     def track(self, label: str, size: int, chunks: Iterable[bytes]) -> Iterator[bytes]:
