@@ -342,8 +342,10 @@ class Builder:
         uid, gid = self._owner(step.chown, state)
         dest = self._absolute(step.dest, state)
         dest_exists, make_dirs = self._destination_dirs(dest, step, (uid, gid), state)
+        keep_owners = step.chown is None and (step.from_stage is not None or step.from_image is not None)
         return dest, CopySettings(uid, gid, int(step.chmod, 8) if step.chmod else None, tuple(step.excludes),
-                                  step.parents, self.options.source_date_epoch, dest_exists, tuple(make_dirs))
+                                  step.parents, self.options.source_date_epoch, dest_exists, tuple(make_dirs),
+                                  keep_owners)
 
     def _destination_dirs(self, dest: str, step: CopyStep, owner: tuple[int, int],
                           state: _StageState) -> tuple[bool, list[str]]:

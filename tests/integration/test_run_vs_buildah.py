@@ -109,10 +109,7 @@ CASES: dict[str, RunCase] = {
 
 
 # where dockwright differs from Docker and buildah: strict xfails, so the list shrinks when they are fixed
-KNOWN_DEFECTS = {
-    "copy-from-keeps-owners": "COPY --from a stage or image resets owners to 0:0; Docker keeps them unless --chown "
-                              "is given (moby/moby#38599, moby/buildkit#1448)",
-}
+KNOWN_DEFECTS: dict[str, str] = {}
 
 
 def _case_param(name: str) -> Any:

@@ -36,6 +36,7 @@ class CopySettings:
     mtime: int = 0  # every entry's mtime (SOURCE_DATE_EPOCH)
     dest_exists: bool = False  # the destination directory is known to exist (see owns_destination)
     make_dirs: tuple[str, ...] = ()  # missing parents the copy creates, as BuildKit's MkdirAll (--chown)
+    keep_owners: bool = False  # COPY --from without --chown: entries keep their owner in the source image
 
 
 # A walked host item, before ownership, dedup and hard-link decisions: (host path, its lstat). A plain
@@ -62,6 +63,7 @@ class _Collector:
         self.created: dict[str, int] = dict.fromkeys(settings.make_dirs, _DIR_MODE)
         self.dest_exists = settings.dest_exists
         self.first_link: dict[tuple[int, int], str] = {}  # (dev, inode) of a hard-linked file -> its first path
+        self.owners: dict[str, tuple[int, int]] | None = None  # host path below the root -> owner to keep
 
     @property
     def owns_destination(self) -> bool:
@@ -184,6 +186,8 @@ class _Collector:
         """The tar entry of a walked item. Items must come in layer order: the first path of a file
         with several hard links carries its content, later ones link to it."""
         uid, gid, mtime = self.uid, self.gid, self.mtime
+        if self.owners is not None:
+            uid, gid = self.owners.get(host[len(self.context) + 1:], (0, 0))
         mode = st.st_mode
         perm = (mode & self.mode_mask) if self.chmod is None else self.chmod
         kind = mode & _S_IFMT
@@ -349,10 +353,13 @@ def _context_collector(context: Path, ignore: IgnoreMatcher | None, settings: Co
 
 
 def collect_from_root(root: Path, where: str, sources: Sequence[str], dest: str,
-                      settings: CopySettings = CopySettings()) -> list[TarEntry]:
+                      settings: CopySettings = CopySettings(),
+                      owners: dict[str, tuple[int, int]] | None = None) -> list[TarEntry]:
     """collect_copy for an extracted image root (COPY --from): symlinks in source paths resolve
-    inside `root` as in a chroot, and modes are kept as they are (setuid included)."""
+    inside `root` as in a chroot, and modes are kept as they are (setuid included). `owners` (in-root
+    path -> uid, gid) gives each entry its owner in the image instead of settings' uid:gid."""
     collector = _Collector(os.path.realpath(root), where, None, settings, scoped=True, mode_mask=0o7777)
+    collector.owners = owners
     return _collect(collector, sources, dest)
 
 

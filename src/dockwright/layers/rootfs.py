@@ -60,9 +60,10 @@ def _members(reader: ChunkReader, name: str) -> Iterator[tuple[tarfile.TarInfo, 
 class RootFS:
     """The merged file tree of several layers, extracted into `root`."""
 
-    def __init__(self, root: Path, where: str = "the image") -> None:
+    def __init__(self, root: Path, where: str = "the image", owners: dict[str, tuple[int, int]] | None = None) -> None:
         self.root = root
         self.where = where
+        self.owners = owners or {}  # in-image path -> owner in the layers (the files on disk are the user's)
 
     @classmethod
     def from_layers(cls, layers: Sequence[Callable[[], Iterable[bytes]]], workdir: Path, *,
@@ -80,7 +81,7 @@ class RootFS:
             for member, content in _members(reader, name):
                 extractor.extract(member, content, name)
             budget -= reader.total
-        return cls(workdir, where)
+        return cls(workdir, where, extractor.owners)
 
     def open(self, path: str) -> bytes | None:
         """The content of a small regular file (symlinks resolved inside the root), or None."""
@@ -125,9 +126,11 @@ class RootFS:
                               hint="use a numeric gid, or a group the image defines")
 
     def collect(self, sources: Sequence[str], dest: str, settings: CopySettings) -> list[TarEntry]:
-        """COPY --from: collect_copy semantics with sources relative to the image root; owner 0:0
-        unless given (Docker resets ownership), permission bits kept."""
-        return collect_from_root(self.root, self.where, sources, dest, settings)
+        """COPY --from: collect_copy semantics with sources relative to the image root; permission bits
+        kept, and owners too unless --chown gives one (settings.keep_owners; Docker keeps them since
+        moby/moby#38599, BuildKit too)."""
+        return collect_from_root(self.root, self.where, sources, dest, settings,
+                                 self.owners if settings.keep_owners else None)
 
 
 class AccountFiles(RootFS):
@@ -193,6 +196,7 @@ class _Extractor:
         self.dir_times: list[tuple[str, int]] = []  # set last: writing into a directory changes its mtime
         self.safe_dirs: set[str] = {""}  # in-root dirs checked to be real directories
         self.layer_paths: set[str] = set()  # paths written by the current layer
+        self.owners: dict[str, tuple[int, int]] = {}  # path -> (uid, gid) in its layer (COPY --from keeps them)
         self.wanted: set[str] | None = None
         if paths is not None:
             self.wanted = set()
@@ -237,6 +241,7 @@ class _Extractor:
             return
         path = self.host(rel)
         self.layer_paths.add(rel)
+        self.owners[rel] = (member.uid, member.gid)
         if member.isdir():
             try:
                 st = os.lstat(path)
