@@ -48,6 +48,8 @@ def plan(text: str, **kwargs: object):  # type: ignore[no-untyped-def]
     ("FROM alpine\nARG VERSION\nCOPY app-$VERSION.jar /app.jar\n", "Dockerfile:3:",
      "app-$VERSION.jar: ARG VERSION (line 2) has no value"),
     ("FROM alpine\nARG DIR\nCOPY a ${DIR%/}/\n", "Dockerfile:3:", "ARG DIR (line 2) has no value"),
+    ("ARG VERSION\nFROM node:${VERSION}-slim\n", "Dockerfile:2:",
+     "FROM node:${VERSION}-slim: ARG VERSION (line 1) has no value, which leaves 'node:-slim'"),
     ("FROM scratch AS x\nFROM scratch AS X\n", "Dockerfile:2:", "duplicate stage name"),
     ("FROM scratch AS 1st\n", "Dockerfile:1:", "invalid name for build stage"),
     ("ARG BASE\nFROM $BASE\n", "Dockerfile:2:", "base name ($BASE) should not be blank"),
@@ -118,3 +120,12 @@ def test_an_arg_without_a_value_suggests_a_build_arg() -> None:
     assert plan(text.replace("alpine", "scratch")).target.steps[-1].sources == ("app-.jar",)
     assert plan(text.replace("ARG VERSION\n", "ARG VERSION\nENV VERSION=3\n")).target.steps[-1].sources == (
         "app-3.jar",)
+
+
+def test_a_global_arg_without_a_value_in_from() -> None:
+    text = "ARG VERSION\nFROM node:${VERSION}-slim\n"
+    with pytest.raises(DockerfileError) as raised:
+        plan(text)
+    assert raised.value.hint == "pass --build-arg VERSION=..., or give it a default: ARG VERSION=..."
+    assert plan(text, build_args={"VERSION": "22"}).stages[0].base == "node:22-slim"
+    assert plan("ARG BASE\nFROM ${BASE:-alpine}\n").stages[0].base == "alpine"

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from dockwright.frontends.dockerfile.shell import ShellError, Unknown, expand
-from dockwright.model.errors import DockerfileError, UsageError
+from dockwright.model.errors import DockerfileError, InvalidReferenceError, UsageError
 from dockwright.model.platform import Platform
+from dockwright.model.reference import parse_reference
 
 INSTRUCTIONS = frozenset({"ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK",
                           "LABEL", "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME",
@@ -105,10 +106,11 @@ def split_stages(commands: Sequence[Any], source: Source, escape: str, build_arg
     meta: dict[str, str] = dict(predefined)
     stages: list[RawStage] = []
     names: dict[str, int] = {}
+    valueless: dict[str, int] = {}  # global ARGs declared without a value: their lines
     for command in commands:
         cmd = command.cmd.upper()
         if cmd == "FROM":
-            stages.append(_from(command, len(stages), source, escape, meta, names))
+            stages.append(_from(command, len(stages), source, escape, meta, names, valueless))
         elif stages:
             stages[-1].commands.append(command)
         elif cmd == "ARG":
@@ -116,10 +118,13 @@ def split_stages(commands: Sequence[Any], source: Source, escape: str, build_arg
                 key, default = split_arg(word)
                 if not key:
                     source.error(command.start_line, f"ARG names can not be blank: {word!r}")
+                valueless.pop(key, None)
                 if key in build_args:
                     meta[key] = build_args[key]
                 elif default is not None:
                     meta[key] = _expand_meta(default, meta, command.start_line, source, escape)
+                else:
+                    valueless[key] = command.start_line
         else:
             source.error(command.start_line, f"{cmd} before the first FROM: only ARG may come before FROM")
     if not stages:
@@ -135,7 +140,7 @@ def _expand_meta(word: str, meta: Mapping[str, str], line: int, source: Source, 
 
 
 def _from(command: Any, index: int, source: Source, escape: str, meta: Mapping[str, str],
-          names: dict[str, int]) -> RawStage:
+          names: dict[str, int], valueless: Mapping[str, int]) -> RawStage:
     line = command.start_line
     platform = None
     for flag in command.flags:
@@ -151,6 +156,7 @@ def _from(command: Any, index: int, source: Source, escape: str, meta: Mapping[s
     if not base:
         source.error(line, f"base name ({words[0]}) should not be blank",
                      hint="pass the ARG it uses with --build-arg, or give the ARG a default")
+    _check_valueless(words[0], base, valueless, line, source)
     name = words[2] if len(words) == 3 else None
     if name is not None:
         if not _STAGE_NAME.match(name.lower()):
@@ -160,6 +166,19 @@ def _from(command: Any, index: int, source: Source, escape: str, meta: Mapping[s
             source.error(line, f"duplicate stage name {name!r}")
         names[name.lower()] = index
     return RawStage(index, line, base, name, platform)
+
+
+def _check_valueless(word: str, base: str, valueless: Mapping[str, int], line: int, source: Source) -> None:
+    """A FROM image that is no valid reference because an ARG it uses has no value: say so."""
+    missing = [name for name in valueless if re.search(rf"\$\{{?{re.escape(name)}\b", word)]
+    if not missing or base == "scratch" or "://" in base:
+        return
+    try:
+        parse_reference(base)
+    except InvalidReferenceError:
+        name = missing[0]
+        source.error(line, f"FROM {word}: ARG {name} (line {valueless[name]}) has no value, which leaves {base!r}",
+                     hint=f"pass --build-arg {name}=..., or give it a default: ARG {name}=...")
 
 
 def find_stage(stages: Sequence[RawStage], name: str, before: int | None = None) -> RawStage | None:
