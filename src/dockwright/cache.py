@@ -32,6 +32,8 @@ log = logging.getLogger("dockwright")
 
 FORMAT_VERSION = "1"
 ROOTFS = "rootfs"  # RUN's layer directories (dockwright.run.snapshots), by chain ID
+ROOTFS_USER = "rootfs-user"  # the same for rootless RUN (overlayfs marks in user.* xattrs)
+SNAPSHOTS = (ROOTFS, ROOTFS_USER)
 TEMP_PREFIX = "tmp-"  # their temporary directories
 STALE_TEMP_SECONDS = 3600
 RUN_CACHE = "run-cache"  # RUN --mount=type=cache directories: the user's, never trimmed
@@ -288,12 +290,12 @@ def _entries(root: Path) -> list[tuple[Path, int, float]]:
                 with contextlib.suppress(OSError):
                     st = path.stat()
                     found.append((path, st.st_size, st.st_mtime))
-    snapshots = root / ROOTFS
-    if snapshots.is_dir():
-        for path in snapshots.iterdir():
-            if not path.name.startswith(TEMP_PREFIX):
-                with contextlib.suppress(OSError):
-                    found.append((path, _tree_size(path), path.stat().st_mtime))
+    for snapshots in (root / name for name in SNAPSHOTS):
+        if snapshots.is_dir():
+            for path in snapshots.iterdir():
+                if not path.name.startswith(TEMP_PREFIX):
+                    with contextlib.suppress(OSError):
+                        found.append((path, _tree_size(path), path.stat().st_mtime))
     return found
 
 
@@ -323,11 +325,11 @@ def disk_usage(root: Path) -> str:
             add("layers built" if path.name in built else "manifests and configs" if _is_json(path)
                 else "base image layers", size)
         else:
-            add("RUN layer directories" if path.parent.name == ROOTFS else "layer records and indexes", size)
+            add("RUN layer directories" if path.parent.name in SNAPSHOTS else "layer records and indexes", size)
     for path in _files(root / "resolutions"):
         with contextlib.suppress(OSError):
             add("layer records and indexes", path.stat().st_size)
-    for path in (*_files(root / "tmp"), *(root / ROOTFS).glob(f"{TEMP_PREFIX}*")):
+    for path in (*_files(root / "tmp"), *(p for name in SNAPSHOTS for p in (root / name).glob(f"{TEMP_PREFIX}*"))):
         with contextlib.suppress(OSError):
             add("temporary files", _tree_size(path) if path.is_dir() else path.stat().st_size)
     for path in _files(root / RUN_CACHE):
@@ -401,7 +403,7 @@ def _remove_least_recent(root: Path, keep_bytes: int) -> tuple[int, int]:
         if total <= keep_bytes:
             break
         with contextlib.suppress(OSError):
-            if path.parent.name == ROOTFS:  # renamed away first: a build never sees half of one
+            if path.parent.name in SNAPSHOTS:  # renamed away first: a build never sees half of one
                 doomed = path.with_name(f"{TEMP_PREFIX}pruned-{path.name}")
                 os.rename(path, doomed)
                 shutil.rmtree(doomed)
@@ -416,7 +418,7 @@ def _remove_least_recent(root: Path, keep_bytes: int) -> tuple[int, int]:
             if path.stat().st_mtime < cutoff:
                 path.unlink()
     mounts = Path("/proc/mounts").read_text() if Path("/proc/mounts").exists() else ""
-    for path in (root / ROOTFS).glob(f"{TEMP_PREFIX}*"):
+    for path in (p for name in SNAPSHOTS for p in (root / name).glob(f"{TEMP_PREFIX}*")):
         with contextlib.suppress(OSError):  # a killed RUN's directories, unless something is still mounted there
             if path.stat().st_mtime < cutoff and f" {path}/" not in mounts:
                 shutil.rmtree(path)

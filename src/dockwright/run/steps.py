@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dockwright.cache import ROOTFS
+from dockwright.cache import ROOTFS, ROOTFS_USER
 from dockwright.model.image import BaseImage, Layer
 from dockwright.plan import RunStep
 
@@ -133,7 +133,7 @@ class RunSteps:
                 self._isolation = choose(self.isolation_name, self.runtime)
                 # overlayfs's marks differ (trusted.* as root, user.* rootless): separate directories
                 rootless = self._isolation.name == "rootless"
-                self._snapshots = Snapshots(self.cache_root / (f"{ROOTFS}-user" if rootless else ROOTFS),
+                self._snapshots = Snapshots(self.cache_root / (ROOTFS_USER if rootless else ROOTFS),
                                             self._isolation.opaque_xattr)
             assert self._snapshots is not None
             return self._isolation, self._snapshots
