@@ -28,11 +28,12 @@ from dockwright.plan import BuildOptions, BuildPlan, ConfigEdit, ConfigStep, Cop
 from dockwright.progress import Progress
 
 if TYPE_CHECKING:
+    from dockwright.layers.compress import Compression
     from dockwright.layers.copy import CopySettings
     from dockwright.layers.dirindex import ImageDirs
     from dockwright.layers.dockerignore import IgnoreMatcher
     from dockwright.layers.rootfs import RootFS
-    from dockwright.layers.tar import Compression, TarEntry
+    from dockwright.layers.tar import TarEntry
     from dockwright.registry import Registries
     from dockwright.run.mounts import MountSources
     from dockwright.run.steps import RunSteps
@@ -398,7 +399,7 @@ class Builder:
     # ------------------------------------------------------------------ layers
 
     def _compression(self) -> Compression:
-        from dockwright.layers.tar import Compression
+        from dockwright.layers.compress import Compression
 
         return Compression(self.options.compression, self.options.compression_level)  # type: ignore[arg-type]
 

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from dockwright.cli.describe import describe_text
 from dockwright.frontends import flags
-from dockwright.layers.tar import Compression, TarEntry, write_layer
+from dockwright.layers.compress import Compression
+from dockwright.layers.tar import TarEntry, write_layer
 from dockwright.model.errors import UsageError
 from dockwright.model.reference import Reference, parse_reference
 from dockwright.plan import ConfigStep, CopyStep

@@ -91,7 +91,7 @@ def _manifest_entry(tar: tarfile.TarFile, where: str) -> dict[str, Any]:
 
 
 def _layer(tar: tarfile.TarFile, name: str, diff_id: str, workdir: Path, where: str) -> Layer:
-    from dockwright.layers.tar import Compression, compress_stream
+    from dockwright.layers.compress import Compression, compress_stream
     from dockwright.streams import inflate
 
     _, handle = _member(tar, name, where)

@@ -33,10 +33,11 @@ from dockwright.plan import BuildPlan, CopyStep
 from dockwright.progress import Progress
 
 if TYPE_CHECKING:
+    from dockwright.layers.compress import Compression
     from dockwright.layers.copy import CopySettings
     from dockwright.layers.facts import LayerFacts
     from dockwright.layers.quickkey import BackgroundWalks
-    from dockwright.layers.tar import Compression, TarEntry
+    from dockwright.layers.tar import TarEntry
 
 log = logging.getLogger("dockwright")
 
@@ -182,7 +183,7 @@ class LayerCache:
                      known.diff_id, known.source)
 
     def _media_type(self, fmt: Format) -> str:
-        from dockwright.layers.tar import layer_media_type
+        from dockwright.layers.compress import layer_media_type
 
         return layer_media_type(self.compression.algorithm, fmt)
 

@@ -1,47 +1,34 @@
 """The deterministic layer writer: entries -> tar bytes -> compressor -> file, in one pass.
 
-Every tar byte is hashed (diff_id) on its way to the compressor; every compressed byte is hashed
-(digest) and counted on its way to the file. Tar headers are written here (USTAR, with PAX
-extended headers only where USTAR cannot hold a value), because `tarfile` is several times
-slower per entry and would not let us control every byte.
-
-Determinism: the tar stream is cut into fixed BLOCK_SIZE blocks before compression. ISA-L's
-threaded gzip compresses each block independently (with the previous block's tail as
-dictionary), so the output depends on the block size only, not on the thread count. zstd's
-multi-threaded mode gives the same bytes for any worker count >= 1 (but not for 0), so it always
-runs with at least one worker.
+Tar headers are written here (USTAR, with PAX extended headers only where USTAR cannot hold a
+value), because `tarfile` is several times slower per entry and would not let us control every
+byte. The bytes go to a compress.BlobSink: fixed blocks, hashed (diff_id) on their way to the
+compressor, whose output is hashed (digest) and counted on its way to the file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
 import os
-import queue
 import sys
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO, Literal, NamedTuple
+from typing import Literal, NamedTuple
 from zlib import adler32
 
+from dockwright.layers.compress import BLOCK_SIZE, BlobSink, Compression, LayerBlob, write_blob
 from dockwright.layers.elf import HEAD as ELF_HEAD
 from dockwright.layers.elf import machine
 from dockwright.layers.pyc import fix_header
-from dockwright.model.errors import ContextError, DockwrightError, UsageError
-from dockwright.model.mediatypes import OCI_LAYER_TAR, OCI_LAYER_ZSTD, Format, layer_media_type_for, media_type
+from dockwright.model.errors import ContextError
 
 # Bump when anything that changes the bytes of a layer changes (header layout, block size...):
 # it is part of every layer-cache fingerprint.
 FORMAT_VERSION = "dockwright-layer-2"  # 2: .pyc source mtimes (pyc.py)
-BLOCK_SIZE = 1 << 20
 SMALL_FILE = 1 << 16  # read whole into memory; larger files stream through the block buffer
 LARGE_PYC = 1 << 24  # a .pyc up to this size is read whole too, for its header (pyc.py)
-GZIP_LEVELS = range(0, 4)  # ISA-L levels
-ZSTD_LEVELS = range(1, 23)
-DEFAULT_LEVEL = {"gzip": 1, "zstd": 3}
 
 EntryKind = Literal["file", "dir", "symlink", "hardlink", "chardev", "blockdev", "fifo"]
 _TYPEFLAG = {"file": b"0", "hardlink": b"1", "symlink": b"2", "dir": b"5", "chardev": b"3", "blockdev": b"4",
@@ -84,48 +71,6 @@ class TarEntry(NamedTuple):
         if self.kind != "file":
             return 0
         return len(self.data) if self.data is not None else self.size
-
-
-@dataclasses.dataclass(frozen=True)
-class Compression:
-    algorithm: Literal["gzip", "zstd", "none"] = "gzip"
-    level: int | None = None  # None: gzip 1 (ISA-L, 0-3), zstd 3 (1-22)
-    threads: int = 0  # 0 = one per CPU; never changes the output bytes
-
-    def resolved_level(self) -> int | None:
-        """The effective level, validated; None for "none"."""
-        if self.algorithm == "none":
-            return None
-        if self.algorithm not in DEFAULT_LEVEL:
-            raise UsageError(f"unknown compression {self.algorithm!r}", hint="use gzip, zstd or none")
-        level = DEFAULT_LEVEL[self.algorithm] if self.level is None else self.level
-        allowed = GZIP_LEVELS if self.algorithm == "gzip" else ZSTD_LEVELS
-        if level not in allowed:
-            raise UsageError(
-                f"invalid {self.algorithm} compression level {level}",
-                hint=f"use {allowed.start}..{allowed.stop - 1} (gzip levels are ISA-L's: 0 fastest, 3 smallest)",
-            )
-        return level
-
-    def resolved_threads(self) -> int:
-        return max(1, self.threads or os.cpu_count() or 1)
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerBlob:
-    path: Path
-    digest: str  # sha256 of the compressed bytes
-    size: int
-    diff_id: str  # sha256 of the uncompressed tar
-    compression: str  # "gzip" | "zstd" | "none"
-    entries: int = 0  # tar members written (0 for a recompressed stream)
-    machines: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # ELF machine key -> paths (elf.py)
-
-
-def layer_media_type(compression: str, fmt: Format) -> str:
-    """The manifest media type of a layer we wrote; raises UsageError for zstd/none in Docker format."""
-    oci = {"gzip": media_type("oci", "gzip"), "zstd": OCI_LAYER_ZSTD, "none": OCI_LAYER_TAR}[compression]
-    return layer_media_type_for(fmt, oci)
 
 
 def _fsencode(name: str) -> bytes:
@@ -279,135 +224,24 @@ def _is_utf8(data: bytes) -> bool:
 # --------------------------------------------------------------------------- the writer
 
 
-class _HashingFile:
-    """The compressed side: hash, count, write. Called from the compressor's writer thread.
-    Without compression the two streams are the same, so hashing them twice is skipped."""
-
-    def __init__(self, file: BinaryIO, hashing: bool) -> None:
-        self.file = file
-        self.hash = hashlib.sha256() if hashing else None
-        self.size = 0
-
-    def write(self, data: bytes | memoryview) -> int:
-        if self.hash is not None:
-            self.hash.update(data)
-        self.size += len(data)
-        return self.file.write(data)
-
-    def flush(self) -> None:
-        self.file.flush()
-
-
-class _BackgroundHash:
-    """sha256 on a thread of its own. The thread framing the tar stream is the writer's bottleneck
-    (Python, per file), and hashlib releases the GIL: the diff_id then costs it a queue put per block."""
-
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-        self._thread = threading.Thread(target=self._run, name="dockwright-diff-id", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (block := self._queue.get()) is not None:
-            self._hash.update(block)
-
-    def update(self, block: bytes) -> None:
-        self._queue.put(block)
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-
-    def hexdigest(self) -> str:
-        self.stop()
-        return self._hash.hexdigest()
-
-
-class _Sink:
-    """The uncompressed side: collects tar bytes into fixed blocks, hashes them, feeds the compressor."""
-
-    def __init__(self, out: _HashingFile, compression: Compression) -> None:
-        self.buffer = bytearray(BLOCK_SIZE)
-        self.view = memoryview(self.buffer)
-        self.pos = 0
-        self.flushed = 0  # tar bytes passed on in whole blocks: with `pos`, what is packed so far
-        self.hash = _BackgroundHash()
-        level = compression.resolved_level()
-        threads = compression.resolved_threads()
-        if compression.algorithm == "gzip":
-            from isal import igzip_threaded
-
-            # Blocks go to the raw writer unbuffered: one write per block, block boundaries ours.
-            self._closer = igzip_threaded.open(out, "wb", compresslevel=level, threads=threads,
-                                               block_size=BLOCK_SIZE)
-            self._write = self._closer.raw.write
-        elif compression.algorithm == "zstd":
-            import zstandard
-
-            self._closer = zstandard.ZstdCompressor(level=level, threads=threads).stream_writer(
-                out, closefd=False)
-            self._write = self._closer.write
-        else:
-            self._closer = None
-            self._write = out.write
-
-    def write(self, data: bytes) -> None:
-        end = self.pos + len(data)
-        if end < BLOCK_SIZE:  # the common case: a header, a small file, padding
-            self.buffer[self.pos : end] = data
-            self.pos = end
-            return
-        view = memoryview(data)
-        while view:
-            n = min(len(view), BLOCK_SIZE - self.pos)
-            self.view[self.pos : self.pos + n] = view[:n]
-            self.pos += n
-            view = view[n:]
-            if self.pos == BLOCK_SIZE:
-                self.flush_block()
-
-    def flush_block(self) -> None:
-        # One copy, which the threaded compressor makes anyway (bytes(bytes) is not a copy): the hash
-        # thread and the compressor may hold the block while the buffer fills again.
-        block = bytes(self.view[: self.pos])
-        self.hash.update(block)
-        self._write(block)
-        self.flushed += self.pos
-        self.pos = 0
-
-    def copy_file(self, path: str | Path, size: int) -> None:
-        """Stream a large host file straight into the block buffer; exactly `size` bytes."""
-        fd = _open(path)
-        try:
-            remaining = size
-            while remaining:
-                n = min(remaining, BLOCK_SIZE - self.pos)
-                got = _read_into(fd, self.view[self.pos : self.pos + n], path)
-                if got == 0:
-                    raise _changed(path)
-                self.pos += got
-                remaining -= got
-                if self.pos == BLOCK_SIZE:
-                    self.flush_block()  # an OSError here is the layer file's: write_layer reports it
-            if os.fstat(fd).st_size != size:
+def _copy_file(sink: BlobSink, path: str | Path, size: int) -> None:
+    """Stream a large host file straight into the block buffer; exactly `size` bytes."""
+    fd = _open(path)
+    try:
+        remaining = size
+        while remaining:
+            n = min(remaining, BLOCK_SIZE - sink.pos)
+            got = _read_into(fd, sink.view[sink.pos : sink.pos + n], path)
+            if got == 0:
                 raise _changed(path)
-        finally:
-            os.close(fd)
-
-    def close(self) -> None:
-        if self.pos:
-            self.flush_block()
-        if self._closer is not None:
-            self._closer.close()
-
-    def abort(self) -> None:
-        """Stop the hash and compressor threads after an error, ignoring what they had left."""
-        self.hash.stop()
-        if self._closer is not None:
-            with contextlib.suppress(Exception):  # the original error is the one to report
-                self._closer.close()
+            sink.pos += got
+            remaining -= got
+            if sink.pos == BLOCK_SIZE:
+                sink.flush_block()  # an OSError here is the layer file's: write_layer reports it
+        if os.fstat(fd).st_size != size:
+            raise _changed(path)
+    finally:
+        os.close(fd)
 
 
 def _open(path: str | Path) -> int:
@@ -471,7 +305,7 @@ class PackCounters:
 
     def __init__(self) -> None:
         self.seen: set[str] = set()
-        self.sink: _Sink | None = None
+        self.sink: BlobSink | None = None
 
     def __call__(self) -> tuple[int, int]:
         sink = self.sink
@@ -496,7 +330,8 @@ def write_layer(entries: Iterable[TarEntry], dest: Path, compression: Compressio
         if (key := machine(head)) is not None:
             machines.setdefault(key, []).append(path)
 
-    def feed(sink: _Sink) -> None:
+    def feed(sink: BlobSink) -> None:
+        counters.sink = sink
         write = sink.write
         for entry in entries:
             path, kind, mode, _, _, size, _, source, data, mtime, _, _, _ = entry
@@ -523,51 +358,11 @@ def write_layer(entries: Iterable[TarEntry], dest: Path, compression: Compressio
                 if mode & 0o111 or ".so" in path:
                     note(path, _read_head(source))  # type: ignore[arg-type]
                 write(header)
-                sink.copy_file(source, size)  # type: ignore[arg-type]
+                _copy_file(sink, source, size)  # type: ignore[arg-type]
                 write(_ZERO_BLOCK[: -size % 512])
         sink.write(_ZERO_BLOCK * 2)
 
-    return dataclasses.replace(_write_blob(dest, compression, feed, counters), entries=len(seen),
+    return dataclasses.replace(write_blob(dest, compression, feed), entries=len(seen),
                                machines=machines)
 
 
-def compress_stream(chunks: Iterable[bytes], dest: Path, compression: Compression) -> LayerBlob:
-    """Compress an existing tar stream (a docker-archive layer) into `dest`, with its digest and
-    diff_id computed in the same pass. On failure `dest` is removed."""
-
-    def feed(sink: _Sink) -> None:
-        for chunk in chunks:
-            sink.write(chunk)
-
-    return _write_blob(dest, compression, feed)
-
-
-def _write_blob(dest: Path, compression: Compression, feed: Callable[[_Sink], None],
-                counters: PackCounters | None = None) -> LayerBlob:
-    compression.resolved_level()  # validate before creating anything
-    try:
-        file = open(dest, "wb")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise DockwrightError(f"cannot create layer file {dest}: {exc.strerror}") from None
-    out = _HashingFile(file, hashing=compression.algorithm != "none")
-    sink = _Sink(out, compression)
-    if counters is not None:
-        counters.sink = sink
-    ok = False
-    try:
-        feed(sink)
-        sink.close()
-        file.close()  # flushes: a full disk may only show here
-        ok = True
-    except OSError as exc:
-        raise DockwrightError(f"cannot write layer file {dest}: {exc.strerror}",
-                              hint="free some space, or point --cache-dir at a larger disk") from None
-    finally:
-        if not ok:
-            sink.abort()
-            with contextlib.suppress(OSError):  # the original error is the one to report
-                file.close()
-            dest.unlink(missing_ok=True)
-    diff_id = "sha256:" + sink.hash.hexdigest()
-    digest = "sha256:" + out.hash.hexdigest() if out.hash is not None else diff_id
-    return LayerBlob(dest, digest, out.size, diff_id, compression.algorithm)

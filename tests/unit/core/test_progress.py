@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from dockwright.cli.main import main
-from dockwright.layers.tar import Compression, PackCounters, TarEntry, write_layer
+from dockwright.layers.compress import Compression
+from dockwright.layers.tar import PackCounters, TarEntry, write_layer
 from dockwright.progress import HEARTBEAT, JsonProgress, PlainProgress, Progress, make_progress
 
 

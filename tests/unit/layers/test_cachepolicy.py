@@ -10,10 +10,11 @@ import pytest
 
 from dockwright.cache import Cache
 from dockwright.layers.cachepolicy import LayerCache, TreeCopy, counts_excluded, tree_source
+from dockwright.layers.compress import Compression
 from dockwright.layers.copy import CopySettings, collect_copy, stream_copy
 from dockwright.layers.dockerignore import IgnoreMatcher
 from dockwright.layers.quickkey import key_of, tree_digest
-from dockwright.layers.tar import Compression, TarEntry
+from dockwright.layers.tar import TarEntry
 from dockwright.model.errors import DockwrightError
 from dockwright.model.image import Layer
 from dockwright.model.mediatypes import DOCKER_LAYER_GZIP, OCI_LAYER_GZIP, OCI_LAYER_ZSTD

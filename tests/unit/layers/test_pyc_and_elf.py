@@ -16,9 +16,10 @@ from dockwright.cache import Cache
 from dockwright.executor import Builder
 from dockwright.frontends import flags
 from dockwright.layers import elf
+from dockwright.layers.compress import Compression
 from dockwright.layers.copy import CopySettings, collect_copy
 from dockwright.layers.rootfs import iter_layer
-from dockwright.layers.tar import Compression, fingerprint, write_layer
+from dockwright.layers.tar import fingerprint, write_layer
 from dockwright.plan import BuildOptions
 
 EPOCH = 1_700_000_000

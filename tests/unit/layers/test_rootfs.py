@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from dockwright.layers.compress import Compression
 from dockwright.layers.copy import CopySettings
 from dockwright.layers.rootfs import RootFS, iter_layer, resolve_chown
-from dockwright.layers.tar import Compression, TarEntry, write_layer
+from dockwright.layers.tar import TarEntry, write_layer
 from dockwright.model.errors import DockwrightError, ImageFormatError
 
 PASSWD = b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:2000::/home/app:/bin/sh\n"

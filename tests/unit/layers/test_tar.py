@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dockwright.layers.tar import Compression, TarEntry, encode_header, fingerprint, layer_media_type, write_layer
+from dockwright.layers.compress import Compression, layer_media_type
+from dockwright.layers.tar import TarEntry, encode_header, fingerprint, write_layer
 from dockwright.model.errors import ContextError, UsageError
 from dockwright.model.mediatypes import DOCKER_LAYER_GZIP, OCI_LAYER_GZIP, OCI_LAYER_ZSTD
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from dockwright.layers.compress import Compression
 from dockwright.layers.rootfs import RootFS, extract_layer
-from dockwright.layers.tar import Compression, TarEntry, write_layer
+from dockwright.layers.tar import TarEntry, write_layer
 from dockwright.run.diff import upper_entries
 from dockwright.run.snapshots import OPAQUE_XATTR, chain_ids
 
