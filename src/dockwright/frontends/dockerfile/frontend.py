@@ -10,22 +10,21 @@ variable this Dockerfile does not define when the base is an image (an error say
 
 from __future__ import annotations
 
-import posixpath
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from dockwright.frontends.dockerfile import formats, runflags
+from dockwright.frontends.dockerfile import runflags
+from dockwright.frontends.dockerfile.config import ConfigInstructions
 from dockwright.frontends.dockerfile.contexts import NamedContexts
+from dockwright.frontends.dockerfile.scope import Scope, Var, as_text, clean
 from dockwright.frontends.dockerfile.shell import (
-    UNKNOWN,
     Expansion,
     ShellError,
     UndefinedError,
     Unknown,
-    escape_template,
     expand,
     expand_words,
 )
@@ -40,7 +39,7 @@ from dockwright.frontends.dockerfile.stages import (
     split_stages,
     target_stage,
 )
-from dockwright.frontends.dockerfile.workdir import CopyMark, Item, Workdir, finish_workdirs
+from dockwright.frontends.dockerfile.workdir import CopyMark, Item, finish_workdirs
 from dockwright.model.errors import InvalidReferenceError
 from dockwright.model.platform import Platform, refuse_windows
 from dockwright.model.reference import SCRATCH, parse_reference
@@ -61,45 +60,15 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # BuildKit's predefined ARGs: a --build-arg of these reaches RUN without an ARG line, and no history shows it
 _PROXY_ARGS = frozenset(name for base in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
                         for name in (base, base.lower()))
-_MIN_DURATION_NS = 1_000_000  # HEALTHCHECK durations below 1ms are rejected, as Docker does
-
-
-@dataclass
-class _Var:
-    value: str
-    template: str | None = None  # set when the value depends on the (unknown) base Env
-
-
-@dataclass
-class _Scope:
-    """What the frontend knows about a stage's config while translating it."""
-
-    env: dict[str, _Var] = field(default_factory=dict)
-    env_complete: bool = True  # False when the base is an image: its Env is unknown here
-    workdir: str | None = "/"  # None: unknown (inherited from an image, or deferred)
-    user: _Var | None = None
-    shell: tuple[str, ...] | None = None
-    args: dict[str, _Var] = field(default_factory=dict)
-    valueless: dict[str, int | None] = field(default_factory=dict)  # ARG NAME without a value: its line
-    cmd_set: bool = False
-
-    def lookup(self, name: str) -> Any:
-        var = self.env.get(name) or self.args.get(name)  # ENV wins over ARG, as in Docker
-        if var is None:
-            return None if self.env_complete else UNKNOWN
-        return UNKNOWN if var.template is not None else var.value
-
-    def inherit(self) -> _Scope:
-        return _Scope(dict(self.env), self.env_complete, self.workdir, self.user, self.shell)
 
 
 @dataclass
 class _Translated:
     stage: Stage
-    scope: _Scope
+    scope: Scope
 
 
-class _Frontend:
+class _Frontend(ConfigInstructions):
     def __init__(self, text: str, source: Source, build_args: Mapping[str, str], platform: Platform,
                  build_platform: Platform, contexts: Sequence[NamedContext] = ()) -> None:
         self.source = source
@@ -152,17 +121,17 @@ class _Frontend:
         self.done[raw.index] = _Translated(stage, scope)
         self.order.append(raw.index)
 
-    def initial_scope(self, scratch: bool, items: list[Item]) -> _Scope:
+    def initial_scope(self, scratch: bool, items: list[Item]) -> Scope:
         """The scope a stage starts with; adds BuildKit's stage set-up to `items`: scratch gets PATH and
         WorkingDir / (emptyImage), a base without PATH the default PATH."""
         if scratch:
-            env = {"PATH": _Var(DEFAULT_PATH)}
+            env = {"PATH": Var(DEFAULT_PATH)}
             items.append(ConfigStep(ConfigEdit(env=tuple((k, v.value) for k, v in env.items()), workdir="/")))
-            return _Scope(env=env)
+            return Scope(env=env)
         items.append(ConfigStep(ConfigEdit(env=(("PATH", f"${{PATH-{DEFAULT_PATH}}}"),), deferred=True)))
-        return _Scope(env_complete=False, workdir=None)
+        return Scope(env_complete=False, workdir=None)
 
-    def context_base(self, named: NamedContext, items: list[Item]) -> tuple[str, _Scope]:
+    def context_base(self, named: NamedContext, items: list[Item]) -> tuple[str, Scope]:
         """A stage's base when it is a named context: its image, or for a directory an empty image (as
         BuildKit's emptyImage) holding the directory's files."""
         if not named.directory:
@@ -196,7 +165,7 @@ class _Frontend:
     def error(self, message: str, hint: str | None = None) -> Any:
         self.source.error(self.line, message, hint)
 
-    def word(self, text: str, scope: _Scope, unknown: Unknown = Unknown.ERROR) -> Expansion:
+    def word(self, text: str, scope: Scope, unknown: Unknown = Unknown.ERROR) -> Expansion:
         try:
             return expand(text, scope.lookup, escape=self.escape, unknown=unknown)
         except UndefinedError as exc:
@@ -209,7 +178,7 @@ class _Frontend:
         except ShellError as exc:
             return self.error(f"{text}: {exc}")
 
-    def words(self, text: str, scope: _Scope) -> list[str]:
+    def words(self, text: str, scope: Scope) -> list[str]:
         try:
             return expand_words(text, scope.lookup, escape=self.escape)
         except ShellError as exc:
@@ -236,24 +205,16 @@ class _Frontend:
                 values[name] = value
         return values
 
-    def run_form(self, command: Any, scope: _Scope) -> tuple[str, ...]:
-        """CMD / ENTRYPOINT arguments: JSON form as written, shell form through the SHELL."""
-        if command.json:
-            return tuple(command.value)
-        if not command.value:
-            self.error(f"{command.cmd.upper()} requires at least one argument")
-        return (*(scope.shell or ("/bin/sh", "-c")), " ".join(command.value))
-
     # ------------------------------------------------------------------ instructions
 
-    def instruction(self, command: Any, scope: _Scope) -> list[Item]:
+    def instruction(self, command: Any, scope: Scope) -> list[Item]:
         cmd = command.cmd.upper()
         if cmd not in ("COPY", "ADD", "HEALTHCHECK", "RUN") and command.flags:
             self.error(f"{cmd}: unknown flag: {command.flags[0]}")
         handler = getattr(self, f"do_{cmd.lower()}")
         return handler(command, scope)
 
-    def do_run(self, command: Any, scope: _Scope) -> list[Item]:
+    def do_run(self, command: Any, scope: Scope) -> list[Item]:
         flags = self.flags(command, {"mount": "list", "network": "str", "security": "str"})
         if "security" in flags:
             self.error(f"RUN --security={flags['security']}: not supported (dockwright runs no privileged steps)")
@@ -273,7 +234,7 @@ class _Frontend:
         proxies = tuple((key, value) for key, value in self.build_args.items()
                         if key in _PROXY_ARGS and key not in scope.args and key not in scope.env)
         return [RunStep(run, shell=scope.shell, files=files, network=network, mounts=mounts, line=self.line,
-                        args=tuple((key, _as_text(Expansion(var.value, var.template), deferred)) for key, var in args),
+                        args=tuple((key, as_text(Expansion(var.value, var.template), deferred)) for key, var in args),
                         deferred=deferred, proxies=proxies)]
 
     def run_text(self, command: Any) -> tuple[str, tuple[tuple[str, bytes], ...]]:
@@ -297,7 +258,7 @@ class _Frontend:
             return content, ()
         return text + "".join(f"\n{heredoc.content}{heredoc.name}" for heredoc in heredocs), ()
 
-    def run_mount(self, text: str, scope: _Scope) -> RunMount:
+    def run_mount(self, text: str, scope: Scope) -> RunMount:
         try:
             pairs = [(key, self.word(value, scope).value if value is not None else None)
                      for key, value in runflags.split_mount(text)]
@@ -305,7 +266,7 @@ class _Frontend:
         except runflags.MountError as exc:
             return self.error(f"RUN --mount={text}: {exc}")
 
-    def do_arg(self, command: Any, scope: _Scope) -> list[Item]:
+    def do_arg(self, command: Any, scope: Scope) -> list[Item]:
         shown = []
         for word in command.value:
             key, default = split_arg(word)
@@ -313,12 +274,12 @@ class _Frontend:
                 self.error(f"ARG names can not be blank: {word!r}")
             var = None
             if key in self.build_args:
-                var = _Var(self.build_args[key])
+                var = Var(self.build_args[key])
             elif default is not None:
                 expanded = self.word(default, scope, Unknown.DEFER)
-                var = _Var(expanded.value, expanded.template)
+                var = Var(expanded.value, expanded.template)
             elif key in self.meta:
-                var = _Var(self.meta[key])
+                var = Var(self.meta[key])
             if var is not None:
                 scope.args[key] = var
                 scope.valueless.pop(key, None)
@@ -327,158 +288,13 @@ class _Frontend:
             shown.append(key if var is None else f"{key}={var.template or var.value}")
         return [ConfigStep(ConfigEdit(), "ARG " + " ".join(shown))]
 
-    def pairs(self, command: Any, scope: _Scope) -> tuple[list[tuple[str, Expansion]], bool]:
-        """ENV / LABEL key-value pairs, keys and values expanded; True when any value is deferred."""
-        values = list(command.value)
-        if not values:
-            self.error(f"{command.cmd.upper()} requires at least one argument")
-        pairs = []
-        for key_text, value_text in zip(values[::2], values[1::2], strict=True):
-            key = self.word(key_text, scope, Unknown.UNSET).value
-            if not key:
-                self.error(f"{command.cmd.upper()} names can not be blank")
-            pairs.append((key, self.word(value_text, scope, Unknown.DEFER)))
-        return pairs, any(value.template is not None for _, value in pairs)
-
-    def do_env(self, command: Any, scope: _Scope) -> list[Item]:
-        pairs, deferred = self.pairs(command, scope)
-        env = tuple((key, _as_text(value, deferred)) for key, value in pairs)
-        for key, value in pairs:
-            scope.env[key] = _Var(value.value, value.template)
-        return [ConfigStep(ConfigEdit(env=env, deferred=deferred),
-                               "ENV " + " ".join(f"{key}={value}" for key, value in env))]
-
-    def do_label(self, command: Any, scope: _Scope) -> list[Item]:
-        pairs, deferred = self.pairs(command, scope)
-        labels = tuple((key, _as_text(value, deferred)) for key, value in pairs)
-        return [ConfigStep(ConfigEdit(labels=labels, deferred=deferred),
-                               "LABEL " + " ".join(f"{key}={value}" for key, value in labels))]
-
-    def do_maintainer(self, command: Any, scope: _Scope) -> list[Item]:
-        author = " ".join(command.value)
-        return [ConfigStep(ConfigEdit(author=author), f"MAINTAINER {author}")]
-
-    def do_workdir(self, command: Any, scope: _Scope) -> list[Item]:
-        if not command.value or not command.value[0]:
-            self.error("WORKDIR requires exactly one argument")
-        expanded = self.word(command.value[0], scope, Unknown.DEFER)
-        if not expanded.value and expanded.template is None:
-            self.error(f"WORKDIR {command.value[0]}: the path is empty after expansion")
-        path: str | None = None
-        if expanded.template is None and expanded.value.startswith("/"):
-            path = _clean(expanded.value)
-        elif expanded.template is None and scope.workdir is not None:
-            path = _clean(f"{scope.workdir}/{expanded.value}")
-        scope.workdir = path
-        if path is not None:
-            edit = ConfigEdit(workdir=path)
-        else:
-            edit = ConfigEdit(workdir=expanded.template or escape_template(expanded.value), deferred=True)
-        return [Workdir(edit, f"WORKDIR {path or expanded.template or expanded.value}", path)]
-
-    def do_user(self, command: Any, scope: _Scope) -> list[Item]:
-        if not command.value or not command.value[0]:
-            self.error("USER requires exactly one argument")
-        expanded = self.word(command.value[0], scope, Unknown.DEFER)
-        scope.user = _Var(expanded.value, expanded.template)
-        deferred = expanded.template is not None
-        return [ConfigStep(ConfigEdit(user=_as_text(expanded, deferred), deferred=deferred),
-                               f"USER {expanded.template or expanded.value}")]
-
-    def do_expose(self, command: Any, scope: _Scope) -> list[Item]:
-        specs = [spec for word in command.value for spec in self.words(word, scope)]
-        if not specs:
-            self.error("EXPOSE requires at least one argument")
-        try:
-            ports = formats.parse_port_specs(specs)
-        except ValueError as exc:
-            return self.error(f"EXPOSE {' '.join(specs)}: {exc}")
-        shown = " ".join(f"{port}:{{}}" for port in ports)
-        return [ConfigStep(ConfigEdit(exposed_ports=tuple(ports)), f"EXPOSE map[{shown}]")]
-
-    def do_volume(self, command: Any, scope: _Scope) -> list[Item]:
-        volumes = [self.word(word, scope).value for word in command.value]
-        if not volumes:
-            self.error("VOLUME requires at least one argument")
-        if "" in volumes:
-            self.error("VOLUME specified can not be an empty string")
-        return [ConfigStep(ConfigEdit(volumes=tuple(volumes)), f"VOLUME {formats.go_list(volumes)}")]
-
-    def do_stopsignal(self, command: Any, scope: _Scope) -> list[Item]:
-        signal = self.word(command.value[0], scope).value if command.value else ""
-        if not formats.is_signal(signal):
-            self.error(f"STOPSIGNAL: invalid signal: {signal!r}", hint="e.g. SIGTERM, SIGQUIT, 15")
-        return [ConfigStep(ConfigEdit(stop_signal=signal), f"STOPSIGNAL {signal}")]
-
-    def do_cmd(self, command: Any, scope: _Scope) -> list[Item]:
-        args = self.run_form(command, scope)
-        scope.cmd_set = True
-        return [ConfigStep(ConfigEdit(cmd=args), f"CMD {formats.go_quote_list(args)}")]
-
-    def do_entrypoint(self, command: Any, scope: _Scope) -> list[Item]:
-        args = self.run_form(command, scope)
-        edit = ConfigEdit(entrypoint=args, cmd=None if scope.cmd_set else ())
-        return [ConfigStep(edit, f"ENTRYPOINT {formats.go_quote_list(args)}")]
-
-    def do_shell(self, command: Any, scope: _Scope) -> list[Item]:
-        if not command.json or not command.value:
-            self.error('SHELL requires the arguments to be in JSON form, e.g. SHELL ["/bin/bash", "-c"]')
-        scope.shell = tuple(command.value)
-        return [ConfigStep(ConfigEdit(shell=scope.shell), f"SHELL {formats.go_list(scope.shell)}")]
-
-    def do_healthcheck(self, command: Any, scope: _Scope) -> list[Item]:
-        flags = self.flags(command, {"interval": "str", "timeout": "str", "start-period": "str",
-                                     "start-interval": "str", "retries": "str"})
-        kind = command.value[0].upper() if command.value else ""
-        if kind == "NONE":
-            if len(command.value) > 1:
-                self.error("HEALTHCHECK NONE takes no arguments")
-            health: dict[str, object] = {"Test": ["NONE"]}
-        elif kind == "CMD":
-            if len(command.value) < 2:
-                self.error("missing command after HEALTHCHECK CMD")
-            rest = list(command.value[1:])
-            health = {"Test": ["CMD", *rest] if command.json else ["CMD-SHELL", " ".join(rest)]}
-            for flag, key in (("interval", "Interval"), ("timeout", "Timeout"),
-                              ("start-period", "StartPeriod"), ("start-interval", "StartInterval")):
-                if flag in flags:
-                    health[key] = self.duration(flag, flags[flag])
-            if "retries" in flags:
-                if not re.fullmatch(r"-?\d+", flags["retries"]):
-                    self.error(f"HEALTHCHECK --retries={flags['retries']}: not a number")
-                if int(flags["retries"]) < 0:
-                    self.error(f"HEALTHCHECK --retries cannot be negative ({flags['retries']})")
-                health["Retries"] = int(flags["retries"])
-            health = {key: value for key, value in health.items() if value}
-        else:
-            return self.error(f"unknown type {kind!r} in HEALTHCHECK (try CMD or NONE)")
-        return [ConfigStep(ConfigEdit(healthcheck=health), "HEALTHCHECK " + _health_text(health))]
-
-    def duration(self, flag: str, text: str) -> int:
-        try:
-            value = formats.parse_duration(text)
-        except ValueError:
-            return self.error(f"HEALTHCHECK --{flag}={text}: not a duration", hint="e.g. 30s, 1m30s, 500ms")
-        if value != 0 and value < _MIN_DURATION_NS:
-            self.error(f"HEALTHCHECK --{flag}={text} cannot be less than 1ms")
-        return value
-
-    def do_onbuild(self, command: Any, scope: _Scope) -> list[Item]:
-        trigger = (command.sub_cmd or "").upper()
-        if not trigger:
-            self.error("ONBUILD requires at least one argument")
-        if trigger in ("ONBUILD", "FROM", "MAINTAINER"):
-            self.error(f"{trigger} isn't allowed as an ONBUILD trigger")
-        expression = re.sub(r"(?i)^\s*ONBUILD\s*", "", command.original).strip()
-        return [ConfigStep(ConfigEdit(onbuild=(expression,)))]  # BuildKit records no history for it
-
-    def do_copy(self, command: Any, scope: _Scope) -> list[Item]:
+    def do_copy(self, command: Any, scope: Scope) -> list[Item]:
         return self.copy(command, scope, add=False)
 
-    def do_add(self, command: Any, scope: _Scope) -> list[Item]:
+    def do_add(self, command: Any, scope: Scope) -> list[Item]:
         return self.copy(command, scope, add=True)
 
-    def copy(self, command: Any, scope: _Scope, *, add: bool) -> list[Item]:
+    def copy(self, command: Any, scope: Scope, *, add: bool) -> list[Item]:
         name = "ADD" if add else "COPY"
         # --link and ADD --keep-git-dir are accepted as BuildKit accepts them, and change nothing here: --link
         # tells BuildKit how to cache and rebase the layer (dockwright's layer is the same either way), and
@@ -521,11 +337,11 @@ class _Frontend:
             inline_files=tuple(inline),
             created_by=" ".join(shown) + " # buildkit", line=self.line,
         )
-        target = _clean(dest) if dest.startswith("/") else (
-            _clean(f"{scope.workdir}/{dest}") if scope.workdir is not None else None)
+        target = clean(dest) if dest.startswith("/") else (
+            clean(f"{scope.workdir}/{dest}") if scope.workdir is not None else None)
         return [CopyMark(step, target, relative=not dest.startswith("/"))]
 
-    def heredoc(self, content: str, match: re.Match[str], scope: _Scope) -> bytes:
+    def heredoc(self, content: str, match: re.Match[str], scope: Scope) -> bytes:
         if match.group(1):  # <<-: strip leading tabs
             content = re.sub(r"(?m)^\t+", "", content)
         if not match.group(2):  # unquoted delimiter: expand variables, keep quotes and escapes
@@ -536,14 +352,14 @@ class _Frontend:
                 self.error(f"heredoc {match.group(3)}: {exc}")
         return content.encode()
 
-    def mount_from(self, text: str, scope: _Scope) -> tuple[int | None, str | None]:
+    def mount_from(self, text: str, scope: Scope) -> tuple[int | None, str | None]:
         from_stage, from_image, from_context = self.copy_from(text, scope)
         if from_context is not None:
             self.error(f"RUN --mount from={text}: a named context directory is not supported here yet",
                        hint="COPY --from it into a stage, and mount that stage")
         return from_stage, from_image
 
-    def copy_from(self, text: str | None, scope: _Scope) -> tuple[int | None, str | None, str | None]:
+    def copy_from(self, text: str | None, scope: Scope) -> tuple[int | None, str | None, str | None]:
         """COPY --from: (stage index, image, named context directory) for a named context, a stage index, a
         stage name, or else an image reference."""
         if text is None:
@@ -578,27 +394,6 @@ def _renumbered(step: Any, new_index: Mapping[int, int]) -> Any:
         return replace(step, mounts=tuple(replace(m, from_stage=new_index[m.from_stage])
                                           if m.from_stage is not None else m for m in step.mounts))
     return step
-
-
-def _as_text(expanded: Expansion, deferred: bool) -> str:
-    """A value for a ConfigEdit: a template when the edit is deferred, else the plain value."""
-    if not deferred:
-        return expanded.value
-    return expanded.template if expanded.template is not None else escape_template(expanded.value)
-
-
-def _clean(path: str) -> str:
-    """Go's path.Clean of an absolute path."""
-    cleaned = posixpath.normpath("/" + path.lstrip("/"))
-    return "/" + cleaned.lstrip("/")
-
-
-def _health_text(health: Mapping[str, Any]) -> str:
-    """`%q` of BuildKit's *HealthcheckConfig, as `docker history` shows it."""
-    test = cast(list[str], health.get("Test", []))
-    durations = " ".join(formats.go_quote(formats.format_duration(int(health.get(key, 0))))
-                         for key in ("Interval", "Timeout", "StartPeriod", "StartInterval"))
-    return f"&{{{formats.go_quote_list(test)} {durations} {formats.go_quote_int(int(health.get('Retries', 0)))}}}"
 
 
 def plan_from_dockerfile(context: Path, dockerfile_text: str, *, dockerfile_name: str = "Dockerfile",
