@@ -35,6 +35,7 @@ ROOTFS = "rootfs"  # RUN's layer directories (dockwright.run.snapshots), by chai
 ROOTFS_USER = "rootfs-user"  # the same for rootless RUN (overlayfs marks in user.* xattrs)
 SNAPSHOTS = (ROOTFS, ROOTFS_USER)
 TEMP_PREFIX = "tmp-"  # their temporary directories
+SIZE_PREFIX = ".size-"  # their sizes (cache._snapshot_size)
 STALE_TEMP_SECONDS = 3600
 RUN_CACHE = "run-cache"  # RUN --mount=type=cache directories: the user's, never trimmed
 LOCK = "lock"
@@ -293,10 +294,24 @@ def _entries(root: Path) -> list[tuple[Path, int, float]]:
     for snapshots in (root / name for name in SNAPSHOTS):
         if snapshots.is_dir():
             for path in snapshots.iterdir():
-                if not path.name.startswith(TEMP_PREFIX):
+                if not path.name.startswith((TEMP_PREFIX, SIZE_PREFIX)):
                     with contextlib.suppress(OSError):
-                        found.append((path, _tree_size(path), path.stat().st_mtime))
+                        found.append((path, _snapshot_size(path), path.stat().st_mtime))
     return found
+
+
+def _snapshot_size(path: Path) -> int:
+    """A RUN layer directory's size, walked once and then remembered beside it (`.size-NAME`): a layer
+    directory never changes once in place, and walking them all made every build's trim slow."""
+    memo = path.with_name(SIZE_PREFIX + path.name)
+    with contextlib.suppress(OSError, ValueError):
+        return int(memo.read_text())
+    size = _tree_size(path)
+    temp = memo.with_name(f"{memo.name}.{os.getpid()}")
+    with contextlib.suppress(OSError):
+        temp.write_text(str(size))
+        os.replace(temp, memo)
+    return size
 
 
 def _tree_size(path: Path) -> int:
@@ -407,6 +422,7 @@ def _remove_least_recent(root: Path, keep_bytes: int) -> tuple[int, int]:
                 doomed = path.with_name(f"{TEMP_PREFIX}pruned-{path.name}")
                 os.rename(path, doomed)
                 shutil.rmtree(doomed)
+                path.with_name(SIZE_PREFIX + path.name).unlink(missing_ok=True)
             else:
                 path.unlink()
             removed += 1

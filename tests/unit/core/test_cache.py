@@ -259,6 +259,20 @@ def test_prune_removes_run_layer_directories_oldest_first_and_abandoned_run_temp
     assert not abandoned.exists() and running.exists()
 
 
+
+def test_a_run_layer_directory_is_walked_once_its_size_remembered_and_forgotten_when_pruned(tmp_path: Path) -> None:
+    Cache(tmp_path)
+    layer = tmp_path / "rootfs" / ("c" * 64)
+    (layer / "usr").mkdir(parents=True)
+    (layer / "usr/tool").write_bytes(b"x" * 5000)
+    first = _usage(tmp_path)["RUN layer directories"]
+    (layer / "usr/tool").write_bytes(b"x" * 50_000)  # never happens to a layer directory: shows the memo is used
+    assert _usage(tmp_path)["RUN layer directories"] == first
+    assert (tmp_path / "rootfs" / f".size-{'c' * 64}").read_text().isdecimal()
+
+    assert prune(tmp_path, 0)[0] >= 1
+    assert os.listdir(tmp_path / "rootfs") == []
+
 def _filled(root: Path, count: int, size: int) -> Cache:
     """A cache with `count` layers of `size` bytes, entry 0 the least recently used."""
     cache = Cache(root)
