@@ -46,6 +46,17 @@ def make_app(root: Path) -> Path:
     return root
 
 
+def dockerfile_context(tmp_path: Path, dockerfile: str, files: dict[str, str] | None = None) -> Path:
+    """tmp_path/context holding `dockerfile` as its Dockerfile and `files` (name -> text)."""
+    context = tmp_path / "context"
+    context.mkdir(exist_ok=True)
+    (context / "Dockerfile").write_text(dockerfile)
+    for name, text in (files or {}).items():
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
+        (context / name).write_text(text)
+    return context
+
+
 def cache_args(tmp_path: Path, name: str = "cache") -> list[str]:
     """`--cache-dir` under the test's directory, so no test touches ~/.cache."""
     return ["--cache-dir", str(tmp_path / name)]

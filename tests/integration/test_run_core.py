@@ -15,7 +15,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from build_checks import EPOCH_ENV, assert_user_error, cache_args, image_config, raw_manifest
+from build_checks import EPOCH_ENV, assert_user_error, cache_args, dockerfile_context, image_config, raw_manifest
 from conftest import SRC, RunDockwright
 from debian import DebianBase
 from images import APP_UID, BusyboxBase, pull_to_layout, run_oci_image, sh
@@ -23,14 +23,6 @@ from images import APP_UID, BusyboxBase, pull_to_layout, run_oci_image, sh
 pytestmark = pytest.mark.requires("runc")
 _GUARD = 120  # seconds: a guard against hangs, not an assertion
 
-
-def _context(tmp_path: Path, dockerfile: str, files: dict[str, str] | None = None) -> Path:
-    context = tmp_path / "context"
-    context.mkdir(exist_ok=True)
-    (context / "Dockerfile").write_text(dockerfile)
-    for name, text in (files or {}).items():
-        (context / name).write_text(text)
-    return context
 
 
 def _run_image(tag: str, tmp_path: Path, *args: str) -> list[str]:
@@ -66,7 +58,7 @@ def _fetch_blob(ref: str, digest: str) -> bytes:
 def test_shell_exec_and_heredoc_runs_with_args_env_user_and_workdir(
     dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
 ) -> None:
-    context = _context(tmp_path, (
+    context = dockerfile_context(tmp_path, (
         f"FROM {busybox_base.oci_ref}\n"
         "ARG FLAVOUR=plain\n"
         "ENV GREETING=hello\n"
@@ -116,7 +108,7 @@ def test_shell_exec_and_heredoc_runs_with_args_env_user_and_workdir(
 def test_removed_and_recreated_base_files_are_whiteouts_and_opaque_directories(
     dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
 ) -> None:
-    context = _context(tmp_path, (
+    context = dockerfile_context(tmp_path, (
         f"FROM {busybox_base.oci_ref}\n"
         "RUN rm /bin/vi && rm -rf /home && mkdir -p /home/fresh && echo new > /home/fresh/file\n"
         "RUN cp /bin/busybox /bin/suid && chmod 4755 /bin/suid && ln /bin/suid /bin/suid-link "
@@ -142,7 +134,7 @@ def test_removed_and_recreated_base_files_are_whiteouts_and_opaque_directories(
 def test_a_failing_run_names_the_line_shows_its_output_and_leaves_nothing(
     dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
 ) -> None:
-    context = _context(tmp_path, (
+    context = dockerfile_context(tmp_path, (
         f"FROM {busybox_base.oci_ref}\n"
         "RUN echo fine > /fine\n"
         "RUN echo about to fail; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo line $i; done; exit 3\n"
@@ -164,7 +156,7 @@ def test_a_failing_run_names_the_line_shows_its_output_and_leaves_nothing(
 def test_a_stage_the_target_does_not_need_never_runs(
     dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
 ) -> None:
-    context = _context(tmp_path, (
+    context = dockerfile_context(tmp_path, (
         f"FROM {busybox_base.oci_ref} AS broken\n"
         "RUN echo this must not run; exit 1\n"
         f"FROM {busybox_base.oci_ref} AS tools\n"
@@ -184,7 +176,7 @@ def test_a_stage_the_target_does_not_need_never_runs(
 def test_an_unchanged_run_is_cached_and_no_cache_runs_it_again(
     dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
 ) -> None:
-    context = _context(tmp_path, (
+    context = dockerfile_context(tmp_path, (
         f"FROM {busybox_base.oci_ref}\n"
         "RUN echo running the step; echo $RANDOM$RANDOM > /random\n"
     ))
@@ -205,7 +197,7 @@ def test_an_unchanged_run_is_cached_and_no_cache_runs_it_again(
 def test_flags_mode_run_steps_in_order_with_copies(
     dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
 ) -> None:
-    context = _context(tmp_path, "", {"app.txt": "from the context\n"})
+    context = dockerfile_context(tmp_path, "", {"app.txt": "from the context\n"})
     tag = f"{busybox_base.host}/apps/flags-run:1"
 
     dockwright("build", context, "--from", busybox_base.oci_ref, "--run", "mkdir /app && echo before > /app/order",
@@ -217,7 +209,7 @@ def test_flags_mode_run_steps_in_order_with_copies(
 
 
 def test_ctrl_c_stops_the_container_at_once_and_leaves_nothing(busybox_base: BusyboxBase, tmp_path: Path) -> None:
-    context = _context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN echo started; sleep 600\n")
+    context = dockerfile_context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN echo started; sleep 600\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen([sys.executable, "-m", "dockwright", "build", str(context), "-o",
                              f"type=oci,dest={tmp_path / 'out.tar'}", *cache_args(tmp_path)],
@@ -243,7 +235,7 @@ def test_run_for_another_architecture_needs_qemu_and_says_so(
 ) -> None:
     if Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists():
         pytest.skip("qemu-aarch64 is registered here: arm64 binaries would run")
-    context = _context(tmp_path, f"FROM {busybox_base.multi_ref}\nRUN echo must not run\n")
+    context = dockerfile_context(tmp_path, f"FROM {busybox_base.multi_ref}\nRUN echo must not run\n")
 
     proc = dockwright("build", context, "--platform", "linux/arm64", "-o", f"type=oci,dest={tmp_path / 'o.tar'}",
                       *cache_args(tmp_path), check=False)
@@ -256,7 +248,7 @@ def test_run_for_another_architecture_needs_qemu_and_says_so(
 def test_builds_at_once_share_the_cache_safely(busybox_base: BusyboxBase, tmp_path: Path) -> None:
     """Two builds of RUN steps on one cache at the same time: both extract the base's layer directories
     (one wins the rename), both run, both give the same image, nothing is left behind."""
-    context = _context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN mkdir /made && echo one > /made/f\n"
+    context = dockerfile_context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN mkdir /made && echo one > /made/f\n"
                                  "RUN rm /bin/vi && ls /made > /listing\n")
     env = {**os.environ, **EPOCH_ENV,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
@@ -273,7 +265,7 @@ def test_builds_at_once_share_the_cache_safely(busybox_base: BusyboxBase, tmp_pa
 def test_quiet_shows_a_commands_output_only_when_it_fails(
     dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
 ) -> None:
-    context = _context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN echo chatty output\n")
+    context = dockerfile_context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN echo chatty output\n")
     quiet = dockwright("build", context, "-q", "-o", f"type=oci,dest={tmp_path / 'o.tar'}", *cache_args(tmp_path))
     assert quiet.stderr == ""
 
@@ -290,7 +282,7 @@ def test_the_library_s_cancel_kills_a_running_command(busybox_base: BusyboxBase,
 
     import dockwright
 
-    context = _context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN echo started; sleep 600\n")
+    context = dockerfile_context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN echo started; sleep 600\n")
     cancel = threading.Event()
 
     class _CancelOnStart(logging.Handler):
@@ -317,7 +309,7 @@ def test_network_modes_runtime_flag_and_a_missing_workdir(
 ) -> None:
     """--network=none leaves only loopback; the default is the host's network; --runtime names the runtime;
     a --workdir the base lacks is made for the command (as BuildKit does)."""
-    context = _context(tmp_path, "")
+    context = dockerfile_context(tmp_path, "")
     tag = f"{busybox_base.host}/apps/network:1"
     runc = shutil.which("runc")
     assert runc is not None
@@ -337,7 +329,7 @@ def test_network_modes_runtime_flag_and_a_missing_workdir(
 
 def test_an_unknown_runtime_is_one_error_line(dockwright: RunDockwright, busybox_base: BusyboxBase,
                                               tmp_path: Path) -> None:
-    context = _context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN true\n")
+    context = dockerfile_context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN true\n")
     proc = dockwright("build", context, "--runtime", "/nonexistent/runc", "-o",
                       f"type=oci,dest={tmp_path / 'o.tar'}", *cache_args(tmp_path), check=False)
     assert_user_error(proc, "Dockerfile:2:", "--runtime /nonexistent/runc: no such executable")
@@ -347,7 +339,7 @@ def test_setcap_capabilities_survive_into_the_image(dockwright: RunDockwright, d
                                                     tmp_path: Path) -> None:
     """A file capability (the security.capability xattr) set by a command is in the layer and in the
     running image, on the Debian base with setcap from the Debian mirror."""
-    context = _context(tmp_path, (
+    context = dockerfile_context(tmp_path, (
         f"FROM {debian.ref}\n"
         "RUN apt-get update && apt-get install -y --no-install-recommends libcap2-bin "
         "&& cp /bin/sleep /usr/local/bin/portsleep && setcap cap_net_bind_service+ep /usr/local/bin/portsleep "
@@ -373,7 +365,7 @@ def test_a_cache_on_overlayfs_says_to_use_a_volume(dockwright: RunDockwright, bu
     lower, upper, work, merged = layers
     sh("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}", merged)
     try:
-        context = _context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN true\n")
+        context = dockerfile_context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN true\n")
         proc = dockwright("build", context, "-o", f"type=oci,dest={tmp_path / 'o.tar'}", "--cache-dir",
                           merged / "cache", check=False)
         assert_user_error(proc, "Dockerfile:2:", "cannot mount the overlay root file system")

@@ -16,21 +16,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from build_checks import EPOCH_ENV, cache_args
+from build_checks import EPOCH_ENV, cache_args, dockerfile_context
 from conftest import SRC, RunDockwright
 from images import BusyboxBase, pull_to_layout, sh
 
 pytestmark = pytest.mark.requires("runc", "umoci", "skopeo", "docker-registry")
 
-
-def _context(tmp_path: Path, dockerfile: str, files: dict[str, str] | None = None) -> Path:
-    context = tmp_path / "context"
-    context.mkdir(exist_ok=True)
-    (context / "Dockerfile").write_text(dockerfile)
-    for name, text in (files or {}).items():
-        (context / name).parent.mkdir(parents=True, exist_ok=True)
-        (context / name).write_text(text)
-    return context
 
 
 def _unpacked(ref: str, tmp_path: Path, name: str = "image") -> Path:
@@ -53,7 +44,7 @@ def _blobs(layout: Path) -> list[bytes]:
 def test_cache_mount_persists_across_builds_and_stays_out_of_the_image(
     dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
 ) -> None:
-    context = _context(tmp_path, (
+    context = dockerfile_context(tmp_path, (
         f"FROM {busybox_base.oci_ref}\n"
         "RUN --mount=type=cache,id=runs,target=/var/cache/runs \\\n"
         "    echo run >> /var/cache/runs/log && wc -l < /var/cache/runs/log > /runs\n"
@@ -79,7 +70,7 @@ def test_cache_mount_sharing_locked_lets_one_build_at_a_time_use_it(
 ) -> None:
     """Two builds at once share one cache directory; with sharing=locked neither sees the other's
     `busy` marker, which each holds for a second."""
-    context = _context(tmp_path, (
+    context = dockerfile_context(tmp_path, (
         f"FROM {busybox_base.oci_ref}\n"
         "ARG WHO\n"
         "RUN --mount=type=cache,id=locked,target=/c,sharing=locked \\\n"
@@ -116,7 +107,7 @@ def test_secret_reaches_the_command_and_nothing_else(
 ) -> None:
     secret_file = tmp_path / "token.txt"
     secret_file.write_text(SECRET)
-    context = _context(tmp_path, (
+    context = dockerfile_context(tmp_path, (
         f"FROM {busybox_base.oci_ref}\n"
         "RUN --mount=type=secret,id=token sha256sum /run/secrets/token > /token.sha256 \\\n"
         "    && echo \"the command printed $(cat /run/secrets/token)\"\n"
@@ -147,7 +138,7 @@ def test_a_changed_secret_is_no_reason_to_run_again(
     dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
 ) -> None:
     """Secrets are not part of a step's cache key (BuildKit's rule): the second build reuses the step."""
-    context = _context(tmp_path, (
+    context = dockerfile_context(tmp_path, (
         f"FROM {busybox_base.oci_ref}\n"
         "RUN --mount=type=secret,id=token,env=TOKEN echo \"length ${#TOKEN}\" > /length\n"
     ))  # fmt: skip
@@ -161,10 +152,10 @@ def test_a_changed_secret_is_no_reason_to_run_again(
     assert digests[0] == digests[1]
 
 
-def test_bind_mounts_from_a_stage_an_image_and_the_context(
+def test_bind_mounts_from_a_stage_an_image_and_thedockerfile_context(
     dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
 ) -> None:
-    context = _context(tmp_path, (
+    context = dockerfile_context(tmp_path, (
         f"FROM {busybox_base.oci_ref} AS tools\n"
         "RUN mkdir /out && echo 'from the tools stage' > /out/msg \\\n"
         "    && printf '#!/bin/sh\\necho \"tool ran: $1\"\\n' > /out/tool && chmod 755 /out/tool\n"
@@ -191,7 +182,7 @@ def test_bind_mounts_from_a_stage_an_image_and_the_context(
 
 
 def test_tmpfs_mount(dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path) -> None:
-    context = _context(tmp_path, (
+    context = dockerfile_context(tmp_path, (
         f"FROM {busybox_base.oci_ref}\n"
         "RUN --mount=type=tmpfs,target=/scratch,size=1m \\\n"
         "    echo x > /scratch/f && df -k /scratch | tail -n 1 | awk '{print $2}' > /scratch-size \\\n"
