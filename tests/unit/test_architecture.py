@@ -75,3 +75,12 @@ def test_test_files_have_unique_names() -> None:
     """pytest imports test files by their base name (no packages under tests/): two of one name cannot both run."""
     names = [p.name for p in (SRC.parent / "tests").rglob("test_*.py")]
     assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+def test_no_module_shadows_a_function_of_the_library() -> None:
+    """`import dockwright.X` sets the attribute X on the package: a module named like a function of the API
+    (a package `build/`, say) would replace dockwright.build() once anything imported it."""
+    import dockwright
+
+    names = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or p.is_dir()}
+    assert not names & set(dockwright.__all__)
