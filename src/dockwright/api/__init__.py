@@ -75,7 +75,7 @@ def run_planner(planner: Planner, settings: Settings, platforms: str | None, can
     from dockwright.model.platform import parse_platforms
     from dockwright.progress import Progress
 
-    wanted = parse_platforms(platforms)  # a bad platform fails before anything is fetched
+    parse_platforms(platforms)  # a bad platform fails before anything is fetched
     store = Store(settings, cancel)
     builder = Builder(settings.build_options(platforms), store.cache, store.registries, store.workdir,  # type: ignore[arg-type]
                       cancel, progress or Progress())
@@ -86,7 +86,6 @@ def run_planner(planner: Planner, settings: Settings, platforms: str | None, can
         raise
     images = [Image(state, store, annotations=result.annotations, format=settings.format, final=final)
               for state, final in zip(result.targets, result.images, strict=True)]
-    del wanted
     return result, ImageIndex(images, result.annotations, result.index) if result.index else images[0]
 
 

@@ -165,11 +165,13 @@ class Image:
     def _apply_changes(self, cancel: threading.Event | None = None) -> BaseImage:
         state = self._state.clone()
         mutate.pad_history(state.config, len(state.layers), mutate.timestamp(self._store.settings.epoch))
+        builder = None  # one for all the layers: they share its memo of layers made in this call
         for change in self._changes:
             if isinstance(change, ConfigEdit):
                 mutate.apply_edit(state.config, change)
             else:
-                state = self._builder(cancel).run_steps(state, BuildPlan(
+                builder = builder or self._builder(cancel)
+                state = builder.run_steps(state, BuildPlan(
                     context=change.context, stages=(Stage(base="", steps=(change.step,)),),
                     dockerignore=change.dockerignore, source="dockwright.Layer"))
         return state

@@ -136,7 +136,7 @@ def planner(args: argparse.Namespace, context: Path) -> Planner:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from dockwright.api.session import Settings
+    from dockwright.api.session import Settings, epoch_from_env
     from dockwright.model.platform import Platform, parse_platforms
     from dockwright.run.mounts import parse_secret
 
@@ -147,13 +147,13 @@ def run_build(args: argparse.Namespace) -> int:
     specs = output_specs(args, tags)
     wanted = parse_platforms(args.platform)  # validate before anything else
     settings = Settings(
+        source_date_epoch=epoch_from_env(),  # read once, and a bad value fails before anything is built
         cache_dir=Path(args.cache_dir) if args.cache_dir else None, use_cache=not args.no_cache,
         insecure_registries=tuple(args.insecure_registry), compression=args.compression,
         compression_level=args.compression_level, jobs=max(1, args.jobs),
         format=choose_format(args.format, specs, args.annotation),  # type: ignore[arg-type]
         isolation=args.isolation, runtime=args.runtime, pull=args.pull,
         secrets=tuple(parse_secret(s) for s in args.secret))
-    settings = Settings(**{**settings.__dict__, "source_date_epoch": settings.epoch})  # read once, fail early
     plans = planner(args, context)
     if args.dry_run:
         from dockwright.cli.describe import describe_json, describe_text
