@@ -83,7 +83,8 @@ class Cache:
 
     def __init__(self, root: Path | None) -> None:
         self._temporary = root is None
-        self.root = Path(tempfile.mkdtemp(prefix="dockwright-")) if root is None else root
+        # absolute: RUN's overlay mount options and the runtime's spec name paths below it
+        self.root = Path(tempfile.mkdtemp(prefix="dockwright-")) if root is None else root.absolute()
         self.blobs = self.root / "blobs" / "sha256"
         self.layers = self.root / "layers"
         self.indexes = self.root / "dirindex"  # layers/dirindex.py's per-layer indexes, by layer digest

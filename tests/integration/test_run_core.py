@@ -327,6 +327,16 @@ def test_network_modes_runtime_flag_and_a_missing_workdir(
     assert _run_image(tag, tmp_path, "cat", "/srv/new/host-net", "/srv/new/default-net") == host + host
 
 
+def test_a_relative_cache_dir_works_for_run(dockwright: RunDockwright, busybox_base: BusyboxBase,
+                                           tmp_path: Path) -> None:
+    """`--cache-dir cache` (relative): the overlay mount and the runtime's spec need absolute paths."""
+    context = dockerfile_context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN echo made > /made\n")
+    dockwright("build", context, "-o", f"type=oci,dest={tmp_path / 'o.tar'}", "--cache-dir", "cache",
+               cwd=tmp_path)
+    assert [p.name for p in (tmp_path / "cache" / "rootfs").iterdir() if p.is_dir()]
+    assert _leftovers(tmp_path / "cache") == []
+
+
 def test_an_unknown_runtime_is_one_error_line(dockwright: RunDockwright, busybox_base: BusyboxBase,
                                               tmp_path: Path) -> None:
     context = dockerfile_context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN true\n")
