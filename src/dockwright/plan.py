@@ -133,10 +133,12 @@ class RunStep:
 
     `command` is the shell form's string (run through `shell`, else the image config's Shell, else
     /bin/sh -c) or the exec form's argv (a tuple). `files` are heredoc scripts (name, content) the
-    command finds at /dev/pipes/NAME. `args` are the build args in scope, visible to the command as
-    environment variables after the config's Env, never written to the config; when `deferred` their
-    values are templates as in ConfigEdit (they used the base image's Env). `network`: default | none
-    | host."""
+    command finds at /dev/pipes/NAME. `args` are the build args whose values the command sees as
+    environment variables (over the config's Env, never written to the config): those with a value,
+    declared after any ENV of the same name; when `deferred` their values are templates as in ConfigEdit
+    (they used the base image's Env). `env_order`: the keys the stage's ENV and ARG set, by their last
+    setting (BuildKit orders the command's environment so). `arg_names`: every ARG the stage declared,
+    with a value or not, for the history (`RUN |N K=V ...`). `network`: default | none | host."""
 
     command: str | tuple[str, ...]
     shell: tuple[str, ...] | None = None
@@ -144,6 +146,8 @@ class RunStep:
     args: tuple[tuple[str, str], ...] = ()
     deferred: bool = False
     proxies: tuple[tuple[str, str], ...] = ()  # HTTP_PROXY & co. from --build-arg: in the env, not the history
+    arg_names: tuple[str, ...] = ()
+    env_order: tuple[str, ...] = ()
     network: str = "default"
     mounts: tuple[RunMount, ...] = ()
     line: int | None = None

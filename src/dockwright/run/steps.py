@@ -73,7 +73,8 @@ class RunSteps:
 
         config = image.config.get("config") or {}
         argv = command.argv(step, config)
-        env = command.environment(config.get("Env") or [], [*args, *step.proxies])
+        state = command.environment(config.get("Env") or [], args, step.env_order)  # BuildKit's env of the stage
+        env = command.environment(state, step.proxies)
         user, cwd = config.get("User") or "", config.get("WorkingDir") or "/"
         # the cache key: never secret values (mounts count by their specs and what bind mounts bind)
         mounts = [dataclasses.asdict(mount) for mount in step.mounts]
@@ -84,7 +85,8 @@ class RunSteps:
         with self._lock:
             self._count += 1
             label = f"#{self._count}"
-        created_by = step.created_by or command.history(args, argv)
+        created_by = step.created_by or command.history(
+            command.shown_args([*step.arg_names, *(key for key, _ in args)], state), argv)
         log.info("%s %s", label, created_by.removesuffix(" # buildkit"))
         return RunInputs(step, argv, env, user, cwd, created_by, "run:" + hashlib.sha256(text.encode()).hexdigest(),
                          label, f"{'--run' if flag else 'RUN'} {command.summary(step)}", sources)

@@ -65,6 +65,26 @@ def test_build_args_reach_run_but_env_wins_and_base_env_defers() -> None:
     assert plain.args == (("A", "cli"),) and not plain.deferred
 
 
+def test_an_arg_after_an_env_of_its_name_wins_and_the_history_lists_every_arg() -> None:
+    """BuildKit (frontend/dockerfile/dockerfile2llb/convert.go): dispatchArg adds an ARG with a value to the
+    stage's env list as dispatchEnv adds an ENV, so the later one wins for RUN and for substitution; an
+    ARG without a value adds nothing; runCommandString lists every declared ARG with its value in that
+    env, empty when it has none, and the env list moves a key set again to the end."""
+    text = ("FROM scratch\nENV A=env B=envb\nARG A=arg\nARG B\nARG C\nARG D=d\nENV D=envd\nRUN run\n"
+            "ENV FROM_A=$A FROM_D=$D\n")
+    (step,) = runs(text)
+    assert (step.args, step.arg_names, step.env_order) == ((("A", "arg"),), ("A", "B", "C", "D"), ("B", "A", "D"))
+    config_env = ["PATH=/bin", "A=env", "B=envb", "D=envd"]  # the image's Env at the RUN
+    state = command.environment(config_env, step.args, step.env_order)
+    assert state == ["PATH=/bin", "B=envb", "A=arg", "D=envd"]  # C is in no environment
+    assert command.history(command.shown_args(step.arg_names, state), ["/bin/sh", "-c", "run"]) == \
+        "RUN |4 A=arg B=envb C= D=envd /bin/sh -c run # buildkit"
+    plan = plan_from_dockerfile(Path("."), text, platform=Platform.parse("linux/amd64"),
+                                build_platform=Platform.parse("linux/amd64"))
+    last = plan.stages[-1].steps[-1]
+    assert isinstance(last, ConfigStep) and last.edit.env == (("FROM_A", "arg"), ("FROM_D", "envd"))
+
+
 def test_a_stage_the_target_does_not_need_is_not_planned() -> None:
     assert runs("FROM scratch AS broken\nRUN exit 1\nFROM scratch\nRUN true\n") == [RunStep("true", line=4)]
 

@@ -51,7 +51,7 @@ class ConfigInstructions:
         pairs, deferred = self.pairs(command, scope)
         env = tuple((key, as_text(value, deferred)) for key, value in pairs)
         for key, value in pairs:
-            scope.env[key] = Var(value.value, value.template)
+            scope.set_env(key, Var(value.value, value.template))
         return [ConfigStep(ConfigEdit(env=env, deferred=deferred),
                                "ENV " + " ".join(f"{key}={value}" for key, value in env))]
 

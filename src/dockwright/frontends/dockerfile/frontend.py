@@ -229,13 +229,15 @@ class _Frontend(ConfigInstructions):
                 self.error("RUN requires at least one argument")
         else:
             run, files = self.run_text(command)
-        args = [(key, var) for key, var in scope.args.items() if key not in scope.env]
-        deferred = any(var.template is not None for _, var in args)
+        args = scope.arg_values()
+        deferred = any(var.template is not None for var in args.values())
         proxies = tuple((key, value) for key, value in self.build_args.items()
                         if key in _PROXY_ARGS and key not in scope.args and key not in scope.env)
         return [RunStep(run, shell=scope.shell, files=files, network=network, mounts=mounts, line=self.line,
-                        args=tuple((key, as_text(Expansion(var.value, var.template), deferred)) for key, var in args),
-                        deferred=deferred, proxies=proxies)]
+                        args=tuple((key, as_text(Expansion(var.value, var.template), deferred))
+                                   for key, var in args.items()),
+                        deferred=deferred, proxies=proxies, arg_names=tuple(scope.declared),
+                        env_order=tuple(scope.last_set))]
 
     def run_text(self, command: Any) -> tuple[str, tuple[tuple[str, bytes], ...]]:
         """A shell-form RUN's command text (and its /dev/pipes script), heredocs done as BuildKit does them:
@@ -280,11 +282,7 @@ class _Frontend(ConfigInstructions):
                 var = Var(expanded.value, expanded.template)
             elif key in self.meta:
                 var = Var(self.meta[key])
-            if var is not None:
-                scope.args[key] = var
-                scope.valueless.pop(key, None)
-            else:
-                scope.valueless[key] = self.line
+            scope.set_arg(key, var, self.line)
             shown.append(key if var is None else f"{key}={var.template or var.value}")
         return [ConfigStep(ConfigEdit(), "ARG " + " ".join(shown))]
 

@@ -1,5 +1,10 @@
 """What the Dockerfile frontend knows about a stage's config while it translates the stage: variables
-(ENV and ARG, each known or a template over the base image's Env), WORKDIR, USER and SHELL."""
+(ENV and ARG, each known or a template over the base image's Env), WORKDIR, USER and SHELL.
+
+Variables as BuildKit keeps them (frontend/dockerfile/dockerfile2llb/convert.go: dispatchEnv and
+dispatchArg both add to the stage's env list): the stage's environment is the base's Env, then every
+ENV and every ARG with a value sets its key, the later setting winning (an ARG declared after an ENV of
+the same name wins, an ENV after an ARG wins); an ARG without a value sets nothing."""
 
 from __future__ import annotations
 
@@ -25,12 +30,38 @@ class Scope:
     workdir: str | None = "/"  # None: unknown (inherited from an image, or deferred)
     user: Var | None = None
     shell: tuple[str, ...] | None = None
-    args: dict[str, Var] = field(default_factory=dict)
+    args: dict[str, Var] = field(default_factory=dict)  # ARGs with a value
     valueless: dict[str, int | None] = field(default_factory=dict)  # ARG NAME without a value: its line
+    declared: dict[str, None] = field(default_factory=dict)  # every ARG of the stage, in declaration order
+    # the keys this stage's ENV ("ENV") and ARG ("ARG") instructions set, ordered by their last setting
+    # (BuildKit's env list moves a key to the end when it is set again)
+    last_set: dict[str, str] = field(default_factory=dict)
     cmd_set: bool = False
 
+    def set_env(self, key: str, var: Var) -> None:
+        self.env[key] = var
+        self._mark(key, "ENV")
+
+    def set_arg(self, key: str, var: Var | None, line: int | None) -> None:
+        """ARG KEY (var None: declared without a value, which sets nothing)."""
+        self.declared.setdefault(key, None)
+        if var is None:
+            self.valueless[key] = line
+            return
+        self.args[key] = var
+        self.valueless.pop(key, None)
+        self._mark(key, "ARG")
+
+    def _mark(self, key: str, kind: str) -> None:
+        self.last_set.pop(key, None)
+        self.last_set[key] = kind
+
+    def arg_values(self) -> dict[str, Var]:
+        """The ARGs whose value the stage's environment has (those set after any ENV of the same name)."""
+        return {key: self.args[key] for key, kind in self.last_set.items() if kind == "ARG"}
+
     def lookup(self, name: str) -> Any:
-        var = self.env.get(name) or self.args.get(name)  # ENV wins over ARG, as in Docker
+        var = self.args.get(name) if self.last_set.get(name) == "ARG" else self.env.get(name)
         if var is None:
             return None if self.env_complete else UNKNOWN
         return UNKNOWN if var.template is not None else var.value

@@ -1,0 +1,55 @@
+"""RUN as BuildKit does it where buildah 1.28 does otherwise, asserted directly (each test names the BuildKit
+source it follows): ARG/ENV precedence and the RUN history, the supplementary groups of the command, and
+more. The busybox base comes from its OCI layout; images are written to an OCI layout and read back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from build_checks import cache_args, dockerfile_context
+from conftest import RunDockwright
+from images import BusyboxBase
+
+pytestmark = pytest.mark.requires("runc")
+
+
+def _build(dockwright: RunDockwright, tmp_path: Path, dockerfile: str, *args: str) -> tuple[str, dict[str, Any]]:
+    """Build `dockerfile` (`{base}`: the busybox base) into an OCI layout: the build's stderr (the commands'
+    output) and the image config."""
+    out = tmp_path / "out"
+    proc = dockwright("build", dockerfile_context(tmp_path, dockerfile), "-o", f"type=oci,dest={out},tar=false",
+                      *cache_args(tmp_path), *args)
+    index = json.loads((out / "index.json").read_text())
+    manifest = _blob(out, index["manifests"][0]["digest"])
+    return proc.stderr, _blob(out, manifest["config"]["digest"])
+
+
+def _blob(layout: Path, digest: str) -> dict[str, Any]:
+    return json.loads((layout / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_text())
+
+
+def test_an_arg_after_an_env_wins_and_the_history_lists_every_arg(
+    dockwright: RunDockwright, busybox_files: BusyboxBase, tmp_path: Path
+) -> None:
+    # BuildKit, frontend/dockerfile/dockerfile2llb/convert.go: dispatchArg adds an ARG with a value to the
+    # stage's env as dispatchEnv adds an ENV (the later wins, for RUN and for substitution); an ARG without
+    # a value adds nothing; runCommandString writes every declared ARG into the RUN's history with its value
+    # in that env, empty when it has none. (buildah lets the ENV win and lists only ARGs with values.)
+    stderr, config = _build(dockwright, tmp_path, (
+        f"FROM oci-layout://{busybox_files.layout}:latest\n"
+        "ENV A=env B=envb\n"
+        "ARG A=arg\n"
+        "ARG B\n"
+        "ARG C\n"
+        "ARG D=d\n"
+        "ENV D=envd\n"
+        'RUN echo "A=$A B=$B C=${C-unset} D=$D"\n'
+        "ENV FROM_A=$A\n"
+    ))
+    assert "A=arg B=envb C=unset D=envd" in stderr
+    assert 'RUN |4 A=arg B=envb C= D=envd /bin/sh -c echo "A=$A B=$B C=${C-unset} D=$D" # buildkit' in \
+        [entry.get("created_by") for entry in config["history"]]
+    assert config["config"]["Env"][-4:] == ["A=env", "B=envb", "D=envd", "FROM_A=arg"]  # ARGs stay out of Env
