@@ -38,7 +38,6 @@ CASES = {
         "RUN echo bob:x:2000:3000::/home/bob:/bin/sh >> /etc/passwd && echo staff2:x:3000: >> /etc/group "
         "&& echo extra:x:4000:app,bob >> /etc/group && mkdir -p /home/bob && chown bob:staff2 /home/bob\n"
         "USER bob\n"
-        # `id` alone would differ: buildah adds the primary group to the supplementary ones, BuildKit (runc) not
         "RUN (id -un; id -gn; id -G | tr ' ' '\\n' | grep -x 4000) > /home/bob/id-by-name && touch /home/bob/mine\n"
         "USER 2000:3000\n"
         "RUN id -u > /home/bob/id-by-number\n"

@@ -93,7 +93,7 @@ def test_shell_exec_and_heredoc_runs_with_args_env_user_and_workdir(
         "second line",
         "a script run as a file: /dev/pipes/EOF",
         "stripped hello",
-        f"uid={APP_UID}(app) gid={APP_UID}(app)",  # no supplementary groups: app is in none
+        f"uid={APP_UID}(app) gid={APP_UID}(app) groups={APP_UID}(app)",  # the primary group, as BuildKit
         "/work",
         "buildkitsandbox",  # BuildKit's hostname, the same on every machine, resolvable
         "PING buildkitsandbox (127.0.0.1): 56 data bytes",

@@ -96,6 +96,16 @@ CASES: dict[str, RunCase] = {
         "COPY --from=build /out/ /opt/\n"
         "COPY --from=build /etc/passwd /etc/passwd.build\n"
     ),
+    # BuildKit's supplementary groups (executor/oci/user.go): the primary gid first, then the /etc/group
+    # memberships of a USER given without a group; buildah gives the same
+    "supplementary-groups": RunCase(
+        "FROM {base}\n"
+        "RUN echo bob:x:2000:3000::/home/bob:/bin/sh >> /etc/passwd && echo staff2:x:3000: >> /etc/group"
+        " && echo extra:x:4000:app,bob >> /etc/group && mkdir -m 1777 /ids\n"
+        + "".join(f"USER {user}\nRUN (id; grep Groups /proc/self/status) > /ids/{name}\n"
+                  for name, user in (("bob", "bob"), ("app", "app"), ("numbers", "2000:3000"), ("no-entry", "4242"),
+                                     ("explicit-group", "bob:extra"), ("root", "root")))
+    ),
     "debian-useradd-and-removed-docs": RunCase(
         "FROM {base}\n"
         "RUN groupadd --gid 1500 crew && useradd --create-home --uid 1500 --gid crew --groups users"

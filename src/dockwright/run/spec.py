@@ -70,7 +70,7 @@ def runtime_spec(rootfs: str, process: Process, hosts: str) -> dict[str, Any]:
         "process": {
             "terminal": False,
             "user": {"uid": process.user.uid, "gid": process.user.gid, "umask": 0o022,
-                     **({"additionalGids": list(process.user.groups)} if process.user.groups else {})},
+                     "additionalGids": additional_gids(process.user)},
             "args": list(process.args),
             "env": list(process.env),
             "cwd": process.cwd,
@@ -114,14 +114,23 @@ def _standard_mounts(network: str, hosts: str) -> list[dict[str, Any]]:
     return mounts
 
 
+def additional_gids(user: User) -> list[int]:
+    """The process's supplementary groups as BuildKit gives them: the primary group first, then the
+    user's groups from /etc/group (executor/oci/user.go: WithUIDGID's ensureAdditionalGids, as
+    containerd does), so `id` shows `groups=GID,...` as under Docker."""
+    return list(user.groups) if user.gid in user.groups else [user.gid, *user.groups]
+
+
 def resolve_user(spec: str, passwd: bytes | None, group: bytes | None, where: str) -> User:
-    """USER as runc/BuildKit resolve it: `uid:gid` numbers as they are; otherwise the user (a name or a
-    uid) is looked up in /etc/passwd (a uid without an entry: gid 0), the group (a name or gid) in
-    /etc/group; without a group, the supplementary groups are those listing the user as a member."""
+    """USER as BuildKit resolves it (executor/oci/user.go GetUser): `uid:gid` numbers (or `root`) as they
+    are; otherwise the user (a name or a uid) is looked up in /etc/passwd (a uid without an entry: gid 0),
+    the group (a name or gid) in /etc/group; without a group, the supplementary groups are those listing
+    the user as a member (moby/sys/user GetExecUser)."""
     spec = spec or "0"
     user_part, has_group, group_part = spec.partition(":")
-    if has_group and user_part.isdecimal() and group_part.isdecimal():
-        return User(int(user_part), int(group_part))
+    fast_uid, fast_gid = _fast_id(user_part), _fast_id(group_part)
+    if has_group and fast_uid is not None and fast_gid is not None:
+        return User(fast_uid, fast_gid)
     uid, gid, name = -1, 0, None
     for fields in _table(passwd):
         if len(fields) >= 4 and user_part in (fields[0], fields[2]) and fields[2].isdecimal() \
@@ -142,6 +151,11 @@ def resolve_user(spec: str, passwd: bytes | None, group: bytes | None, where: st
         return User(uid, found[0] if found else int(group_part))
     members = tuple(int(f[2]) for f in groups if name is not None and len(f) >= 4 and name in f[3].split(","))
     return User(uid, gid, members)
+
+
+def _fast_id(text: str) -> int | None:
+    """BuildKit's parseUID: a number, or `root` (0), without reading /etc/passwd."""
+    return 0 if text == "root" else int(text) if text.isdecimal() else None
 
 
 def _table(data: bytes | None) -> list[list[str]]:

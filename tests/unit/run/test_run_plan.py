@@ -123,6 +123,19 @@ def test_user_resolution(user: str, expected: User) -> None:
     assert resolve_user(user, PASSWD, GROUP, "the image") == expected
 
 
+@pytest.mark.parametrize(("user", "gids"), [
+    ("", [0]), ("app", [1000, 4000]), ("bob", [3000, 4000, 5000]), ("bob:extra", [4000]), ("4242", [0]),
+    ("4242:4343", [4343]), ("root:root", [0]), ("1000:root", [0]),
+])
+def test_the_primary_group_leads_the_supplementary_ones(user: str, gids: list[int]) -> None:
+    # BuildKit's executor/oci/user.go: WithUIDGID puts the primary gid first in additionalGids
+    # (ensureAdditionalGids), so `id` in a RUN prints groups=GID,... as under Docker
+    from dockwright.run.spec import Process, runtime_spec
+
+    process = Process(["id"], [], "/", resolve_user(user, PASSWD, GROUP, "the image"))
+    assert runtime_spec("/rootfs", process, "/etc/hosts")["process"]["user"]["additionalGids"] == gids
+
+
 @pytest.mark.parametrize(("user", "fragment"), [("nobody", "no user 'nobody'"), ("app:nogroup", "no group 'nogroup'")])
 def test_unknown_users_and_groups_say_what_to_do(user: str, fragment: str) -> None:
     with pytest.raises(DockwrightError, match=fragment) as raised:
