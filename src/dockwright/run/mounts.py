@@ -10,7 +10,7 @@ mounts the runtime gets, and the clean-up after it.
   directory.
 - secret: the value of `--secret id=...` (a file or an environment variable) in a file on a tmpfs
   (/dev/shm) at `target` (default /run/secrets/ID, mode 0400) and/or in the variable `env`; never in a
-  layer, a cache key, or a log line (`mask` hides it in the command's output).
+  layer, a cache key, or a log line (`mask` hides it in the command's output, see masked_values).
 - tmpfs: a fresh tmpfs of `size` bytes (no limit when 0).
 """
 
@@ -35,7 +35,17 @@ from dockwright.run.isolation import Isolation
 from dockwright.run.snapshots import Snapshots, chain_ids, remove_tree
 
 MASK = "****"
+MIN_MASKED = 3  # shorter values are not masked: replacing every "a" or "42" would mangle the output
 _SHM = Path("/dev/shm")
+
+
+def masked_values(secret: str) -> set[str]:
+    """What the command's output lines are searched for to hide a secret: its value, trimmed and not, and
+    each line of a value of several lines (output is masked line by line), when at least MIN_MASKED
+    characters long. BuildKit masks nothing in a command's output; dockwright does, as far as this
+    goes: a secret the command transforms (base64, reversed, split) is not found."""
+    values = {secret, secret.strip(), *(line.strip() for line in secret.splitlines())}
+    return {value for value in values if len(value) >= MIN_MASKED}
 
 
 def read_secret(secret: Secret) -> bytes | None:
@@ -274,7 +284,7 @@ class Mounts:
                                  "given", hint=f"pass --secret id={mount.id},src=FILE (or env=VARIABLE)")
             return  # as BuildKit: an optional secret that is not given is simply absent
         text = value.decode("utf-8", "replace")
-        self._secrets.extend(v for v in {text, text.strip()} if len(v) >= 3)
+        self._secrets.extend(masked_values(text))
         self._secrets.sort(key=len, reverse=True)
         if mount.env:
             self.env.append(f"{mount.env}={text}")

@@ -47,3 +47,17 @@ def test_mask_hides_every_secret_value() -> None:
     mounts = Mounts.__new__(Mounts)
     mounts._secrets = ["s3cr3t-long", "s3cr3t"]
     assert mounts.mask("token s3cr3t-long and s3cr3t") == f"token {MASK} and {MASK}"
+
+
+def test_short_secrets_are_not_masked_and_long_ones_line_by_line() -> None:
+    """BuildKit masks no secret in a command's output; dockwright masks values of 3 characters or more (README,
+    RUN mounts): a 1-2 character one would turn every such piece of output into ****."""
+    from dockwright.run.mounts import Mounts, masked_values
+
+    assert masked_values("ab") == set() and masked_values("x\n") == set()
+    assert masked_values("abc\n") == {"abc\n", "abc"}
+    assert masked_values("-----BEGIN KEY-----\nMIIEv\nab\n-----END KEY-----\n") >= {"MIIEv", "-----BEGIN KEY-----"}
+    mounts = Mounts.__new__(Mounts)
+    mounts._secrets = sorted(masked_values("ab") | masked_values("line-one\nline-two\n"), key=len, reverse=True)
+    assert mounts.mask("a tab: ab") == "a tab: ab"
+    assert mounts.mask("got line-two") == f"got {MASK}"
