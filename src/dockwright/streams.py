@@ -3,6 +3,7 @@ inflated with a cap on how much they may expand to."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 from collections.abc import Callable, Iterable, Iterator
@@ -104,3 +105,53 @@ def _inflate(raw: Iterable[bytes], name: str, make: Callable[[], Any],
         raise ImageFormatError(f"{name}: corrupt compressed data ({exc})") from None
     if decoder is not None:
         raise ImageFormatError(f"{name}: compressed data ends early (truncated download?)")
+
+
+def read_ahead(chunks: Iterable[bytes], depth: int = 16) -> Iterator[bytes]:
+    """`chunks`, made by a thread of their own up to `depth` chunks ahead of the reader, so that
+    downloading and inflating a layer overlap with writing its files. The source's errors (a digest
+    mismatch at its end, a broken download) reach the reader in order; a reader that stops early stops
+    the thread at its next chunk, and the source is closed by the thread that runs it."""
+    import queue
+    import threading
+
+    pipe: queue.Queue[tuple[bytes | None, BaseException | None]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        source = iter(chunks)
+        try:
+            for chunk in source:
+                while not stop.is_set():
+                    try:
+                        pipe.put((chunk, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # handed to the reader, which raises it
+            pipe.put((None, exc))
+            return
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+        pipe.put((None, None))
+
+    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            chunk, error = pipe.get()
+            if error is not None:
+                raise error
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting for room
+            with contextlib.suppress(queue.Empty):
+                pipe.get(timeout=0.1)
+        thread.join()

@@ -27,7 +27,7 @@ from typing import IO, Any
 from dockwright.layers.copy import CopySettings, collect_from_root, resolve_in_root
 from dockwright.layers.tar import TarEntry
 from dockwright.model.errors import DockwrightError, ImageFormatError
-from dockwright.streams import MAX_LAYER_BYTES, ChunkReader, inflate
+from dockwright.streams import MAX_LAYER_BYTES, ChunkReader, inflate, read_ahead
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class RootFS:
             extractor.start_layer()
             for member, content in _members(reader, name):
                 extractor.extract(member, content, name)
+            reader.drain()  # to the blob's end, where its source checks the digest
             budget -= reader.total
         return cls(workdir, where, extractor.owners)
 
@@ -177,8 +178,10 @@ def extract_layer(chunks: Iterable[bytes], dest: Path, *, name: str, opaque_xatt
     extractor = _Extractor(str(dest.resolve()), None, faithful=True, opaque_xattr=opaque_xattr,
                            lower_dirs=[str(d) for d in lower_dirs])
     extractor.start_layer()
-    for member, content in _members(layer_reader(chunks, name, max_bytes), name):
+    reader = ChunkReader(read_ahead(inflate(chunks, name, max_bytes)))
+    for member, content in _members(reader, name):
         extractor.extract(member, content, name)
+    reader.drain()  # to the blob's end, where its source checks the digest
     extractor.finish_layer()
 
 
