@@ -37,6 +37,7 @@ DEBIAN_PACKAGES = {
     "debootstrap": "debootstrap",
     "newuidmap": "uidmap",
     "useradd": "passwd",
+    "fuse-overlayfs": "fuse-overlayfs",
 }
 
 

@@ -14,10 +14,12 @@ the user must read or write go in `workdir()`: a directory of its own under /tmp
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pwd
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -68,6 +70,21 @@ class Unprivileged:
         for item in [path, *path.rglob("*")]:
             os.lchown(item, self.uid, self.gid)
         return path
+
+    @contextlib.contextmanager
+    def fuse_device(self) -> Iterator[None]:
+        """Let the user open /dev/fuse meanwhile (an ACL entry of its own, as setfacl -m u:USER:rw adds).
+        udev makes /dev/fuse mode 0666 on most distributions; without udev (this machine) it is 0600."""
+        fuse = "/dev/fuse"
+        if os.stat(fuse).st_mode & 0o006 == 0o006:
+            yield
+            return
+        before = _acl(fuse)
+        _set_acl(fuse, [*(e for e in before if e[0] != _ACL_MASK), (_ACL_USER, 6, self.uid), (_ACL_MASK, 6, _ACL_ANY)])
+        try:
+            yield
+        finally:
+            _set_acl(fuse, [*(e for e in _acl(fuse) if e[0] != _ACL_USER or e[2] != self.uid)])
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         return {
@@ -181,3 +198,29 @@ def _name(requirement: str) -> str:
     for stop in "<>=!~[; ":
         requirement = requirement.split(stop, 1)[0]
     return requirement
+
+
+# POSIX ACLs in the system.posix_acl_access xattr (what setfacl writes): a version, then (tag, perm, id) entries
+_ACL_USER_OBJ, _ACL_USER, _ACL_GROUP_OBJ, _ACL_MASK, _ACL_OTHER, _ACL_ANY = 0x01, 0x02, 0x04, 0x10, 0x20, 0xFFFFFFFF
+
+
+def _acl(path: str) -> list[tuple[int, int, int]]:
+    try:
+        data = os.getxattr(path, "system.posix_acl_access")
+    except OSError:
+        mode = os.stat(path).st_mode
+        return [(_ACL_USER_OBJ, mode >> 6 & 7, _ACL_ANY), (_ACL_GROUP_OBJ, mode >> 3 & 7, _ACL_ANY),
+                (_ACL_OTHER, mode & 7, _ACL_ANY)]
+    return [struct.unpack_from("<HHI", data, 4 + 8 * i) for i in range((len(data) - 4) // 8)]
+
+
+def _set_acl(path: str, entries: list[tuple[int, int, int]]) -> None:
+    if not any(tag in (_ACL_USER, 0x08) for tag, _, _ in entries):  # only the mode's entries: no ACL
+        os.removexattr(path, "system.posix_acl_access")
+        bits = {tag: perm for tag, perm, _ in entries}
+        os.chmod(path, bits[_ACL_USER_OBJ] << 6 | bits[_ACL_GROUP_OBJ] << 3 | bits[_ACL_OTHER])
+        return
+    if not any(tag == _ACL_MASK for tag, _, _ in entries):
+        entries = [*entries, (_ACL_MASK, 6, _ACL_ANY)]
+    os.setxattr(path, "system.posix_acl_access",
+                struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in sorted(entries)))

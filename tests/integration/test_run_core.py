@@ -368,7 +368,8 @@ def test_setcap_capabilities_survive_into_the_image(dockwright: RunDockwright, d
 def test_a_cache_on_overlayfs_says_to_use_a_volume(dockwright: RunDockwright, busybox_base: BusyboxBase,
                                                    tmp_path: Path) -> None:
     """As in a CI job's container, whose own file system is overlayfs: an overlay's upper directory cannot
-    live there, and the error says where to put the cache instead."""
+    live there, and the error says where to put the cache instead (with DOCKWRIGHT_OVERLAY=kernel; else
+    fuse-overlayfs takes over, see below)."""
     layers = [tmp_path / name for name in ("lower", "upper", "work", "merged")]
     for directory in layers:
         directory.mkdir()
@@ -377,9 +378,44 @@ def test_a_cache_on_overlayfs_says_to_use_a_volume(dockwright: RunDockwright, bu
     try:
         context = dockerfile_context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN true\n")
         proc = dockwright("build", context, "-o", f"type=oci,dest={tmp_path / 'o.tar'}", "--cache-dir",
-                          merged / "cache", check=False)
+                          merged / "cache", check=False, env={"DOCKWRIGHT_OVERLAY": "kernel"})
         assert_user_error(proc, "Dockerfile:2:", "cannot mount the overlay root file system")
         assert "--cache-dir" in proc.stderr and "volume" in proc.stderr
         assert _leftovers(merged / "cache") == []
     finally:
         sh("umount", merged)
+
+
+@pytest.mark.requires("fuse-overlayfs")
+def test_where_overlayfs_cannot_be_mounted_fuse_overlayfs_runs_the_step(
+        dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path) -> None:
+    """The same cache on overlayfs: the kernel refuses the overlay (EINVAL), fuse-overlayfs mounts it, the
+    log says so once, and the image is the one a cache on a volume gives; no mount or daemon is left."""
+    layers = [tmp_path / name for name in ("lower", "upper", "work", "merged")]
+    for directory in layers:
+        directory.mkdir()
+    lower, upper, work, merged = layers
+    context = dockerfile_context(tmp_path, f"FROM {busybox_base.oci_ref}\n"
+                                           "RUN rm /bin/vi && mkdir -p /srv/a && echo one > /srv/a/f\n"
+                                           "RUN rm -r /srv/a && mkdir /srv/a && chown 7:8 /srv/a\n")
+    dockwright("build", context, "-o", f"type=oci,dest={tmp_path / 'volume'},tar=false", "--cache-dir",
+               tmp_path / "cache", env=EPOCH_ENV)
+    sh("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}", merged)
+    try:
+        proc = dockwright("build", context, "-o", f"type=oci,dest={tmp_path / 'fuse'},tar=false", "--cache-dir",
+                          merged / "cache", env=EPOCH_ENV)
+        assert proc.stderr.count("RUN uses fuse-overlayfs") == 1, proc.stderr
+        assert "Invalid argument" in proc.stderr
+        assert _leftovers(merged / "cache") == []
+        assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline_has(pid, str(merged))]
+    finally:
+        sh("umount", merged)
+    index = [json.loads((tmp_path / name / "index.json").read_text()) for name in ("volume", "fuse")]
+    assert index[0]["manifests"][0]["digest"] == index[1]["manifests"][0]["digest"]
+
+
+def _cmdline_has(pid: str, text: str) -> bool:
+    try:
+        return text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False

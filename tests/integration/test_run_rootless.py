@@ -5,6 +5,10 @@ its own id) a chown to another id fails, as the README says."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -31,9 +35,10 @@ RUN rm -r /srv/data && mkdir /srv/data && echo replaced > /srv/data/file
 """
 
 
-def _build(run: object, context: Path, layout: Path, cache: Path, *extra: str) -> None:
-    run("build", context, "-t", "rootless:1", "-o", f"type=oci,dest={layout},tar=false", "--cache-dir", cache,
-        *extra, env=EPOCH_ENV)  # type: ignore[operator]
+def _build(run: object, context: Path, layout: Path, cache: Path, *extra: str,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run("build", context, "-t", "rootless:1", "-o", f"type=oci,dest={layout},tar=false",  # type: ignore[operator]
+               "--cache-dir", cache, *extra, env={**EPOCH_ENV, **(env or {})})
 
 
 def test_rootless_build_makes_the_files_root_makes(dockwright: RunDockwright, unprivileged: Unprivileged,
@@ -90,3 +95,68 @@ def test_rootless_without_subordinate_ids_maps_one_id(dockwright: RunDockwright,
     assert proc.returncode != 0
     assert "maps only uid 0" in proc.stderr
     assert "Dockerfile:2: RUN touch /x && chown 5:5 /x: exit code 1" in proc.stderr
+
+
+def _manifest_digest(layout: Path) -> str:
+    return json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+
+
+def _layer_differences(layout: Path, other: Path) -> list[str]:
+    """The tar members that differ between the layers of two layouts' images (what a failure shows)."""
+    lines = []
+    for one, two in zip(_layer_members(layout), _layer_members(other), strict=True):
+        lines += [f"{layout.name}: {member}" for member in one if member not in two]
+        lines += [f"{other.name}: {member}" for member in two if member not in one]
+    return lines
+
+
+def _layer_members(layout: Path) -> list[list[tuple[object, ...]]]:
+    manifest = json.loads((layout / "blobs/sha256" / _manifest_digest(layout)[7:]).read_text())
+    layers = []
+    for layer in manifest["layers"]:
+        with tarfile.open(layout / "blobs/sha256" / layer["digest"][7:]) as archive:
+            layers.append([(m.name, oct(m.mode), m.uid, m.gid, m.mtime, m.type, m.linkname, m.size,
+                            sorted(m.pax_headers.items())) for m in archive])
+    return layers
+
+
+def _fuse_daemons() -> list[str]:
+    return [line for line in Path("/proc/mounts").read_text().splitlines() if "fuse-overlayfs" in line] + [
+        pid for pid in os.listdir("/proc") if pid.isdigit() and _comm(pid) == "fuse-overlayfs"]
+
+
+def _comm(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+@pytest.mark.requires("fuse-overlayfs")
+@pytest.mark.parametrize("who", ["unprivileged", "root"])
+def test_fuse_overlayfs_makes_the_layers_the_kernel_overlay_makes(
+        who: str, dockwright: RunDockwright, unprivileged: Unprivileged, busybox_base: BusyboxBase,
+        tmp_path: Path) -> None:
+    """DOCKWRIGHT_OVERLAY=fuse (what happens by itself where the kernel's overlayfs cannot be mounted):
+    whiteouts, opaque directories, owners of other ids, a read-only RUN --mount and copied-up parent
+    directories give the same image, digest for digest; no mount and no daemon is left."""
+    work = unprivileged.workdir()
+    context = work / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(DOCKERFILE.format(base=busybox_base.oci_ref) + (
+        f"RUN --mount=type=bind,from={busybox_base.oci_ref},target=/base cp /base/bin/busybox /usr/bin/copied\n"
+        "RUN echo changed >> /etc/passwd && rm -r /srv/shared && mkdir -p /usr/share/new/deep\n"))
+    unprivileged.give(context)
+    run = unprivileged.dockwright if who == "unprivileged" else dockwright
+    where = work if who == "unprivileged" else tmp_path
+    _build(run, context, where / "kernel", where / "kernel-cache")
+    assert not _fuse_daemons()
+    with unprivileged.fuse_device():
+        proc = _build(run, context, where / "fuse", where / "fuse-cache", env={"DOCKWRIGHT_OVERLAY": "fuse"})
+    assert "RUN uses fuse-overlayfs" in proc.stderr
+    assert not _fuse_daemons()
+    assert _manifest_digest(where / "fuse") == _manifest_digest(where / "kernel"), _layer_differences(
+        where / "kernel", where / "fuse")
+    tree = file_tree(where / "fuse", "1", tmp_path)
+    assert "/bin/vi" not in tree and "/srv/shared" not in tree and tree["/srv/data/file"].owner == "0:0"
+    assert tree["/home/dev"].owner == "2001:2000" and tree["/usr/bin/copied"].mode == "0o755"

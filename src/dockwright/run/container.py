@@ -153,9 +153,10 @@ class Sandbox:
     def finish(self) -> None:
         """After a successful run: remove the container, unmount, and take the runtime's mount-point stubs
         (empty files and directories that were not there before) out of the upper directory, with their
-        parent directories' times as they were."""
+        parent directories' times as they were. The upper directory is then in the kernel overlay's form."""
         self._delete()
         self._unmount()
+        self.isolation.settle(self.upper, self.lowers)
         for stub in sorted(self._before, key=lambda s: s.count("/"), reverse=True):
             if self._before[stub] is not None:
                 continue

@@ -1,6 +1,7 @@
 """An overlayfs upper directory -> the tar entries of the layer it is (what a RUN changed).
 
-overlayfs's whiteouts (0/0 character devices) become `.wh.NAME` entries and opaque directories (the
+overlayfs's whiteouts (0/0 character devices; fuse-overlayfs's `.wh.NAME` files where it cannot make
+those) become `.wh.NAME` entries and opaque directories (the
 `opaque_xattr` set to "y") a `.wh..wh..opq` entry after the directory's own; everything else is kept as
 the command left it: owners, modes (setuid too: the command made them, unlike copied host files),
 xattrs (security.capability from setcap), hard links within the layer, symlinks, devices and FIFOs.
@@ -49,10 +50,13 @@ class _Walker:
     def visit(self, rel: str, path: str) -> None:
         st = os.lstat(path)
         mode = st.st_mode
+        parent, _, name = rel.rpartition("/")
         if stat.S_ISCHR(mode) and st.st_rdev == 0:  # overlayfs whiteout
-            parent, _, name = rel.rpartition("/")
             whiteout = f"{parent}/{WHITEOUT}{name}" if parent else WHITEOUT + name
             self.entries.append(TarEntry(whiteout, "file", 0, mtime=self.epoch))
+            return
+        if stat.S_ISREG(mode) and name.startswith(WHITEOUT) and name != OPAQUE:  # fuse-overlayfs's without mknod
+            self.entries.append(TarEntry(rel, "file", 0, mtime=self.epoch))
             return
         if stat.S_ISSOCK(mode):
             return  # tar cannot hold a socket (BuildKit leaves them out too)

@@ -8,6 +8,9 @@ Isolations (buildah's names):
 - `rootless` (automatic when not root): the same inside a user namespace where the user is root (the
   CLI starts the build again in one: run/userns.py); overlayfs with `userxattr` (kernel 5.11+), its
   marks in user.overlay.* xattrs.
+Where the kernel's overlayfs cannot be mounted (EPERM, EACCES or EINVAL), the root is mounted with
+fuse-overlayfs instead (run/fuseoverlay.py), from then on for the whole build; DOCKWRIGHT_OVERLAY=fuse
+asks for it from the start, DOCKWRIGHT_OVERLAY=kernel forbids it.
 """
 
 from __future__ import annotations
@@ -16,16 +19,22 @@ import ctypes
 import ctypes.util
 import errno
 import functools
+import logging
 import os
 import shutil
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockwright.model.errors import DockwrightError, UsageError
 from dockwright.model.platform import Platform
 from dockwright.run.snapshots import OPAQUE_XATTR
 
+log = logging.getLogger("dockwright")
+
 ISOLATIONS = ("oci", "rootless")
+OVERLAY_ENV = "DOCKWRIGHT_OVERLAY"  # "kernel", "fuse", or unset: the kernel's, else fuse-overlayfs
+OVERLAYS = ("kernel", "fuse")
 USER_OPAQUE_XATTR = "user.overlay.opaque"
 RUNTIMES = ("runc", "crun")
 _OVERLAY_PARAMETERS = Path("/sys/module/overlay/parameters")
@@ -38,33 +47,76 @@ class RunUnavailable(DockwrightError):
     """Nothing here can run the command: the message says what is missing, the hint what to install."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Isolation:
     name: str
     runtime: str  # absolute path of the OCI runtime
     opaque_xattr: str = OPAQUE_XATTR
     overlay_options: str = ""  # extra overlayfs mount options
+    overlay: str = "kernel"  # "fuse" once the kernel's cannot be mounted (or when asked for)
+    fallback: bool = True  # whether a kernel overlay that cannot be mounted falls back to fuse-overlayfs
+    _switch: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def mount_root(self, lowers: list[Path], upper: Path, work: Path, target: Path) -> None:
         """Mount the overlay (lowers top first) on `target`."""
-        options = f"lowerdir={':'.join(map(str, lowers))},upperdir={upper},workdir={work}{self.overlay_options}"
-        if len(options) >= 4096:
-            raise DockwrightError(f"too many layers for one overlay mount ({len(lowers)})",
-                                  hint="squash the base image, or merge RUN steps")
-        try:
-            _mount("overlay", target, "overlay", options)
-        except RunUnavailable as exc:
-            if self.name == "rootless" and (exc.hint is None or exc.hint.startswith("run as root")):
-                exc.hint = ("rootless RUN needs overlayfs in a user namespace (Linux 5.11 or newer, not disabled "
-                            "by the distribution); otherwise run dockwright as root")
-            raise
+        if self.overlay == "kernel":
+            options = f"lowerdir={':'.join(map(str, lowers))},upperdir={upper},workdir={work}{self.overlay_options}"
+            if len(options) >= 4096:
+                raise DockwrightError(f"too many layers for one overlay mount ({len(lowers)})",
+                                      hint="squash the base image, or merge RUN steps")
+            code = _mount("overlay", target, "overlay", options)
+            if code == 0:
+                return
+            self._fall_back(code, target)
+        from dockwright.run import fuseoverlay
+
+        fuseoverlay.mount(lowers, upper, work, target)
 
     def mount_lowers(self, lowers: list[Path], target: Path) -> None:
         """A read-only overlay of `lowers` (top first, at least two) on `target` (RUN --mount sources)."""
-        _mount("overlay", target, "overlay", f"lowerdir={':'.join(map(str, lowers))}")
+        if self.overlay == "kernel":
+            code = _mount("overlay", target, "overlay", f"lowerdir={':'.join(map(str, lowers))}")
+            if code == 0:
+                return
+            self._fall_back(code, target)
+        from dockwright.run import fuseoverlay
+
+        fuseoverlay.mount(lowers, None, None, target)
 
     def unmount(self, target: Path) -> None:
         _umount(target)
+        if self.overlay == "fuse":
+            from dockwright.run import fuseoverlay
+
+            fuseoverlay.reap(target)
+
+    def settle(self, upper: Path, lowers: list[Path]) -> None:
+        """After the unmount: `upper` in the kernel overlay's form (what fuse-overlayfs writes differs)."""
+        if self.overlay == "fuse":
+            from dockwright.run.fuseoverlay import to_overlay_form
+
+            to_overlay_form(upper, lowers, self.opaque_xattr)
+
+    def _fall_back(self, code: int, target: Path) -> None:
+        """Switch to fuse-overlayfs after the kernel's overlay failed with `code`, or raise the kernel's
+        error saying what would help."""
+        from dockwright.run import fuseoverlay
+
+        error = _mount_error(code, target)
+        usable = self.fallback and code in (errno.EPERM, errno.EACCES, errno.EINVAL)
+        if usable and fuseoverlay.available():
+            with self._switch:
+                if self.overlay == "kernel":
+                    self.overlay = "fuse"
+                    log.info("overlayfs cannot be mounted here (%s): RUN uses fuse-overlayfs", os.strerror(code))
+            return
+        if self.name == "rootless" and (error.hint is None or error.hint.startswith("run as root")):
+            error.hint = ("rootless RUN needs overlayfs in a user namespace (Linux 5.11 or newer, not disabled by "
+                          "the distribution) or fuse-overlayfs (apt-get install fuse-overlayfs); otherwise run "
+                          "dockwright as root")
+        elif usable and error.hint is not None:
+            error.hint += "; or install fuse-overlayfs (apt-get install fuse-overlayfs)"
+        raise error
 
 
 def choose(name: str = "oci", runtime: str | None = None) -> Isolation:
@@ -79,14 +131,28 @@ def choose(name: str = "oci", runtime: str | None = None) -> Isolation:
                              f"runs as uid {os.geteuid()}, outside one)",
                              hint="run the dockwright command (it enters a user namespace for RUN by itself), "
                                   "or run as root")
-    if not _overlay_supported():
-        raise RunUnavailable("RUN needs the overlay file system, which this kernel does not offer",
-                             hint="load it with `modprobe overlay` (or run on a kernel with CONFIG_OVERLAY_FS)")
+    overlay = os.environ.get(OVERLAY_ENV) or ""
+    if overlay and overlay not in OVERLAYS:
+        raise UsageError(f"{OVERLAY_ENV}={overlay}: unknown", hint=f"use one of: {', '.join(OVERLAYS)}")
+    if overlay == "fuse":
+        log.info("RUN uses fuse-overlayfs (%s=fuse)", OVERLAY_ENV)
+    elif not _overlay_supported():
+        from dockwright.run import fuseoverlay
+
+        if overlay != "kernel" and fuseoverlay.available():
+            log.info("this kernel has no overlayfs: RUN uses fuse-overlayfs")
+            overlay = "fuse"
+        else:
+            raise RunUnavailable("RUN needs the overlay file system, which this kernel does not offer",
+                                 hint="load it with `modprobe overlay` (or run on a kernel with CONFIG_OVERLAY_FS), "
+                                      "or install fuse-overlayfs")
+    how = {"overlay": "fuse" if overlay == "fuse" else "kernel", "fallback": overlay != "kernel"}
     if name == "rootless" or in_user_namespace():
         # with userxattr overlayfs creates no redirects (redirect_dir=off there is refused as "follow")
         options = _overlay_options().replace(",redirect_dir=off", "")
-        return Isolation("rootless", path, opaque_xattr=USER_OPAQUE_XATTR, overlay_options=",userxattr" + options)
-    return Isolation(name, path, overlay_options=_overlay_options())
+        return Isolation("rootless", path, opaque_xattr=USER_OPAQUE_XATTR, overlay_options=",userxattr" + options,
+                         **how)  # type: ignore[arg-type]
+    return Isolation(name, path, overlay_options=_overlay_options(), **how)  # type: ignore[arg-type]
 
 
 def _find_runtime(runtime: str | None) -> str:
@@ -149,16 +215,21 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
-def _mount(source: str, target: Path, fstype: str, options: str) -> None:
+def _mount(source: str, target: Path, fstype: str, options: str) -> int:
+    """mount(2); 0, or the errno."""
     if _libc().mount(source.encode(), os.fsencode(target), fstype.encode(), 0, options.encode()) != 0:
-        code = ctypes.get_errno()
-        hint = ("run as root; in a container (CI pod) it also needs privileges to mount (e.g. a privileged "
-                "pod)" if code in (errno.EPERM, errno.EACCES) else None)
-        if code == errno.EINVAL and filesystem_of(target) == "overlay":
-            hint = ("dockwright's cache is on overlayfs (a container's own file system), which cannot hold an "
-                    "overlay's upper directory: point --cache-dir (with --no-cache: TMPDIR) at a volume (ext4, xfs "
-                    "or tmpfs)")
-        raise RunUnavailable(f"cannot mount the overlay root file system for RUN: {os.strerror(code)}", hint=hint)
+        return ctypes.get_errno()
+    return 0
+
+
+def _mount_error(code: int, target: Path) -> RunUnavailable:
+    hint = ("run as root; in a container (CI pod) it also needs privileges to mount (e.g. a privileged "
+            "pod)" if code in (errno.EPERM, errno.EACCES) else None)
+    if code == errno.EINVAL and filesystem_of(target) == "overlay":
+        hint = ("dockwright's cache is on overlayfs (a container's own file system), which cannot hold an "
+                "overlay's upper directory: point --cache-dir (with --no-cache: TMPDIR) at a volume (ext4, xfs "
+                "or tmpfs)")
+    return RunUnavailable(f"cannot mount the overlay root file system for RUN: {os.strerror(code)}", hint=hint)
 
 
 def filesystem_of(path: Path) -> str | None:

@@ -40,7 +40,7 @@ class Snapshots:
     namespace the directories are written for (a separate root per namespace)."""
 
     def __init__(self, root: Path, opaque_xattr: str = OPAQUE_XATTR) -> None:
-        self.root = root
+        self.root = root.absolute()  # the overlay's lower directories are symlinks to it
         self.opaque_xattr = opaque_xattr
         root.mkdir(parents=True, exist_ok=True)
 
