@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from build_checks import EPOCH_ENV
+from build_checks import EPOCH_ENV, assert_user_error
 from conftest import RunDockwright
 from debian import DebianBase
 from dockerfile_compare import dockerfile_config, file_tree, read_config, tree_differences
@@ -36,9 +36,9 @@ RUN rm -r /srv/data && mkdir /srv/data && echo replaced > /srv/data/file
 
 
 def _build(run: object, context: Path, layout: Path, cache: Path, *extra: str,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+           env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     return run("build", context, "-t", "rootless:1", "-o", f"type=oci,dest={layout},tar=false",  # type: ignore[operator]
-               "--cache-dir", cache, *extra, env={**EPOCH_ENV, **(env or {})})
+               "--cache-dir", cache, *extra, env={**EPOCH_ENV, **(env or {})}, check=check)
 
 
 def test_rootless_build_makes_the_files_root_makes(dockwright: RunDockwright, unprivileged: Unprivileged,
@@ -160,3 +160,21 @@ def test_fuse_overlayfs_makes_the_layers_the_kernel_overlay_makes(
     tree = file_tree(where / "fuse", "1", tmp_path)
     assert "/bin/vi" not in tree and "/srv/shared" not in tree and tree["/srv/data/file"].owner == "0:0"
     assert tree["/home/dev"].owner == "2001:2000" and tree["/usr/bin/copied"].mode == "0o755"
+
+
+@pytest.mark.requires("fuse-overlayfs")
+def test_fuse_overlayfs_without_dev_fuse_says_what_to_do(unprivileged: Unprivileged, busybox_base: BusyboxBase,
+                                                         tmp_path: Path) -> None:
+    """/dev/fuse is 0600 here (no udev): the user cannot open it, and the one error line says so."""
+    if os.stat("/dev/fuse").st_mode & 0o006 == 0o006:
+        pytest.skip("/dev/fuse is open to every user here")
+    work = unprivileged.workdir()
+    context = work / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {busybox_base.oci_ref}\nRUN true\n")
+    unprivileged.give(context)
+    proc = _build(unprivileged.dockwright, context, work / "layout", work / "cache", check=False,
+                  env={"DOCKWRIGHT_OVERLAY": "fuse"})
+    assert_user_error(proc, "Dockerfile:2:", "fuse-overlayfs", "/dev/fuse: Permission denied")
+    assert "chmod 666 /dev/fuse" in proc.stderr
+    assert not _fuse_daemons()
