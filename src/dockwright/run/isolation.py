@@ -146,13 +146,13 @@ def choose(name: str = "oci", runtime: str | None = None) -> Isolation:
             raise RunUnavailable("RUN needs the overlay file system, which this kernel does not offer",
                                  hint="load it with `modprobe overlay` (or run on a kernel with CONFIG_OVERLAY_FS), "
                                       "or install fuse-overlayfs")
-    how = {"overlay": "fuse" if overlay == "fuse" else "kernel", "fallback": overlay != "kernel"}
+    kind, fallback = "fuse" if overlay == "fuse" else "kernel", overlay != "kernel"
     if name == "rootless" or in_user_namespace():
         # with userxattr overlayfs creates no redirects (redirect_dir=off there is refused as "follow")
         options = _overlay_options().replace(",redirect_dir=off", "")
         return Isolation("rootless", path, opaque_xattr=USER_OPAQUE_XATTR, overlay_options=",userxattr" + options,
-                         **how)  # type: ignore[arg-type]
-    return Isolation(name, path, overlay_options=_overlay_options(), **how)  # type: ignore[arg-type]
+                         overlay=kind, fallback=fallback)
+    return Isolation(name, path, overlay_options=_overlay_options(), overlay=kind, fallback=fallback)
 
 
 def _find_runtime(runtime: str | None) -> str:
