@@ -3,6 +3,7 @@
 - `build_busybox_layout`: a tiny but real two-layer base image (Debian's busybox-static) made with
   umoci, plus an OCI image index (linux/amd64 + linux/arm64/v8) in the same OCI layout.
 - `BusyboxBase.seed`: push it to a registry with skopeo as Docker schema 2, OCI, and OCI index.
+- `cross_layer_link_layout`: a copy of that layout with a hard link to a file of a layer below.
 - `run_oci_image`: unpack with umoci and run with runc; returns what the container printed.
 - `Podman`: podman on the vfs driver with its own state directory (load, images, Engine API).
 
@@ -13,11 +14,14 @@ the root filesystem is not a mount point that pivot_root accepts.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 import uuid
@@ -159,6 +163,51 @@ def build_busybox_layout(work: Path) -> Path:
     )  # fmt: skip
     sh("umoci", "gc", "--layout", layout)
     _add_index(layout, "multi")
+    return layout
+
+
+def cross_layer_link_layout(busybox_layout: Path, work: Path, tag: str = "cross-link") -> Path:
+    """A copy of the busybox layout (in `work`) with tag `tag`: `latest` plus a layer with /data/a ("hello")
+    and one holding only /data/b, a hard link to /data/a: a link to a file of a lower layer (tools that
+    diff a root file system write such layers; overlay storage drivers cannot extract them, buildah's vfs
+    driver can)."""
+    layout = work / "cross-link-oci"
+    shutil.copytree(busybox_layout, layout)
+
+    def entry(name: str, **fields: Any) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        for key, value in fields.items():
+            setattr(info, key, value)
+        return info
+
+    def layer(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> tuple[dict[str, Any], str]:
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
+            for info, data in members:
+                archive.addfile(info, io.BytesIO(data) if data is not None else None)
+        blob = gzip.compress(raw.getvalue(), mtime=0)
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        _blob_path(layout, digest).write_bytes(blob)
+        descriptor = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest,
+                      "size": len(blob)}
+        return descriptor, "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
+
+    latest = _tag_descriptor(layout, "latest")
+    manifest = _read_json_blob(layout, latest["digest"])
+    config = _read_json_blob(layout, manifest["config"]["digest"])
+    for members in ([(entry("data", type=tarfile.DIRTYPE, mode=0o755), None),
+                     (entry("data/a", size=6, mode=0o644), b"hello\n")],
+                    [(entry("data/b", type=tarfile.LNKTYPE, linkname="data/a", mode=0o644), None)]):
+        descriptor, diff_id = layer(members)
+        manifest["layers"].append(descriptor)
+        config["rootfs"]["diff_ids"].append(diff_id)
+        config["history"].append({"created_by": "cross-layer hard link"})
+    manifest["config"] = _write_json_blob(layout, config, manifest["config"]["mediaType"])
+    descriptor = _write_json_blob(layout, manifest, latest["mediaType"])
+    descriptor["annotations"] = {"org.opencontainers.image.ref.name": tag}
+    index = json.loads((layout / "index.json").read_text())
+    index["manifests"].append(descriptor)
+    (layout / "index.json").write_text(json.dumps(index))
     return layout
 
 

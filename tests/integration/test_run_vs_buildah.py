@@ -24,7 +24,7 @@ import pytest
 from conftest import RunDockwright
 from debian import DebianBase
 from dockerfile_compare import Buildah, Case, Deviation, assert_same_image
-from images import BusyboxBase
+from images import BusyboxBase, cross_layer_link_layout, sh
 from servers import RegistryServer, start_registry
 
 RUNTIME_PATHS = ("/dev", "/proc", "/sys", "/run", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
@@ -42,7 +42,7 @@ class RunCase:
     dockerfile: str
     files: Mapping[str, str] = field(default_factory=dict)
     build_args: Mapping[str, str] = field(default_factory=dict)
-    base: str = "busybox"  # or "debian"
+    base: str = "busybox"  # or "debian", or "cross-link" (busybox + /data/b a hard link to a lower layer's /data/a)
     deviation: Deviation = field(default_factory=lambda: Deviation(""))
 
 
@@ -106,6 +106,13 @@ CASES: dict[str, RunCase] = {
                   for name, user in (("bob", "bob"), ("app", "app"), ("numbers", "2000:3000"), ("no-entry", "4242"),
                                      ("explicit-group", "bob:extra"), ("root", "root")))
     ),
+    # a base layer's hard link to a file of a layer below is one file with two links in the RUN's root file
+    # system (buildah's vfs driver applies the layers to one directory; overlay drivers refuse such a base)
+    "hard-link-to-a-lower-layer": RunCase(
+        "FROM {base}\n"
+        "RUN cp -a /data /copy && stat -c '%h %n' /data/a /data/b > /links\n",
+        base="cross-link",
+    ),
     "debian-useradd-and-removed-docs": RunCase(
         "FROM {base}\n"
         "RUN groupadd --gid 1500 crew && useradd --create-home --uid 1500 --gid crew --groups users"
@@ -139,6 +146,12 @@ def module_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regist
 
 
 def _base(kind: str, request: pytest.FixtureRequest, registry: RegistryServer) -> str:
+    if kind == "cross-link":
+        busybox_files: BusyboxBase = request.getfixturevalue("busybox_files")
+        layout = cross_layer_link_layout(busybox_files.layout, request.getfixturevalue("tmp_path"))
+        ref = f"{registry.host}/base/cross-link:1"
+        sh("skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:cross-link", f"docker://{ref}")
+        return ref
     if kind == "debian":
         debian: DebianBase = request.getfixturevalue("debian_files")
         return debian.seed(registry).ref

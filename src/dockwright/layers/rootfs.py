@@ -174,7 +174,7 @@ def extract_layer(chunks: Iterable[bytes], dest: Path, *, name: str, opaque_xatt
     """Extract one layer into `dest` (an empty directory) as an overlayfs layer directory: faithful
     owners, modes, mtimes, xattrs and special files; `.wh.NAME` -> a 0/0 character device NAME,
     `.wh..wh..opq` -> xattr `opaque_xattr`="y" on its directory. A hard link to a file of a lower layer
-    (`lower_dirs`, top first) becomes a copy of it: the link itself cannot cross layer directories."""
+    (`lower_dirs`, top first, on the same file system) links to that layer directory's file."""
     extractor = _Extractor(str(dest.resolve()), None, faithful=True, opaque_xattr=opaque_xattr,
                            lower_dirs=[str(d) for d in lower_dirs])
     extractor.start_layer()
@@ -272,8 +272,8 @@ class _Extractor:
             target = clean_member_name(member.linkname, layer)
             target_parent = target.rpartition("/")[0]
             if target and self.faithful and not os.path.lexists(self.host(target)):
-                self._copy_from_lower(target, path, layer)
-                return  # a copy of a lower layer's file, which has its own metadata
+                self._link_from_lower(target, path, layer)
+                return
             if not target or not self._parent_ok(target_parent, target, create=False):
                 log.warning("%s: skipping hard link %s to %s", layer, rel, member.linkname)
                 return
@@ -345,16 +345,54 @@ class _Extractor:
         self._remove(target)
         os.mknod(self.host(target), stat.S_IFCHR | 0o600, os.makedev(0, 0))
 
-    def _copy_from_lower(self, target: str, path: str, layer: str) -> None:
-        for lower in self.lower_dirs:
-            source = os.path.join(lower, target)
-            if os.path.isfile(source) and not os.path.islink(source):  # parents checked by construction
-                shutil.copy2(source, path, follow_symlinks=False)
-                st = os.lstat(source)
-                os.lchown(path, st.st_uid, st.st_gid)
-                os.chmod(path, st.st_mode & 0o7777)
-                return
-        log.warning("%s: skipping hard link %s: its target is in no layer", layer, path)
+    def _link_from_lower(self, target: str, path: str, layer: str) -> None:
+        """A hard link to `target`, a file of a layer below: linked across layer directories (one file
+        system, the cache), so that in the stacked root the two names are one file with two links, as in
+        a root file system the layers are applied to in turn (a RUN's `cp -a` or `tar` keeps the link, and
+        overlayfs's copy-up breaks it as for links within one layer); a copy where linking fails."""
+        source = self._lower_file(target)
+        if source is None:
+            log.warning("%s: skipping hard link /%s: /%s is no file of the layers below", layer,
+                        path[len(self.root):].lstrip("/"), target)
+            return
+        try:
+            os.link(source, path, follow_symlinks=False)
+            return
+        except OSError as exc:
+            log.debug("%s: hard link /%s to a lower layer's file failed (%s): a copy", layer, target, exc.strerror)
+        shutil.copy2(source, path, follow_symlinks=False)
+        st = os.lstat(source)
+        os.lchown(path, st.st_uid, st.st_gid)
+        os.chmod(path, st.st_mode & 0o7777)
+
+    def _lower_file(self, target: str) -> str | None:
+        """The regular file `target` of the layer directories below (`lower_dirs`, top first) as overlayfs
+        shows them: the topmost one holding the path, unless a whiteout, a non-directory parent or an
+        opaque parent directory above it hides the layers below."""
+        parts = target.split("/")
+        for lower in (self.root, *self.lower_dirs):
+            path, hidden = lower, False
+            for depth, part in enumerate(parts):
+                path = os.path.join(path, part)
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    break  # not in this layer
+                if depth == len(parts) - 1:
+                    return path if stat.S_ISREG(st.st_mode) else None  # (a whiteout is a character device)
+                if not stat.S_ISDIR(st.st_mode):
+                    return None
+                hidden = hidden or self._opaque(path)
+            if hidden:
+                return None
+        return None
+
+    def _opaque(self, directory: str) -> bool:
+        assert self.opaque_xattr is not None
+        try:
+            return os.getxattr(directory, self.opaque_xattr, follow_symlinks=False) == b"y"
+        except OSError:
+            return False
 
     def _parent_ok(self, parent: str, rel: str, *, create: bool) -> bool:
         """Is every directory above `rel` a real directory (no symlink)? Creates missing ones."""

@@ -127,6 +127,30 @@ def test_a_layer_extracts_into_an_overlay_layer_directory(tmp_path: Path) -> Non
     assert stat.S_ISFIFO(os.lstat(dest / "bin/fifo").st_mode)
 
 
+def test_a_hard_link_to_a_lower_layer_s_file_links_across_layer_directories(tmp_path: Path) -> None:
+    """A layer's hard link to a file of the layers below is one file with two links in the stacked root (as
+    when layers are applied to one directory); a target hidden by a whiteout or an opaque directory of a
+    layer in between is no target."""
+    bottom, middle, dest = tmp_path / "bottom", tmp_path / "middle", tmp_path / "top"
+    for directory in (bottom / "data", bottom / "sub", middle / "data", middle / "sub", dest):
+        directory.mkdir(parents=True)
+    for name in ("data/a", "data/gone", "sub/x"):
+        (bottom / name).write_text(name)
+    os.mknod(middle / "data/gone", stat.S_IFCHR | 0o600, os.makedev(0, 0))  # a whiteout
+    os.setxattr(middle / "sub", OPAQUE_XATTR, b"y")
+    archive = tmp_path / "links.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, target in (("b", "data/a"), ("c", "data/gone"), ("d", "sub/x")):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.LNKTYPE, target
+            tar.addfile(info)
+
+    extract_layer([archive.read_bytes()], dest, name="links", opaque_xattr=OPAQUE_XATTR, lower_dirs=[middle, bottom])
+
+    assert os.stat(dest / "b").st_ino == os.stat(bottom / "data/a").st_ino
+    assert not (dest / "c").exists() and not (dest / "d").exists()
+
+
 def test_chain_ids_follow_the_oci_image_spec() -> None:
     a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
     import hashlib
