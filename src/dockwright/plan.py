@@ -104,7 +104,8 @@ class MkdirStep:
 class RunMount:
     """A RUN --mount, as BuildKit names its options. `type`: bind | cache | secret | tmpfs.
 
-    bind: `source` below the root of `from_stage` / `from_image` / the context (neither set), read-only
+    bind: `source` below the root of `from_stage` / `from_image` / `from_context` (a directory named with
+    --build-context: BuildPlan.contexts, by name) / the build context (none of them set), read-only
     unless `readonly=False` (then writes are discarded). cache: `id` (default: target), `sharing`
     shared|private|locked, seeded from `from_*`+`source`. secret: `id` names the secret, `env` exposes it
     as a variable instead of (or besides) a file at `target`. tmpfs: `size` in bytes (0: no limit).
@@ -116,6 +117,7 @@ class RunMount:
     source: str = ""
     from_stage: int | None = None  # index into BuildPlan.stages
     from_image: str | None = None
+    from_context: str | None = None
     readonly: bool = True
     id: str = ""
     sharing: str = "shared"

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.requires("runc")
 def _build(dockwright: RunDockwright, tmp_path: Path, dockerfile: str, *args: str) -> tuple[str, dict[str, Any]]:
     """Build `dockerfile` (`{base}`: the busybox base) into an OCI layout: the build's stderr (the commands'
     output) and the image config."""
-    out = tmp_path / "out"
+    out = tmp_path / f"out-{len(list(tmp_path.glob('out-*')))}"
     proc = dockwright("build", dockerfile_context(tmp_path, dockerfile), "-o", f"type=oci,dest={out},tar=false",
                       *cache_args(tmp_path), *args)
     index = json.loads((out / "index.json").read_text())
@@ -53,3 +53,26 @@ def test_an_arg_after_an_env_wins_and_the_history_lists_every_arg(
     assert 'RUN |4 A=arg B=envb C= D=envd /bin/sh -c echo "A=$A B=$B C=${C-unset} D=$D" # buildkit' in \
         [entry.get("created_by") for entry in config["history"]]
     assert config["config"]["Env"][-4:] == ["A=env", "B=envb", "D=envd", "FROM_A=arg"]  # ARGs stay out of Env
+
+
+def test_run_mounts_a_named_context_directory(dockwright: RunDockwright, busybox_files: BusyboxBase,
+                                              tmp_path: Path) -> None:
+    # BuildKit, frontend/dockerfile/dockerfile2llb/convert_runmount.go: a mount's from= names a stage, an image
+    # or a named context (--build-context NAME=DIR), as COPY --from does; bind and cache mounts both take it
+    tools = tmp_path / "tools"
+    (tools / "bin").mkdir(parents=True)
+    (tools / "bin" / "greet").write_text("#!/bin/sh\necho hello from the tools context\n")
+    (tools / "bin" / "greet").chmod(0o755)
+    (tools / "seed").mkdir()
+    (tools / "seed" / "first").write_text("seeded\n")
+    dockerfile = (
+        f"FROM oci-layout://{busybox_files.layout}:latest\n"
+        "RUN --mount=from=tools,source=bin,target=/opt/tools "
+        "--mount=type=cache,from=tools,source=seed,target=/cache,id=parity-seeded "
+        "/opt/tools/greet && cat /cache/first && (touch /opt/tools/x 2>/dev/null || echo read-only)\n"
+    )
+    stderr, _ = _build(dockwright, tmp_path, dockerfile, "--build-context", f"tools={tools}")
+    assert "hello from the tools context" in stderr and "seeded" in stderr and "read-only" in stderr
+    (tools / "bin" / "greet").write_text("#!/bin/sh\necho changed tools\n")
+    stderr, _ = _build(dockwright, tmp_path, dockerfile, "--build-context", f"tools={tools}")
+    assert "changed tools" in stderr  # what the mount binds counts for the step cache

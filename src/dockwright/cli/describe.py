@@ -125,7 +125,7 @@ def _mount_text(plan: BuildPlan, mount: RunMount) -> str:
             continue
         if field.name == "from_stage":
             fields.append(f"from={_stage_name(plan, value)}")
-        elif field.name == "from_image":
+        elif field.name in ("from_image", "from_context"):
             fields.append(f"from={value}")
         elif field.name == "mode":
             fields.append(f"mode={value:o}")

@@ -5,9 +5,9 @@ mounts the runtime gets, and the clean-up after it.
   0755 root) or seeded from `from`+`source` the first time. `sharing`: shared (any number at once),
   locked (one build at a time, the others wait: a file lock), private (a build that finds it in use
   gets a fresh empty directory of its own, removed afterwards).
-- bind: `source` below a stage's or an image's root (a read-only overlay of its layer directories) or
-  the build context (never leaving it); read-only unless `rw`, whose writes land in a throw-away upper
-  directory.
+- bind: `source` below a stage's or an image's root (a read-only overlay of its layer directories), a
+  named context directory (`--build-context NAME=DIR`) or the build context (never leaving it);
+  read-only unless `rw`, whose writes land in a throw-away upper directory.
 - secret: the value of `--secret id=...` (a file or an environment variable) in a file on a tmpfs
   (/dev/shm) at `target` (default /run/secrets/ID, mode 0400) and/or in the variable `env`; never in a
   layer, a cache key, or a log line (`mask` hides it in the command's output, see masked_values).
@@ -23,7 +23,7 @@ import posixpath
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -82,14 +82,16 @@ def parse_secret(text: str) -> Secret:
 @dataclass(frozen=True)
 class MountSources:
     """What RUN mounts read: the build context, the images of other stages (by plan index), images by
-    reference, and the secrets the build was given; `cache_dir` holds the cache mounts (the configured
-    cache directory, also with --no-cache, which as in BuildKit does not empty them)."""
+    reference, the named context directories (by name) and the secrets the build was given; `cache_dir`
+    holds the cache mounts (the configured cache directory, also with --no-cache, which as in BuildKit
+    does not empty them)."""
 
     cache_dir: Path
     context: Path | None
     stage: Callable[[int], BaseImage]
     image: Callable[[str], BaseImage]
     secrets: Mapping[str, Secret]
+    contexts: Mapping[str, Path] = field(default_factory=dict)
 
     def source_image(self, mount: RunMount) -> BaseImage | None:
         if mount.from_stage is not None:
@@ -97,6 +99,10 @@ class MountSources:
         if mount.from_image is not None:
             return self.image(mount.from_image)
         return None
+
+    def directory(self, mount: RunMount) -> Path | None:
+        """The directory a mount without a source image reads: its named context's, else the build context."""
+        return self.contexts[mount.from_context] if mount.from_context is not None else self.context
 
 
 def key_parts(mounts: Sequence[RunMount], sources: MountSources) -> list[str]:
@@ -107,13 +113,15 @@ def key_parts(mounts: Sequence[RunMount], sources: MountSources) -> list[str]:
 
     parts = []
     for mount in mounts:
-        if mount.type != "bind" and not (mount.type == "cache" and (mount.from_stage or mount.from_image)):
+        seeded = mount.from_stage is not None or mount.from_image is not None or mount.from_context is not None
+        if mount.type != "bind" and not (mount.type == "cache" and seeded):
             continue
         image = sources.source_image(mount)
+        directory = sources.directory(mount)
         if image is not None:
             parts.append(chain_ids([layer.diff_id for layer in image.layers])[-1] if image.layers else "")
-        elif sources.context is not None:
-            path = resolve_in_root(str(sources.context), mount.source)
+        elif directory is not None:
+            path = resolve_in_root(str(directory), mount.source)
             if os.path.isdir(path):
                 parts.append(tree_digest(path).hex())
             elif os.path.isfile(path):
@@ -222,17 +230,19 @@ class Mounts:
         from dockwright.layers.copy import resolve_in_root
 
         image = self.sources.source_image(mount)
+        directory = self.sources.directory(mount)
         if image is not None:
             root = self._image_root(image, readonly=mount.readonly)
-        elif self.sources.context is None:
+        elif directory is None:
             raise DockwrightError("RUN --mount=type=bind: this build has no context to bind from")
         elif mount.readonly:
-            root = self.sources.context.resolve()
+            root = directory.resolve()
         else:
-            root = self._overlay([self.sources.context.resolve()], readonly=False)
+            root = self._overlay([directory.resolve()], readonly=False)
         path = Path(resolve_in_root(str(root), mount.source))
         if not path.exists():
-            where = "the context" if image is None else "its source image"
+            where = "its source image" if image is not None else \
+                f"the context {mount.from_context}" if mount.from_context is not None else "the context"
             raise DockwrightError(f"RUN --mount=type=bind: {mount.source or '/'} does not exist in {where}")
         return path
 
@@ -256,14 +266,16 @@ class Mounts:
 
     def _new_cache(self, directory: Path, mount: RunMount) -> Path:
         """Make a cache directory (under a temporary name, renamed into place): empty with mode/uid/gid,
-        or a copy of `source` from the `from` image."""
+        or a copy of `source` from the `from` image or named context."""
         temp = directory.with_name(f"{directory.name}.new-{os.getpid()}")
         remove_tree(temp)
         image = self.sources.source_image(mount)
-        if image is not None:
+        root = self._image_root(image, readonly=True) if image is not None else \
+            self.sources.contexts[mount.from_context] if mount.from_context is not None else None
+        if root is not None:
             from dockwright.layers.copy import resolve_in_root
 
-            source = Path(resolve_in_root(str(self._image_root(image, readonly=True)), mount.source))
+            source = Path(resolve_in_root(str(root), mount.source))
             shutil.copytree(source, temp, symlinks=True)
         else:
             temp.mkdir()

@@ -11,7 +11,7 @@ import pytest
 from dockwright.api.plans import named_contexts
 from dockwright.frontends.dockerfile import plan_from_dockerfile
 from dockwright.frontends.dockerfile.contexts import context_key
-from dockwright.model.errors import DockerfileError, UsageError
+from dockwright.model.errors import UsageError
 from dockwright.model.platform import Platform
 from dockwright.plan import ConfigStep, CopyStep, NamedContext, RunStep
 
@@ -70,9 +70,15 @@ def test_names_match_as_buildkit_matches_them(name: str, key: str) -> None:
     assert context_key(name) == key
 
 
-def test_run_may_not_mount_a_directory_context() -> None:
-    with pytest.raises(DockerfileError, match="Dockerfile:2: RUN --mount from=build: a named context directory"):
-        plan("FROM alpine\nRUN --mount=from=build,target=/b ls /b\n", OUT)
+def test_run_mounts_a_directory_context_as_buildkit_does() -> None:
+    # BuildKit (frontend/dockerfile/dockerfile2llb/convert_runmount.go) resolves a mount's from= to a
+    # named context like COPY --from (bind, and cache seeded from it); dockwright refused this before
+    built = plan("FROM alpine\nRUN --mount=from=build,target=/b --mount=type=cache,from=build,source=out,target=/c "
+                 "ls /b /c\n", OUT)
+    (run,) = [step for step in built.stages[0].steps if isinstance(step, RunStep)]
+    assert [(m.type, m.from_context, m.from_stage, m.from_image) for m in run.mounts] == [
+        ("bind", "build", None, None), ("cache", "build", None, None)]
+    assert built.contexts == (OUT,)
 
 
 def test_command_line_values(tmp_path: Path) -> None:

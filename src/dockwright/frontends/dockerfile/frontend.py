@@ -264,7 +264,7 @@ class _Frontend(ConfigInstructions):
         try:
             pairs = [(key, self.word(value, scope).value if value is not None else None)
                      for key, value in runflags.split_mount(text)]
-            return runflags.parse_mount(pairs, lambda value: self.mount_from(value, scope))
+            return runflags.parse_mount(pairs, lambda value: self.copy_from(value, scope))
         except runflags.MountError as exc:
             return self.error(f"RUN --mount={text}: {exc}")
 
@@ -350,16 +350,9 @@ class _Frontend(ConfigInstructions):
                 self.error(f"heredoc {match.group(3)}: {exc}")
         return content.encode()
 
-    def mount_from(self, text: str, scope: Scope) -> tuple[int | None, str | None]:
-        from_stage, from_image, from_context = self.copy_from(text, scope)
-        if from_context is not None:
-            self.error(f"RUN --mount from={text}: a named context directory is not supported here yet",
-                       hint="COPY --from it into a stage, and mount that stage")
-        return from_stage, from_image
-
     def copy_from(self, text: str | None, scope: Scope) -> tuple[int | None, str | None, str | None]:
-        """COPY --from: (stage index, image, named context directory) for a named context, a stage index, a
-        stage name, or else an image reference."""
+        """COPY --from and RUN --mount from=: (stage index, image, named context directory) for a named
+        context, a stage index, a stage name, or else an image reference."""
         if text is None:
             return None, None, None
         value = self.word(text, scope).value

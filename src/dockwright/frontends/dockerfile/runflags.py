@@ -36,9 +36,10 @@ def split_mount(text: str) -> list[tuple[str, str | None]]:
     return pairs
 
 
-def parse_mount(pairs: list[tuple[str, str | None]], resolve_from: Callable[[str], tuple[int | None, str | None]]
-                ) -> RunMount:
-    """A RunMount from split, expanded fields. `resolve_from` maps a `from=` value to (stage index, image)."""
+def parse_mount(pairs: list[tuple[str, str | None]],
+                resolve_from: Callable[[str], tuple[int | None, str | None, str | None]]) -> RunMount:
+    """A RunMount from split, expanded fields. `resolve_from` maps a `from=` value to (stage index, image,
+    named context directory)."""
     values: dict[str, str] = {}
     flags: dict[str, bool] = {}
     for key, value in pairs:
@@ -81,13 +82,13 @@ def parse_mount(pairs: list[tuple[str, str | None]], resolve_from: Callable[[str
     sharing = values.get("sharing", "shared").lower()
     if sharing not in ("shared", "private", "locked"):
         raise MountError(f"invalid sharing {sharing!r} (shared, private or locked)")
-    from_stage = from_image = None
+    from_stage = from_image = from_context = None
     if "from" in values:
         if kind not in ("bind", "cache"):
             raise MountError(f"from= is only for bind and cache mounts, not {kind}")
-        from_stage, from_image = resolve_from(values["from"])
+        from_stage, from_image, from_context = resolve_from(values["from"])
     return RunMount(type=kind, target=posixpath.normpath(target) if target else "", source=values.get("source", ""),
-                    from_stage=from_stage, from_image=from_image, readonly=readonly,
+                    from_stage=from_stage, from_image=from_image, from_context=from_context, readonly=readonly,
                     id=ident if kind == "secret" else values.get("id", target if kind == "cache" else ""),
                     sharing=sharing, mode=_octal(values.get("mode")), uid=_number("uid", values.get("uid")),
                     gid=_number("gid", values.get("gid")), required=flags.get("required", False),
