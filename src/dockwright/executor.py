@@ -228,7 +228,7 @@ class Builder:
             compression = self._compression()
             self._runs = RunSteps(self.cache.root, self.options.isolation, self.options.runtime,
                                   self.options.source_date_epoch,
-                                  f"{compression.algorithm}:{compression.resolved_level()}")
+                                  f"{compression.algorithm}:{compression.resolved_level()}", self._opener)
         sources = self._mount_sources(plan, state, states) if step.mounts else None
         inputs = self._runs.prepare(step, state.image, args, flag=plan.source == "flags", sources=sources)
         fmt = self._format_for(state.image)
@@ -328,9 +328,19 @@ class Builder:
         from dockwright.layers.rootfs import RootFS
 
         layers = state.image.layers
-        return RootFS.from_layers([layer.source.open for layer in layers], Path(self._mkdtemp("rootfs-")),
+        return RootFS.from_layers([self._opener(layer) for layer in layers], Path(self._mkdtemp("rootfs-")),
                                   names=[layer.descriptor.digest for layer in layers],
                                   where=state.image.name or "the base image")
+
+    def _opener(self, layer: Layer) -> Callable[[], Iterable[bytes]]:
+        """How an extraction reads a layer: a download (a registry blob not in the cache) shows as a transfer,
+        `pull DIGEST`, as the blobs an output needs do."""
+        from dockwright.formats.registry import RegistryBlob
+
+        source = layer.source
+        if not isinstance(source, RegistryBlob) or (source.cache and source.cache.has_blob(source.digest, source.size)):
+            return source.open
+        return lambda: self.progress.track(f"pull {source.digest[7:19]}", source.size, source.open())
 
     def _mkdtemp(self, prefix: str) -> str:
         import tempfile

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from build_checks import cache_args, dockerfile_context
 from conftest import RunDockwright
-from images import BusyboxBase
+from images import BusyboxBase, sh
 
 pytestmark = pytest.mark.requires("runc")
 
@@ -76,3 +76,17 @@ def test_run_mounts_a_named_context_directory(dockwright: RunDockwright, busybox
     (tools / "bin" / "greet").write_text("#!/bin/sh\necho changed tools\n")
     stderr, _ = _build(dockwright, tmp_path, dockerfile, "--build-context", f"tools={tools}")
     assert "changed tools" in stderr  # what the mount binds counts for the step cache
+
+
+@pytest.mark.requires("docker-registry", "skopeo")
+def test_a_base_layer_downloaded_for_a_run_shows_as_a_transfer(dockwright: RunDockwright, busybox_base: BusyboxBase,
+                                                              tmp_path: Path) -> None:
+    """The base's layers, downloaded when RUN extracts them, are reported as `pull DIGEST` transfers, as the
+    blobs an output needs are (README, Progress)."""
+    context = dockerfile_context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN true\n")
+    proc = dockwright("build", context, "--progress", "rawjson", "-o", f"type=oci,dest={tmp_path / 'out'},tar=false",
+                      *cache_args(tmp_path))
+    events = [json.loads(line) for line in proc.stderr.splitlines()]
+    done = {e["name"]: e.get("bytes") for e in events if e.get("kind") == "transfer" and e["event"] == "done"}
+    manifest = json.loads(sh("skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{busybox_base.oci_ref}"))
+    assert {f"pull {layer['digest'][7:19]}": layer["size"] for layer in manifest["layers"]}.items() <= done.items()

@@ -22,18 +22,19 @@ import os
 import posixpath
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from dockwright.cache import RUN_CACHE
 from dockwright.model.errors import DockwrightError, UsageError
-from dockwright.model.image import BaseImage
+from dockwright.model.image import BaseImage, Layer
 from dockwright.plan import RunMount, Secret
 from dockwright.run.isolation import Isolation
 from dockwright.run.snapshots import Snapshots, chain_ids, remove_tree
 
+OpenLayer = Callable[[Layer], Callable[[], Iterable[bytes]]]  # how a layer's blob is read for extraction
 MASK = "****"
 MIN_MASKED = 3  # shorter values are not masked: replacing every "a" or "42" would mangle the output
 _SHM = Path("/dev/shm")
@@ -135,8 +136,9 @@ class Mounts:
     objects), `mounts.env` (variables for secrets with env=), `mounts.mask(line)`."""
 
     def __init__(self, mounts: Sequence[RunMount], sources: MountSources, isolation: Isolation,
-                 snapshots: Snapshots, cwd: str) -> None:
+                 snapshots: Snapshots, cwd: str, open_layer: OpenLayer) -> None:
         self.mounts = mounts
+        self.open_layer = open_layer
         self.sources = sources
         self.isolation = isolation
         self.snapshots = snapshots
@@ -223,7 +225,7 @@ class Mounts:
         return merged
 
     def _image_root(self, image: BaseImage, readonly: bool) -> Path:
-        layers = [(layer.diff_id, layer.source.open, layer.descriptor.digest) for layer in image.layers]
+        layers = [(layer.diff_id, self.open_layer(layer), layer.descriptor.digest) for layer in image.layers]
         return self._overlay(self.snapshots.layer_dirs(layers), readonly)
 
     def _bind_source(self, mount: RunMount) -> Path:

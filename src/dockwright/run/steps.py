@@ -23,12 +23,16 @@ from dockwright.plan import RunStep
 if TYPE_CHECKING:
     from dockwright.layers.tar import TarEntry
     from dockwright.run.isolation import Isolation
-    from dockwright.run.mounts import MountSources
+    from dockwright.run.mounts import MountSources, OpenLayer
     from dockwright.run.snapshots import Snapshots
 
 log = logging.getLogger("dockwright")
 RUN_KEY_VERSION = "dockwright-run-1"
 EMPTY_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"  # a tar of no entries
+
+
+def _open(layer: Layer) -> Callable[[], Iterable[bytes]]:
+    return layer.source.open
 
 
 @dataclasses.dataclass
@@ -50,15 +54,17 @@ class RunInputs:
 
 class RunSteps:
     """Runs the RUN steps of one build; the isolation is chosen on the first RUN that needs to run.
-    `layer_settings` (the compression) is part of every cache key."""
+    `layer_settings` (the compression) is part of every cache key; `open_layer` gives how a layer's blob is
+    read when its directory is extracted (the executor's shows downloads as transfers)."""
 
     def __init__(self, cache_root: Path, isolation: str, runtime: str | None, epoch: int,
-                 layer_settings: str) -> None:
+                 layer_settings: str, open_layer: OpenLayer = _open) -> None:
         self.cache_root = cache_root
         self.isolation_name = isolation
         self.runtime = runtime
         self.epoch = epoch
         self.layer_settings = layer_settings
+        self.open_layer = open_layer
         self._isolation: Isolation | None = None
         self._snapshots: Snapshots | None = None
         self._count = 0
@@ -107,10 +113,11 @@ class RunSteps:
         if interpreter is not None:
             log.info("%s running %s binaries through %s (qemu-user, binfmt_misc)", inputs.label, image.platform,
                      interpreter)
-        lowers = snapshots.layer_dirs([(layer.diff_id, layer.source.open, layer.descriptor.digest)
+        lowers = snapshots.layer_dirs([(layer.diff_id, self.open_layer(layer), layer.descriptor.digest)
                                        for layer in image.layers])
         sources = inputs.sources
-        mounts = Mounts(inputs.step.mounts, sources, isolation, snapshots, inputs.cwd) if sources else None
+        mounts = Mounts(inputs.step.mounts, sources, isolation, snapshots, inputs.cwd, self.open_layer) \
+            if sources else None
         with mounts or contextlib.nullcontext(), Sandbox(isolation, snapshots, lowers) as box:
             where = image.name or "the image"
             user = resolve_user(inputs.user, box.read("etc/passwd"), box.read("etc/group"), where)
