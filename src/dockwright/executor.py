@@ -237,7 +237,7 @@ class Builder:
             log.info("%s cached", inputs.label)
         else:
             layer = self._runs.run(inputs, state.image, lambda entries: self._layers.write(entries, fmt, inputs.key),
-                                   self.cancel)
+                                   self.cancel, lambda pack: self._layers.packed(pack, fmt, inputs.key))
         state.known_dirs.clear()  # the command may have removed some; the layers' indexes know
         if layer.diff_id == EMPTY_DIFF_ID:  # it changed no file: no layer (as BuildKit)
             mutate.add_history(state.image.config, self.created, inputs.created_by, empty_layer=True)

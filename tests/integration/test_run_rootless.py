@@ -178,3 +178,43 @@ def test_fuse_overlayfs_without_dev_fuse_says_what_to_do(unprivileged: Unprivile
     assert_user_error(proc, "Dockerfile:2:", "fuse-overlayfs", "/dev/fuse: Permission denied")
     assert "chmod 666 /dev/fuse" in proc.stderr
     assert not _fuse_daemons()
+
+
+LIBRARY_PROGRAM = """\
+import json, sys
+import dockwright
+from dockwright.plan import Secret
+
+context, layout, cache = sys.argv[1:4]
+image = dockwright.build(context, cache_dir=cache, secrets=[Secret("token", env="TOKEN")])
+dockwright.save(image, layout, tags=["rootless:1"], tar=False)
+"""
+
+
+def test_the_library_builds_rootless_as_the_command_does(unprivileged: Unprivileged, busybox_base: BusyboxBase,
+                                                          tmp_path: Path) -> None:
+    """dockwright.build() in a program of a user who is not root: each RUN runs in a child in a user
+    namespace (run/worker.py). The image is the command's rootless build, digest for digest (owners of
+    other ids, whiteouts, opaque directories, a bind mount of an image, a cache mount, a secret), and runs."""
+    work = unprivileged.workdir()
+    context = work / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(DOCKERFILE.format(base=busybox_base.oci_ref) + (
+        f"RUN --mount=type=bind,from={busybox_base.oci_ref},target=/base cp /base/bin/busybox /usr/bin/copied\n"
+        "RUN --mount=type=cache,target=/cache,uid=2001 --mount=type=secret,id=token,required=true "
+        "echo cached >> /cache/log && wc -c < /run/secrets/token > /srv/token-size\n"
+        'CMD ["cat", "/home/dev/work/note", "/srv/token-size"]\n'))
+    unprivileged.give(context)
+    (work / "build.py").write_text(LIBRARY_PROGRAM)
+    unprivileged.give(work / "build.py")
+    secret = {**EPOCH_ENV, "TOKEN": "s3cret-value"}
+
+    unprivileged.dockwright("build", context, "-t", "rootless:1", "-o", f"type=oci,dest={work / 'cli'},tar=false",
+                            "--cache-dir", work / "cli-cache", "--secret", "id=token,env=TOKEN", env=secret)
+    proc = unprivileged.run(unprivileged.python, work / "build.py", context, work / "library", work / "lib-cache",
+                            env=secret)
+    assert "s3cret-value" not in proc.stdout + proc.stderr
+    assert _manifest_digest(work / "library") == _manifest_digest(work / "cli"), _layer_differences(
+        work / "cli", work / "library")
+    assert run_oci_image(work / "library", "1", tmp_path).splitlines() == ["made by dev", "12"]
+    assert not [p for p in (work / "lib-cache").glob("**/tmp-*")]  # no temporary directory left

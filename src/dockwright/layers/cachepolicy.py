@@ -33,7 +33,9 @@ from dockwright.plan import BuildPlan, CopyStep
 from dockwright.progress import Progress
 
 if TYPE_CHECKING:
-    from dockwright.layers.compress import Compression
+    from pathlib import Path
+
+    from dockwright.layers.compress import Compression, LayerBlob
     from dockwright.layers.copy import CopySettings
     from dockwright.layers.facts import LayerFacts
     from dockwright.layers.quickkey import BackgroundWalks
@@ -149,13 +151,21 @@ class LayerCache:
         """Write a new layer into the cache, filed under `key` (None: kept for this build only)."""
         from dockwright.layers.tar import PackCounters, write_layer
 
+        def pack(temp: Path, compression: Compression) -> LayerBlob:
+            counters = PackCounters()
+            with self.progress.packing("layer", counters):
+                return write_layer(entries if self.cancel is None else _checked(entries, self.cancel), temp,
+                                   compression, counters)
+
+        return self.packed(pack, fmt, key)
+
+    def packed(self, pack: Callable[[Path, Compression], LayerBlob], fmt: Format, key: str | None) -> Layer:
+        """A new layer that `pack` writes to the temporary file it is given, with this cache's compression
+        (write_layer, here or in another process), filed under `key` as `write` files it."""
         compression = self.compression
         temp = self.cache.temp_path(".layer")
-        counters = PackCounters()
         try:
-            with self.progress.packing("layer", counters):
-                blob = write_layer(entries if self.cancel is None else _checked(entries, self.cancel), temp,
-                                   compression, counters)
+            blob = pack(temp, compression)
             if key is None:
                 path = self.cache.adopt_blob(temp, blob.digest)
             else:

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from dockwright.model.image import BaseImage, Layer
 from dockwright.plan import RunStep
 
 if TYPE_CHECKING:
+    from dockwright.layers.compress import Compression, LayerBlob
     from dockwright.layers.tar import TarEntry
     from dockwright.run.isolation import Isolation
     from dockwright.run.mounts import MountSources, OpenLayer
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dockwright")
 RUN_KEY_VERSION = "dockwright-run-1"
 EMPTY_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"  # a tar of no entries
+Packed = Callable[[Callable[[Path, "Compression"], "LayerBlob"]], Layer]  # LayerCache.packed for one key
 
 
 def _open(layer: Layer) -> Callable[[], Iterable[bytes]]:
@@ -98,16 +101,23 @@ class RunSteps:
                          label, f"{'--run' if flag else 'RUN'} {command.summary(step)}", sources)
 
     def run(self, inputs: RunInputs, image: BaseImage, write: Callable[[Iterable[TarEntry]], Layer],
-            cancel: threading.Event | None = None) -> Layer:
+            cancel: threading.Event | None = None, packed: Packed | None = None) -> Layer:
         """Run the command in the image's file system; the layer `write` makes of what it changed. Setting
-        `cancel` kills the command at once (Cancelled)."""
+        `cancel` kills the command at once (Cancelled). As a user who is not root, outside a user namespace
+        (a program calling the library), the step runs in a child in one (run/worker.py) that writes the
+        layer where `packed` says (LayerCache.packed)."""
         from dockwright.run.container import Sandbox
         from dockwright.run.diff import upper_entries
         from dockwright.run.isolation import check_platform
         from dockwright.run.mounts import Mounts
         from dockwright.run.snapshots import chain_ids
         from dockwright.run.spec import Process, resolve_user
+        from dockwright.run.userns import in_user_namespace
 
+        if packed is not None and os.geteuid() != 0 and not in_user_namespace():
+            from dockwright.run.worker import run_outside
+
+            return packed(lambda temp, compression: run_outside(self, inputs, image, temp, compression, cancel))
         isolation, snapshots = self._setup()
         interpreter = check_platform(image.platform)
         if interpreter is not None:

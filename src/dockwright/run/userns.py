@@ -8,6 +8,9 @@ so files owned by any user of the image keep their owners. Without them, only th
 mapped (to 0): files owned by other ids in a base layer cannot be written with their owner, and a
 command's chown to another id fails; dockwright says so and how to fix it.
 
+`start` starts any module so: the CLI's build (`reexec`), and one RUN step of a library build whose
+program runs outside a namespace (run/worker.py).
+
 Inside, everything is as for root (`--isolation oci`), except that overlayfs takes `userxattr` and
 keeps its whiteout and opaque marks in `user.overlay.*` xattrs (the layer directories in the cache are
 kept apart from root's, in `rootfs-user/`).
@@ -32,6 +35,7 @@ from dockwright.model.errors import DockwrightError
 log = logging.getLogger("dockwright")
 
 MARK = "DOCKWRIGHT_USERNS"  # set in the re-executed process: "subids" or "single"
+_warned: list[bool] = []  # the single-id mapping is said once per process
 _CLONE_NEWNS, _CLONE_NEWUSER = 0x00020000, 0x10000000
 _MS_REC, _MS_PRIVATE = 0x4000, 1 << 18
 
@@ -84,6 +88,19 @@ def subids(kind: str, user: str, uid: int) -> list[tuple[int, int]]:
 def reexec(argv: Sequence[str]) -> int:
     """Run `python -m dockwright ARGV` again in a new user and mount namespace; its exit status. For the
     CLI: Ctrl-C goes to both processes, and this one waits until the build has cleaned up."""
+    child = start("dockwright", argv)
+    # Ctrl-C reaches the child with the rest of the process group; if this process dies, the child gets
+    # SIGTERM (PR_SET_PDEATHSIG): either way the build cleans up before it exits
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            continue
+
+
+def start(module: str, argv: Sequence[str], pass_fds: Sequence[int] = (), **popen: Any) -> subprocess.Popen[bytes]:
+    """Start `python -m MODULE ARGV` as root of a new user and mount namespace (ids mapped as the module's
+    docstring says); `pass_fds` and `popen` as for subprocess.Popen."""
     uid, gid = os.getuid(), os.getgid()
     try:
         user = pwd.getpwuid(uid).pw_name
@@ -92,17 +109,19 @@ def reexec(argv: Sequence[str]) -> int:
     uid_ranges, gid_ranges = subids("uid", user, uid), subids("gid", user, uid)
     tools = shutil.which("newuidmap") and shutil.which("newgidmap")
     mode = "subids" if uid_ranges and gid_ranges and tools else "single"
-    if mode == "single":
+    if mode == "single" and not _warned:
+        _warned.append(True)
         missing = "newuidmap/newgidmap (apt-get install uidmap)" if not tools else \
             f"ranges for {user} in /etc/subuid and /etc/subgid (usermod --add-subuids 100000-165535 " \
             f"--add-subgids 100000-165535 {user})"
         log.warning("rootless RUN maps only uid %d (to root): files of other owners in the image cannot keep "
                     "them, and a chown to another id fails; for full ownership: %s", uid, missing)
     read_fd, write_fd = os.pipe()  # the child waits on it until its maps are written
-    env = {**os.environ, MARK: mode}
+    # the same dockwright and dependencies as this process, also where a program changed sys.path itself
+    env = {**os.environ, MARK: mode, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(read_fd), str(uid), str(gid), mode, *argv],
-        env=env, pass_fds=(read_fd,), start_new_session=False,
+        [sys.executable, "-c", _CHILD, str(read_fd), str(uid), str(gid), mode, module, *argv],
+        env=env, pass_fds=(read_fd, *pass_fds), start_new_session=False, **popen,
     )  # fmt: skip
     os.close(read_fd)
     try:
@@ -117,13 +136,7 @@ def reexec(argv: Sequence[str]) -> int:
         raise
     finally:
         os.close(write_fd)
-    # Ctrl-C reaches the child with the rest of the process group; if this process dies, the child gets
-    # SIGTERM (PR_SET_PDEATHSIG): either way the build cleans up before it exits
-    while True:
-        try:
-            return child.wait()
-        except KeyboardInterrupt:
-            continue
+    return child
 
 
 def _wait_unshared(child: subprocess.Popen[bytes]) -> None:
@@ -194,5 +207,5 @@ if mode != "single":
 import ctypes, ctypes.util, signal
 ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 private_mounts()
-os.execv(sys.executable, [sys.executable, "-m", "dockwright", *sys.argv[5:]])
+os.execv(sys.executable, [sys.executable, "-m", *sys.argv[5:]])
 """
