@@ -12,6 +12,7 @@ from itertools import starmap
 from operator import itemgetter
 from pathlib import Path
 
+from dockwright.layers import chroot
 from dockwright.layers.dockerignore import IgnoreMatcher, clean_path, has_wildcards, translate
 from dockwright.layers.tar import TarEntry
 from dockwright.model.errors import ContextError
@@ -239,33 +240,15 @@ def _lstat(child: os.DirEntry[str]) -> os.stat_result:
 def resolve_in_root(root: str, rel: str) -> str:
     """The host path of `rel` inside the image root `root`, following symlinks as a chroot would:
     absolute targets start again at `root`, ".." stops at it. The result never leaves `root`."""
-    todo = list(reversed(rel.split("/")))
-    resolved: list[str] = []
-    links = 0
-    while todo:
-        part = todo.pop()
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
+
+    def readlink(candidate: str) -> str | None:
+        full = os.path.join(root, candidate)
         try:
-            is_link = stat.S_ISLNK(os.lstat(candidate).st_mode)
+            return os.readlink(full) if stat.S_ISLNK(os.lstat(full).st_mode) else None
         except OSError:
-            is_link = False
-        if not is_link:
-            resolved.append(part)
-            continue
-        links += 1
-        if links > 255:
-            raise ContextError(f"too many levels of symbolic links resolving /{rel}")
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            resolved = []
-        todo.extend(reversed(target.split("/")))
-    return os.path.join(root, *resolved)
+            return None
+
+    return os.path.join(root, *chroot.walk(rel, readlink)[0])
 
 
 def _expand(collector: _Collector, pattern: str) -> list[str]:

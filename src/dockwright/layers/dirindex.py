@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dockwright.layers import chroot
+
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
 VERSION = 2
@@ -110,30 +112,8 @@ class ImageDirs:
     def missing(self, path: str) -> list[str]:
         """The directories to create, parents first, for absolute or relative `path` to exist as a
         directory; [] when it does. Symlinks resolve as in a chroot (a missing directory below
-        /var/run is made below /run); ".." stops at the root."""
-        todo = list(reversed(posixpath.normpath("/" + path).split("/")))
-        resolved: list[str] = []
-        hops = 0
-        while todo:
-            part = todo.pop()
-            if part in ("", "."):
-                continue
-            if part == "..":
-                if resolved:
-                    resolved.pop()
-                continue
-            candidate = "/".join((*resolved, part))
-            target = self.links.get(candidate)
-            if target is not None and hops < 255:
-                hops += 1
-                if target.startswith("/"):
-                    resolved = []
-                todo.extend(reversed(target.split("/")))
-                continue
-            if candidate not in self.dirs:
-                return _made(resolved, [part, *reversed(todo)])
-            resolved.append(part)
-        return []
+        /var/run is made below /run); ".." stops at the root; a symlink loop is a ContextError."""
+        return _made(*chroot.walk(posixpath.normpath("/" + path), self.links.get, self.dirs.__contains__))
 
 
 def _made(existing: list[str], rest: list[str]) -> list[str]:
