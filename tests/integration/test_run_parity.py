@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from build_checks import cache_args, dockerfile_context
 from conftest import RunDockwright
-from images import BusyboxBase, sh
+from images import BusyboxBase, run_oci_image, sh
+from rootless import Unprivileged
 
 pytestmark = pytest.mark.requires("runc")
 
@@ -90,3 +91,34 @@ def test_a_base_layer_downloaded_for_a_run_shows_as_a_transfer(dockwright: RunDo
     done = {e["name"]: e.get("bytes") for e in events if e.get("kind") == "transfer" and e["event"] == "done"}
     manifest = json.loads(sh("skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{busybox_base.oci_ref}"))
     assert {f"pull {layer['digest'][7:19]}": layer["size"] for layer in manifest["layers"]}.items() <= done.items()
+
+
+LIBRARY_PROGRAM = """\
+import sys
+
+import dockwright
+
+context, layout, cache, tools = sys.argv[1:5]
+image = dockwright.build(context, cache_dir=cache, build_contexts={"tools": tools})
+dockwright.save(image, layout, tags=["parity:1"], tar=False)
+"""
+
+
+@pytest.mark.requires("docker-registry", "skopeo", "umoci")
+def test_the_library_s_rootless_run_mounts_a_named_context(unprivileged: Unprivileged, busybox_base: BusyboxBase,
+                                                           tmp_path: Path) -> None:
+    """The same named-context mount in dockwright.build() by a user who is not root (the step runs in a child
+    in a user namespace, run/worker.py, which must learn the context's directory)."""
+    work = unprivileged.workdir()
+    tools = work / "tools"
+    tools.mkdir()
+    (tools / "greet").write_text("#!/bin/sh\necho hello from the tools context\n")
+    (tools / "greet").chmod(0o755)
+    context = work / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {busybox_base.oci_ref}\n"
+                                        "RUN --mount=from=tools,target=/opt/tools /opt/tools/greet > /greeting\n")
+    (work / "build.py").write_text(LIBRARY_PROGRAM)
+    unprivileged.give(work)
+    unprivileged.run(unprivileged.python, work / "build.py", context, work / "layout", work / "cache", tools)
+    assert run_oci_image(work / "layout", "1", tmp_path, ["cat", "/greeting"]) == "hello from the tools context\n"

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dockwright")
 _FRAME = struct.Struct(">Q")
+Feed = Callable[[], Iterable[bytes]]  # how the parent reads a layer blob the child needs
 _CHUNK = 1 << 20
 
 
@@ -63,7 +64,7 @@ def run_outside(steps: RunSteps, inputs: RunInputs, image: BaseImage, temp: Path
         source = sources.source_image(mount) if sources is not None else None
         if source is not None:
             images[_image_key(mount.from_stage, mount.from_image)] = source
-    feeds: dict[str, tuple[Layer, int, int]] = {}  # chain id -> (layer, read end, write end)
+    feeds: dict[str, tuple[Feed, int, int]] = {}  # chain id -> (how to read the layer, read end, write end)
     described = {}
     secrets_dir = Path(tempfile.mkdtemp(prefix="dockwright-secrets-", dir="/dev/shm" if os.path.isdir("/dev/shm")
                                         else None))
@@ -72,7 +73,7 @@ def run_outside(steps: RunSteps, inputs: RunInputs, image: BaseImage, temp: Path
             layers = []
             for chain, layer in zip(chain_ids([lay.diff_id for lay in each.layers]), each.layers, strict=True):
                 if chain not in feeds and not (steps.cache_root / ROOTFS_USER / chain.partition(":")[2]).is_dir():
-                    feeds[chain] = (layer, *os.pipe())
+                    feeds[chain] = (steps.open_layer(layer), *os.pipe())  # a download shows as one
                 layers.append({"diff_id": layer.diff_id, "descriptor": layer.descriptor.to_json(),
                                "fd": feeds[chain][1] if chain in feeds else None})
             described[key] = {"platform": str(each.platform), "name": each.name, "layers": layers}
@@ -94,7 +95,8 @@ def run_outside(steps: RunSteps, inputs: RunInputs, image: BaseImage, temp: Path
             "files": [[name, base64.b64encode(data).decode()] for name, data in step.files],
             "images": described, "secrets": secrets,
             "sources": None if sources is None else {"cache_dir": str(sources.cache_dir),
-                                                     "context": str(sources.context) if sources.context else None},
+                                                     "context": str(sources.context) if sources.context else None,
+                                                     "contexts": {k: str(v) for k, v in sources.contexts.items()}},
         }  # fmt: skip
         answer = _converse(request, feeds, cancel)
     finally:
@@ -119,7 +121,7 @@ def run_outside(steps: RunSteps, inputs: RunInputs, image: BaseImage, temp: Path
     raise failure
 
 
-def _converse(request: dict[str, Any], feeds: dict[str, tuple[Layer, int, int]],
+def _converse(request: dict[str, Any], feeds: dict[str, tuple[Feed, int, int]],
               cancel: threading.Event | None) -> dict[str, Any]:
     """Start the child, feed it, relay its log records; its last answer (result or error)."""
     from dockwright.run import userns
@@ -132,8 +134,8 @@ def _converse(request: dict[str, Any], feeds: dict[str, tuple[Layer, int, int]],
         for _, read_end, _ in jobs:
             os.close(read_end)
         failures: list[BaseException] = []
-        threads = [threading.Thread(target=_feed, args=(layer, write_end, failures), daemon=True,
-                                    name="dockwright-run-feed") for layer, _, write_end in jobs]
+        threads = [threading.Thread(target=_feed, args=(blob, write_end, failures), daemon=True,
+                                    name="dockwright-run-feed") for blob, _, write_end in jobs]
         for thread in threads:
             thread.start()
         ended = threading.Event()
@@ -173,11 +175,11 @@ def _converse(request: dict[str, Any], feeds: dict[str, tuple[Layer, int, int]],
         return answer
 
 
-def _feed(layer: Layer, fd: int, failures: list[BaseException]) -> None:
+def _feed(blob: Feed, fd: int, failures: list[BaseException]) -> None:
     """Send a layer's blob in frames, then the end frame once its source has checked it."""
     try:
         with open(fd, "wb", buffering=0) as pipe:
-            for chunk in layer.source.open():
+            for chunk in blob():
                 if chunk:
                     pipe.write(_FRAME.pack(len(chunk)) + chunk)
             pipe.write(_FRAME.pack(0))
@@ -281,7 +283,8 @@ def _step(request: dict[str, Any]) -> LayerBlob:
         sources = MountSources(Path(request["sources"]["cache_dir"]), Path(context) if context else None,
                                lambda index: images[_image_key(index, None)],
                                lambda ref: images[_image_key(None, ref)],
-                               {ident: Secret(ident, file=path) for ident, path in request["secrets"].items()})
+                               {ident: Secret(ident, file=path) for ident, path in request["secrets"].items()},
+                               {name: Path(path) for name, path in request["sources"]["contexts"].items()})
     step = RunStep("", files=tuple((name, base64.b64decode(data)) for name, data in request["files"]),
                    network=request["network"], mounts=tuple(RunMount(**mount) for mount in request["mounts"]))
     inputs = RunInputs(step, request["argv"], request["env"], request["user"], request["cwd"], "", "",
