@@ -311,8 +311,9 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    out = sys.stdout
-    sys.stdout = sys.stderr  # nothing else may write into the answers
+    out = os.fdopen(os.dup(1), "w")  # the answers; nothing else may write into them, nor a program started here
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     logger = logging.getLogger("dockwright")
     logger.setLevel(logging.DEBUG)
     logger.addHandler(_Relay(out))
