@@ -41,9 +41,10 @@ class Settings:
     reads nor writes it. insecure_registries: hosts (HOST[:PORT]) reached without certificate checks, plain HTTP
     allowed (loopback always is). source_date_epoch: the time written into configs and layers (default
     $SOURCE_DATE_EPOCH, else 0). format: "oci" or "docker" media types (default: the base's). isolation: how RUN
-    steps run ("oci": an OCI runtime on an overlay root); runtime: that runtime's path (default: runc or crun).
-    pull: how much a registry base may be asked: "always" (HEAD the tag; cached documents are reused), "missing"
-    (a tag's cached digest is used without asking), "never" (only the cache).
+    steps run ("oci": an OCI runtime on an overlay root; "rootless": the same in a user namespace; "chroot": no
+    runtime and no namespace, for unprivileged CI pods running as root); runtime: that runtime's path (default:
+    runc or crun). pull: how much a registry base may be asked: "always" (HEAD the tag; cached documents are
+    reused), "missing" (a tag's cached digest is used without asking), "never" (only the cache).
     secrets: plan.Secret values (id and a file or variable) that RUN --mount=type=secret may read."""
 
     cache_dir: Path | None = None

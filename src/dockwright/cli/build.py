@@ -227,6 +227,6 @@ def _needs_user_namespace(isolation: str, plan: BuildPlan) -> bool:
     from dockwright.plan import RunStep
     from dockwright.run.userns import in_user_namespace
 
-    if (os.geteuid() == 0 and isolation != "rootless") or in_user_namespace():
+    if (os.geteuid() == 0 and isolation != "rootless") or isolation == "chroot" or in_user_namespace():
         return False
     return any(isinstance(step, RunStep) for stage in plan.stages for step in stage.steps)

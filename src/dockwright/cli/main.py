@@ -99,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="auto: split --copy trees into dependency and application layers")
     how.add_argument("--isolation", default="oci", metavar="KIND",
                      help="how RUN steps run: oci (an OCI runtime on an overlay root; the default as root), "
-                          "rootless (the same in a user namespace; the default otherwise)")
+                          "rootless (the same in a user namespace; the default otherwise), chroot (no runtime "
+                          "and no namespace, for unprivileged CI pods running as root: isolates only the file system)")
     how.add_argument("--runtime", metavar="PATH", help="the OCI runtime for RUN (default: runc or crun from PATH)")
     how.add_argument("--secret", action="append", default=[], metavar="id=NAME,src=FILE|env=VAR",
                      help="a secret for RUN --mount=type=secret (never in the image, the cache or the logs)")

@@ -68,11 +68,13 @@ class RootFS:
     @classmethod
     def from_layers(cls, layers: Sequence[Callable[[], Iterable[bytes]]], workdir: Path, *,
                     names: Sequence[str] | None = None, paths: Collection[str] | None = None,
-                    max_bytes: int = MAX_LAYER_BYTES, where: str = "the image") -> RootFS:
+                    max_bytes: int = MAX_LAYER_BYTES, where: str = "the image", faithful: bool = False) -> RootFS:
         """Extract `layers` (bottom first; each a callable giving its blob's chunks) into `workdir`,
-        applying whiteouts. `paths` limits extraction to those in-image paths (e.g. etc/passwd)."""
+        applying whiteouts. `paths` limits extraction to those in-image paths (e.g. etc/passwd).
+        `faithful`: owners, mtimes, xattrs, devices and FIFOs as the layers have them (a root file system
+        to run commands in: needs root)."""
         workdir.mkdir(parents=True, exist_ok=True)
-        extractor = _Extractor(str(workdir.resolve()), paths)
+        extractor = _Extractor(str(workdir.resolve()), paths, faithful=faithful)
         budget = max_bytes
         for index, layer in enumerate(layers):
             name = names[index] if names else f"layer {index + 1} of {where}"
@@ -81,6 +83,7 @@ class RootFS:
             for member, content in _members(reader, name):
                 extractor.extract(member, content, name)
             reader.drain()  # to the blob's end, where its source checks the digest
+            extractor.finish_layer()
             budget -= reader.total
         return cls(workdir, where, extractor.owners)
 

@@ -8,5 +8,8 @@ userns.py     rootless: the build started again in a user namespace of its own
 mounts.py     RUN --mount (cache, bind, secret, tmpfs): prepared on the host, mounted, cleaned up
 container.py  one container run: overlay mount, runtime, live output, clean-up
 diff.py       the overlay upper directory -> the layer's tar entries
+chroot.py     --isolation chroot: no runtime, overlay or namespace; a copied root file system per RUN
+chrootexec.py the process that chroots, drops to the USER and execs the command
+treediff.py   a plain tree's changes since a metadata snapshot -> the layer's tar entries
 steps.py      the executor's RUN step: inputs, cache key, run -> layer (the only module the executor calls)
 """

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -103,7 +103,6 @@ class Sandbox:
             adapt_spec(spec)
         (self.bundle / "config.json").write_text(json.dumps(spec))
         self.container = f"dockwright-{uuid.uuid4().hex[:16]}"
-        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         with open(os.devnull, "rb") as devnull:
             proc = subprocess.Popen([*self._runtime(), "run", "--bundle", str(self.bundle), self.container],
                                     stdin=devnull, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -114,13 +113,7 @@ class Sandbox:
                              daemon=True).start()
         try:
             assert proc.stdout is not None
-            for raw in proc.stdout:
-                # what a terminal would show of a line redrawn with \r (progress counters)
-                line = raw.decode("utf-8", "replace").rstrip("\r\n").rpartition("\r")[2]
-                line = mask(line) if mask is not None else line
-                tail.append(line)
-                if output is not None:
-                    output(line)
+            tail = relay(proc.stdout, output, mask)
             code = proc.wait()
         except BaseException:  # Ctrl-C, SIGTERM: the container goes at once
             self._kill()
@@ -133,7 +126,7 @@ class Sandbox:
                 proc.stdout.close()
         check_cancelled(cancel)
         if code != 0:
-            raise RunFailed(label, code, list(tail))
+            raise RunFailed(label, code, tail)
 
     def _watch(self, cancel: threading.Event, ended: threading.Event) -> None:
         while not ended.wait(POLL_SECONDS):
@@ -211,6 +204,20 @@ class Sandbox:
         if self.mounted:
             self.isolation.unmount(self.merged)
             self.mounted = False
+
+
+def relay(stream: Iterable[bytes], output: Callable[[str], None] | None,
+          mask: Callable[[str], str] | None) -> list[str]:
+    """Hand each line of a command's output to `output` (`mask` applied first) until it ends; its last lines."""
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    for raw in stream:
+        # what a terminal would show of a line redrawn with \r (progress counters)
+        line = raw.decode("utf-8", "replace").rstrip("\r\n").rpartition("\r")[2]
+        line = mask(line) if mask is not None else line
+        tail.append(line)
+        if output is not None:
+            output(line)
+    return list(tail)
 
 
 def _lstat(path: str) -> os.stat_result | None:

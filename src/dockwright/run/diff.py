@@ -65,7 +65,7 @@ class _Walker:
         common = {"mode": stat.S_IMODE(mode), "uid": st.st_uid, "gid": st.st_gid, "mtime": mtime,
                   "xattrs": tuple(item for item in xattrs if not item[0].startswith(self.internal))}
         if stat.S_ISDIR(mode):
-            opaque = dict(xattrs).get(self.opaque_xattr) == b"y"
+            opaque = self.opaque(rel, xattrs)
             listed = opaque or not self.same_as_lower(rel, st, common["xattrs"])
             if listed:
                 self.entries.append(TarEntry(rel, "dir", **common))  # type: ignore[arg-type]
@@ -90,6 +90,10 @@ class _Walker:
             kind = "chardev" if stat.S_ISCHR(mode) else "blockdev"
             device = (os.major(st.st_rdev), os.minor(st.st_rdev))
             self.entries.append(TarEntry(rel, kind, device=device, **common))  # type: ignore[arg-type]
+
+    def opaque(self, rel: str, xattrs: list[tuple[str, bytes]]) -> bool:
+        """Whether the directory `rel` hides everything below it in the layers below (overlayfs's mark)."""
+        return dict(xattrs).get(self.opaque_xattr) == b"y"
 
     def clamp(self, path: str, st: os.stat_result) -> int:
         """The entry's mtime, clamped to the epoch; a later one is set back in the directory too."""

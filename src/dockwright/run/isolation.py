@@ -8,6 +8,9 @@ Isolations (buildah's names):
 - `rootless` (automatic when not root): the same inside a user namespace where the user is root (the
   CLI starts the build again in one: run/userns.py); overlayfs with `userxattr` (kernel 5.11+), its
   marks in user.overlay.* xattrs.
+- `chroot`: no runtime, no overlay, no namespace (run/chroot.py): for CI pods that run as root but
+  unprivileged (no CAP_SYS_ADMIN: GitLab's Kubernetes executor, most hosted runners' pods), where no
+  container can start. It needs Docker's default capabilities and isolates nothing but the file system.
 Where the kernel's overlayfs cannot be mounted (EPERM, EACCES or EINVAL), the root is mounted with
 fuse-overlayfs instead (run/fuseoverlay.py), from then on for the whole build; DOCKWRIGHT_OVERLAY=fuse
 asks for it from the start, DOCKWRIGHT_OVERLAY=kernel forbids it.
@@ -32,7 +35,7 @@ from dockwright.run.snapshots import OPAQUE_XATTR
 
 log = logging.getLogger("dockwright")
 
-ISOLATIONS = ("oci", "rootless")
+ISOLATIONS = ("oci", "rootless", "chroot")
 OVERLAY_ENV = "DOCKWRIGHT_OVERLAY"  # "kernel", "fuse", or unset: the kernel's, else fuse-overlayfs
 OVERLAYS = ("kernel", "fuse")
 USER_OPAQUE_XATTR = "user.overlay.opaque"
@@ -123,6 +126,11 @@ def choose(name: str = "oci", runtime: str | None = None) -> Isolation:
     """The isolation for this build; raises RunUnavailable naming what is missing."""
     if name not in ISOLATIONS:
         raise UsageError(f"--isolation {name!r}: unknown", hint=f"use one of: {', '.join(ISOLATIONS)}")
+    if name == "chroot":
+        from dockwright.run.chroot import check
+
+        check()
+        return Isolation("chroot", "")  # no runtime
     path = _find_runtime(runtime)
     from dockwright.run.userns import in_user_namespace
 

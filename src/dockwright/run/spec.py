@@ -158,6 +158,14 @@ def _fast_id(text: str) -> int | None:
     return 0 if text == "root" else int(text) if text.isdecimal() else None
 
 
+def home(uid: int, passwd: bytes | None) -> str:
+    """The home directory of `uid` in /etc/passwd, else "/": runc's HOME for a command whose environment has none."""
+    for fields in _table(passwd):
+        if len(fields) >= 6 and fields[2] == str(uid) and fields[5]:
+            return fields[5]
+    return "/"
+
+
 def _table(data: bytes | None) -> list[list[str]]:
     if not data:
         return []

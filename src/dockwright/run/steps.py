@@ -17,15 +17,17 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dockwright.cache import ROOTFS, ROOTFS_USER
+from dockwright.cache import ROOTFS, ROOTFS_CHROOT, ROOTFS_USER
 from dockwright.model.image import BaseImage, Layer
 from dockwright.plan import RunStep
 
 if TYPE_CHECKING:
     from dockwright.layers.compress import Compression, LayerBlob
     from dockwright.layers.tar import TarEntry
+    from dockwright.run.chroot import ChrootBox
+    from dockwright.run.container import Sandbox
     from dockwright.run.isolation import Isolation
-    from dockwright.run.mounts import MountSources, OpenLayer
+    from dockwright.run.mounts import Mounts, MountSources, OpenLayer
     from dockwright.run.snapshots import Snapshots
 
 log = logging.getLogger("dockwright")
@@ -111,10 +113,9 @@ class RunSteps:
         from dockwright.run.isolation import check_platform
         from dockwright.run.mounts import Mounts
         from dockwright.run.snapshots import chain_ids
-        from dockwright.run.spec import Process, resolve_user
         from dockwright.run.userns import in_user_namespace
 
-        if packed is not None and os.geteuid() != 0 and not in_user_namespace():
+        if packed is not None and os.geteuid() != 0 and not in_user_namespace() and self.isolation_name != "chroot":
             from dockwright.run.worker import run_outside
 
             return packed(lambda temp, compression: run_outside(self, inputs, image, temp, compression, cancel))
@@ -123,25 +124,43 @@ class RunSteps:
         if interpreter is not None:
             log.info("%s running %s binaries through %s (qemu-user, binfmt_misc)", inputs.label, image.platform,
                      interpreter)
+        sources = inputs.sources
+        if isolation.name == "chroot":
+            from dockwright.run.chroot import ChrootBox, ChrootMounts
+
+            chroot_mounts = ChrootMounts(inputs.step.mounts, sources, isolation, snapshots, inputs.cwd,
+                                         self.open_layer) if sources else None
+            with chroot_mounts or contextlib.nullcontext(), ChrootBox(snapshots, image, self.open_layer) as chroot:
+                self._execute(chroot, inputs, image, chroot_mounts, cancel)
+                entries = chroot.entries(self.epoch)
+                layer = write(entries)
+                chroot.keep([*(lay.diff_id for lay in image.layers), *([layer.diff_id] if entries else [])])
+                return layer
         lowers = snapshots.layer_dirs([(layer.diff_id, self.open_layer(layer), layer.descriptor.digest)
                                        for layer in image.layers])
-        sources = inputs.sources
         mounts = Mounts(inputs.step.mounts, sources, isolation, snapshots, inputs.cwd, self.open_layer) \
             if sources else None
         with mounts or contextlib.nullcontext(), Sandbox(isolation, snapshots, lowers) as box:
-            where = image.name or "the image"
-            user = resolve_user(inputs.user, box.read("etc/passwd"), box.read("etc/group"), where)
-            process = Process(inputs.argv, [*inputs.env, *(mounts.env if mounts else [])], inputs.cwd, user,
-                              inputs.step.network, mounts=list(mounts.oci) if mounts else [])
-            box.run(process, inputs.shown, inputs.step.files, cancel=cancel, mask=mounts.mask if mounts else None,
-                    output=lambda line: log.info("%s %s", inputs.label, line))
-            box.finish()
+            self._execute(box, inputs, image, mounts, cancel)
             entries = upper_entries(box.upper, lowers, self.epoch, isolation.opaque_xattr)
             layer = write(entries)
             chain = chain_ids([*(lay.diff_id for lay in image.layers), layer.diff_id])[-1]
             if entries and not snapshots.path(chain).exists():
                 snapshots.adopt(box.upper, chain)  # the next RUN on this chain needs no extraction
         return layer
+
+    @staticmethod
+    def _execute(box: Sandbox | ChrootBox, inputs: RunInputs, image: BaseImage, mounts: Mounts | None,
+                 cancel: threading.Event | None) -> None:
+        """Run the step's command in `box` as its USER, its output logged line by line; then `box.finish()`."""
+        from dockwright.run.spec import Process, resolve_user
+
+        user = resolve_user(inputs.user, box.read("etc/passwd"), box.read("etc/group"), image.name or "the image")
+        process = Process(inputs.argv, [*inputs.env, *(mounts.env if mounts else [])], inputs.cwd, user,
+                          inputs.step.network, mounts=list(mounts.oci) if mounts else [])
+        box.run(process, inputs.shown, inputs.step.files, cancel=cancel, mask=mounts.mask if mounts else None,
+                output=lambda line: log.info("%s %s", inputs.label, line))
+        box.finish()
 
     def _setup(self) -> tuple[Isolation, Snapshots]:
         with self._lock:
@@ -150,9 +169,9 @@ class RunSteps:
                 from dockwright.run.snapshots import Snapshots
 
                 self._isolation = choose(self.isolation_name, self.runtime)
-                # overlayfs's marks differ (trusted.* as root, user.* rootless): separate directories
-                rootless = self._isolation.name == "rootless"
-                self._snapshots = Snapshots(self.cache_root / (ROOTFS_USER if rootless else ROOTFS),
-                                            self._isolation.opaque_xattr)
+                # overlayfs's marks differ (trusted.* as root, user.* rootless): separate directories; chroot's
+                # are whole root file systems
+                folder = {"rootless": ROOTFS_USER, "chroot": ROOTFS_CHROOT}.get(self._isolation.name, ROOTFS)
+                self._snapshots = Snapshots(self.cache_root / folder, self._isolation.opaque_xattr)
             assert self._snapshots is not None
             return self._isolation, self._snapshots
