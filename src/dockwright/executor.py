@@ -253,7 +253,8 @@ class Builder:
         return MountSources(self.options.cache_dir or default_cache_dir(), plan.context,
                             lambda index: states[index].image, lambda ref: self._base(ref, platform, True),
                             {secret.id: secret for secret in self.options.secrets},
-                            {named.name: Path(named.source) for named in plan.contexts if named.directory})
+                            {named.name: Path(named.source) for named in plan.contexts if named.directory},
+                            {"": plan.dockerignore, **{named.name: named.dockerignore for named in plan.contexts}})
 
     def _mkdir(self, step: MkdirStep, state: _StageState) -> None:
         """WORKDIR, as BuildKit: mkdir -p owned by the stage's current USER (the base's included), mode

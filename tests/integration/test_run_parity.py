@@ -17,12 +17,15 @@ from rootless import Unprivileged
 pytestmark = pytest.mark.requires("runc")
 
 
-def _build(dockwright: RunDockwright, tmp_path: Path, dockerfile: str, *args: str) -> tuple[str, dict[str, Any]]:
-    """Build `dockerfile` (`{base}`: the busybox base) into an OCI layout: the build's stderr (the commands'
-    output) and the image config."""
+def _build(dockwright: RunDockwright, tmp_path: Path, dockerfile: str, *args: str,
+           files: dict[str, str] | None = None) -> tuple[str, dict[str, Any]]:
+    """Build `dockerfile` in tmp_path/context (written with `files` the first time) into an OCI layout: the
+    build's stderr (the commands' output) and the image config."""
     out = tmp_path / f"out-{len(list(tmp_path.glob('out-*')))}"
-    proc = dockwright("build", dockerfile_context(tmp_path, dockerfile), "-o", f"type=oci,dest={out},tar=false",
-                      *cache_args(tmp_path), *args)
+    context = tmp_path / "context"
+    if not (context / "Dockerfile").exists():
+        dockerfile_context(tmp_path, dockerfile, files)
+    proc = dockwright("build", context, "-o", f"type=oci,dest={out},tar=false", *cache_args(tmp_path), *args)
     index = json.loads((out / "index.json").read_text())
     manifest = _blob(out, index["manifests"][0]["digest"])
     return proc.stderr, _blob(out, manifest["config"]["digest"])
@@ -77,6 +80,28 @@ def test_run_mounts_a_named_context_directory(dockwright: RunDockwright, busybox
     (tools / "bin" / "greet").write_text("#!/bin/sh\necho changed tools\n")
     stderr, _ = _build(dockwright, tmp_path, dockerfile, "--build-context", f"tools={tools}")
     assert "changed tools" in stderr  # what the mount binds counts for the step cache
+
+
+def test_run_mounts_of_the_context_leave_out_what_dockerignore_excludes(
+    dockwright: RunDockwright, busybox_files: BusyboxBase, tmp_path: Path
+) -> None:
+    # BuildKit, frontend/dockerui/config.go: the build context is an llb.Local with the .dockerignore patterns
+    # as ExcludePatterns, and a RUN --mount=type=bind (no from=) binds that context (convert_runmount.go)
+    dockerfile = (
+        f"FROM oci-layout://{busybox_files.layout}:latest\n"
+        "RUN --mount=type=bind,target=/src find /src | sort\n"
+        "RUN --mount=type=bind,target=/src,rw rm -rf /src/app && touch /src/new && find /src/app 2>&1 | head -1\n"
+    )
+    files = {".dockerignore": "**/*.log\nsecrets\n", "app/main.py": "print()\n", "app/debug.log": "x\n",
+             "secrets/key": "k\n"}
+    stderr, _ = _build(dockwright, tmp_path, dockerfile, files=files)
+    context = tmp_path / "context"
+    listed = [line.split(" ", 1)[1] for line in stderr.splitlines() if line.startswith("#1 /src")]
+    assert listed == ["/src", "/src/.dockerignore", "/src/Dockerfile", "/src/app", "/src/app/main.py"]
+    assert (context / "app" / "main.py").exists() and not (context / "new").exists()  # rw writes are discarded
+    (context / "app" / "debug.log").write_text("a change the command cannot see\n")
+    stderr, _ = _build(dockwright, tmp_path, dockerfile)
+    assert stderr.count(" cached") == 2  # nor does the step cache
 
 
 @pytest.mark.requires("docker-registry", "skopeo")

@@ -6,8 +6,9 @@ mounts the runtime gets, and the clean-up after it.
   locked (one build at a time, the others wait: a file lock), private (a build that finds it in use
   gets a fresh empty directory of its own, removed afterwards).
 - bind: `source` below a stage's or an image's root (a read-only overlay of its layer directories), a
-  named context directory (`--build-context NAME=DIR`) or the build context (never leaving it);
-  read-only unless `rw`, whose writes land in a throw-away upper directory.
+  named context directory (`--build-context NAME=DIR`) or the build context (never leaving it, without
+  what its .dockerignore excludes: run/contextview.py); read-only unless `rw`, whose writes land in a
+  throw-away upper directory.
 - secret: the value of `--secret id=...` (a file or an environment variable) in a file on a tmpfs
   (/dev/shm) at `target` (default /run/secrets/ID, mode 0400) and/or in the variable `env`; never in a
   layer, a cache key, or a log line (`mask` hides it in the command's output, see masked_values).
@@ -25,7 +26,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from dockwright.cache import RUN_CACHE
 from dockwright.model.errors import DockwrightError, UsageError
@@ -33,6 +34,9 @@ from dockwright.model.image import BaseImage, Layer
 from dockwright.plan import RunMount, Secret
 from dockwright.run.isolation import Isolation
 from dockwright.run.snapshots import Snapshots, chain_ids, remove_tree
+
+if TYPE_CHECKING:
+    from dockwright.layers.dockerignore import IgnoreMatcher
 
 OpenLayer = Callable[[Layer], Callable[[], Iterable[bytes]]]  # how a layer's blob is read for extraction
 MASK = "****"
@@ -93,6 +97,8 @@ class MountSources:
     image: Callable[[str], BaseImage]
     secrets: Mapping[str, Secret]
     contexts: Mapping[str, Path] = field(default_factory=dict)
+    # the ignore patterns of each context directory: "" the build context's, NAME a named one's
+    dockerignore: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def source_image(self, mount: RunMount) -> BaseImage | None:
         if mount.from_stage is not None:
@@ -101,16 +107,27 @@ class MountSources:
             return self.image(mount.from_image)
         return None
 
-    def directory(self, mount: RunMount) -> Path | None:
-        """The directory a mount without a source image reads: its named context's, else the build context."""
-        return self.contexts[mount.from_context] if mount.from_context is not None else self.context
+    def context_source(self, mount: RunMount) -> tuple[Path, str, IgnoreMatcher | None] | None:
+        """For a mount without a source image: the context directory it reads (its named context, else the build
+        context; resolved), its `source` in it (relative, symlinks followed inside it) and the context's ignore
+        patterns; None when the build has no context."""
+        from dockwright.layers.copy import resolve_in_root
+        from dockwright.layers.dockerignore import compiled
+
+        name = mount.from_context
+        directory = self.contexts[name] if name is not None else self.context
+        if directory is None:
+            return None
+        root = directory.resolve()
+        rel = os.path.relpath(resolve_in_root(str(root), mount.source), root)
+        return root, "" if rel == "." else rel, compiled(self.dockerignore.get(name or "", ()))
 
 
 def key_parts(mounts: Sequence[RunMount], sources: MountSources) -> list[str]:
     """What the mounts add to the step's cache key besides their specs: the content of bind mounts (the
-    source image's layer chain, or a digest of the context's files). Never a secret's value."""
-    from dockwright.layers.copy import resolve_in_root
+    source image's layer chain, or a digest of the context's files it sees). Never a secret's value."""
     from dockwright.layers.quickkey import tree_digest
+    from dockwright.run.contextview import filters, view_digest
 
     parts = []
     for mount in mounts:
@@ -118,13 +135,16 @@ def key_parts(mounts: Sequence[RunMount], sources: MountSources) -> list[str]:
         if mount.type != "bind" and not (mount.type == "cache" and seeded):
             continue
         image = sources.source_image(mount)
-        directory = sources.directory(mount)
+        found = sources.context_source(mount) if image is None else None
         if image is not None:
             parts.append(chain_ids([layer.diff_id for layer in image.layers])[-1] if image.layers else "")
-        elif directory is not None:
-            path = resolve_in_root(str(directory), mount.source)
+        elif found is not None:
+            root, rel, ignore = found
+            path = os.path.join(root, rel)
+            if ignore is not None and rel and ignore.matches(rel):
+                continue  # excluded: the mount fails
             if os.path.isdir(path):
-                parts.append(tree_digest(path).hex())
+                parts.append(view_digest(root, rel, ignore) if filters(ignore, rel) else tree_digest(path).hex())
             elif os.path.isfile(path):
                 with open(path, "rb") as file:
                     parts.append(hashlib.file_digest(file, "sha256").hexdigest())
@@ -232,21 +252,39 @@ class Mounts:
         from dockwright.layers.copy import resolve_in_root
 
         image = self.sources.source_image(mount)
-        directory = self.sources.directory(mount)
-        if image is not None:
-            root = self._image_root(image, readonly=mount.readonly)
-        elif directory is None:
-            raise DockwrightError("RUN --mount=type=bind: this build has no context to bind from")
-        elif mount.readonly:
-            root = directory.resolve()
-        else:
-            root = self._overlay([directory.resolve()], readonly=False)
-        path = Path(resolve_in_root(str(root), mount.source))
+        if image is None:
+            path = self._context_path(mount)
+            if mount.readonly:
+                return path
+            if path.is_dir():
+                return self._overlay([path], readonly=False)
+            return self._overlay([path.parent], readonly=False) / path.name
+        path = Path(resolve_in_root(str(self._image_root(image, readonly=mount.readonly)), mount.source))
         if not path.exists():
-            where = "its source image" if image is not None else \
-                f"the context {mount.from_context}" if mount.from_context is not None else "the context"
-            raise DockwrightError(f"RUN --mount=type=bind: {mount.source or '/'} does not exist in {where}")
+            raise DockwrightError(f"RUN --mount=type={mount.type}: {mount.source or '/'} does not exist in its "
+                                  "source image")
         return path
+
+    def _context_path(self, mount: RunMount) -> Path:
+        """`source` in the mount's context directory as BuildKit's context has it: without what the context's
+        .dockerignore excludes (a view of the directory when that is anything below it)."""
+        from dockwright.run.contextview import filters, make_view
+
+        found = self.sources.context_source(mount)
+        if found is None:
+            raise DockwrightError(f"RUN --mount=type={mount.type}: this build has no context to read from")
+        root, rel, ignore = found
+        path = root / rel if rel else root
+        if not path.exists() or (ignore is not None and rel and ignore.matches(rel)):
+            where = f"the context {mount.from_context}" if mount.from_context is not None else "the context"
+            raise DockwrightError(f"RUN --mount=type={mount.type}: {mount.source or '/'} does not exist in {where}"
+                                  f"{' (.dockerignore excludes it)' if path.exists() else ''}")
+        if ignore is None or not path.is_dir() or not filters(ignore, rel):
+            return path
+        view = self._temp("ctx-") / "view"
+        view.mkdir()
+        make_view(root, rel, ignore, view)
+        return view
 
     def _cache(self, mount: RunMount) -> Path:
         name = hashlib.sha256(mount.id.encode()).hexdigest()[:32]
@@ -272,13 +310,13 @@ class Mounts:
         temp = directory.with_name(f"{directory.name}.new-{os.getpid()}")
         remove_tree(temp)
         image = self.sources.source_image(mount)
-        root = self._image_root(image, readonly=True) if image is not None else \
-            self.sources.contexts[mount.from_context] if mount.from_context is not None else None
-        if root is not None:
+        if image is not None:
             from dockwright.layers.copy import resolve_in_root
 
-            source = Path(resolve_in_root(str(root), mount.source))
+            source = Path(resolve_in_root(str(self._image_root(image, readonly=True)), mount.source))
             shutil.copytree(source, temp, symlinks=True)
+        elif mount.from_context is not None:
+            shutil.copytree(self._context_path(mount), temp, symlinks=True)
         else:
             temp.mkdir()
         os.chmod(temp, 0o755 if mount.mode is None else mount.mode)

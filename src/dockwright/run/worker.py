@@ -96,7 +96,8 @@ def run_outside(steps: RunSteps, inputs: RunInputs, image: BaseImage, temp: Path
             "images": described, "secrets": secrets,
             "sources": None if sources is None else {"cache_dir": str(sources.cache_dir),
                                                      "context": str(sources.context) if sources.context else None,
-                                                     "contexts": {k: str(v) for k, v in sources.contexts.items()}},
+                                                     "contexts": {k: str(v) for k, v in sources.contexts.items()},
+                                                     "dockerignore": dict(sources.dockerignore)},
         }  # fmt: skip
         answer = _converse(request, feeds, cancel)
     finally:
@@ -284,7 +285,8 @@ def _step(request: dict[str, Any]) -> LayerBlob:
                                lambda index: images[_image_key(index, None)],
                                lambda ref: images[_image_key(None, ref)],
                                {ident: Secret(ident, file=path) for ident, path in request["secrets"].items()},
-                               {name: Path(path) for name, path in request["sources"]["contexts"].items()})
+                               {name: Path(path) for name, path in request["sources"]["contexts"].items()},
+                               {name: tuple(patterns) for name, patterns in request["sources"]["dockerignore"].items()})
     step = RunStep("", files=tuple((name, base64.b64decode(data)) for name, data in request["files"]),
                    network=request["network"], mounts=tuple(RunMount(**mount) for mount in request["mounts"]))
     inputs = RunInputs(step, request["argv"], request["env"], request["user"], request["cwd"], "", "",
