@@ -59,6 +59,23 @@ def test_an_arg_after_an_env_wins_and_the_history_lists_every_arg(
     assert config["config"]["Env"][-4:] == ["A=env", "B=envb", "D=envd", "FROM_A=arg"]  # ARGs stay out of Env
 
 
+def test_a_build_arg_from_the_base_images_env_reaches_later_substitutions(
+    dockwright: RunDockwright, busybox_files: BusyboxBase, tmp_path: Path
+) -> None:
+    # BuildKit expands ARG P=${PATH}:/x with the base's PATH at once and $P after it is that value; dockwright
+    # knows the base's Env only when it builds, and substituted an empty P into Q and E
+    path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # the busybox base's
+    stderr, config = _build(dockwright, tmp_path, (
+        f"FROM oci-layout://{busybox_files.layout}:latest\n"
+        "ARG P=${PATH}:/x\n"
+        "ARG Q=${P}:/y\n"
+        "ENV E=$P\n"
+        'RUN echo "Q=$Q"\n'
+    ))
+    assert f"Q={path}:/x:/y" in stderr.splitlines()[1]
+    assert f"E={path}:/x" in config["config"]["Env"]
+
+
 def test_run_mounts_a_named_context_directory(dockwright: RunDockwright, busybox_files: BusyboxBase,
                                               tmp_path: Path) -> None:
     # BuildKit, frontend/dockerfile/dockerfile2llb/convert_runmount.go: a mount's from= names a stage, an image

@@ -85,6 +85,21 @@ def test_an_arg_after_an_env_of_its_name_wins_and_the_history_lists_every_arg() 
     assert isinstance(last, ConfigStep) and last.edit.env == (("FROM_A", "arg"), ("FROM_D", "envd"))
 
 
+def test_a_build_arg_that_uses_the_base_images_env_is_substituted_whole() -> None:
+    """ARG P=${PATH}:/x (PATH from the base image, unknown here): a later $P is P's template, since no config
+    holds P to resolve ${P} against (it came out empty); an operator on it is refused, not guessed."""
+    text = "FROM busybox\nARG P=${PATH}:/x\nARG Q=${P}:/y\nENV E=$P\nRUN run\n"
+    (step,) = runs(text)
+    assert dict(step.args)["Q"] == "${PATH}:/x:/y" and step.deferred
+    plan = plan_from_dockerfile(Path("."), text, platform=Platform.parse("linux/amd64"),
+                                build_platform=Platform.parse("linux/amd64"))
+    env_edit = next(s for s in plan.stages[0].steps if isinstance(s, ConfigStep) and s.edit.env
+                    and s.edit.env[0][0] == "E")
+    assert env_edit.edit.env == (("E", "${PATH}:/x"),)
+    with pytest.raises(DockwrightError, match="substitute it only whole"):
+        runs("FROM busybox\nARG P=${PATH}:/x\nARG R=${P:-z}\n")
+
+
 def test_a_stage_the_target_does_not_need_is_not_planned() -> None:
     assert runs("FROM scratch AS broken\nRUN exit 1\nFROM scratch\nRUN true\n") == [RunStep("true", line=4)]
 

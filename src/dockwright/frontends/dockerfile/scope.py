@@ -12,7 +12,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-from dockwright.frontends.dockerfile.shell import UNKNOWN, Expansion, escape_template
+from dockwright.frontends.dockerfile.shell import UNKNOWN, Deferred, Expansion, escape_template
 
 
 @dataclass
@@ -61,10 +61,14 @@ class Scope:
         return {key: self.args[key] for key, kind in self.last_set.items() if kind == "ARG"}
 
     def lookup(self, name: str) -> Any:
-        var = self.args.get(name) if self.last_set.get(name) == "ARG" else self.env.get(name)
+        from_arg = self.last_set.get(name) == "ARG"
+        var = self.args.get(name) if from_arg else self.env.get(name)
         if var is None:
             return None if self.env_complete else UNKNOWN
-        return UNKNOWN if var.template is not None else var.value
+        if var.template is None:
+            return var.value
+        # an ENV's template is resolved against the config that holds it; a build arg's is in no config
+        return Deferred(var.template) if from_arg else UNKNOWN
 
     def inherit(self) -> Scope:
         return Scope(dict(self.env), self.env_complete, self.workdir, self.user, self.shell)

@@ -10,9 +10,11 @@ pattern operators `${VAR#p}`, `${VAR##p}`, `${VAR%p}`, `${VAR%%p}`, `${VAR/p/r}`
 The frontend does not know the base image's Env. A lookup may therefore answer UNKNOWN, and the
 caller decides what an unknown variable means (`Unknown`): keep the reference for later
 (`DEFER`: the result carries a template, resolved once the inherited Env is known), treat it as
-unset, or refuse a plain `$VAR` (`ERROR`). A template is text in this same syntax with quotes
-disabled: literal `\\`, `$` and `}` (and `/` in a `${VAR/p/r}` pattern) are escaped with a
-backslash; dockwright.deferred resolves it without this lexer.
+unset, or refuse a plain `$VAR` (`ERROR`). A lookup may also answer a `Deferred` template: a build
+arg whose value used the base image's Env, which no config holds to resolve `${NAME}` against later;
+a plain reference to it becomes its template (an operator on it is refused). A template is text in
+this same syntax with quotes disabled: literal `\\`, `$` and `}` (and `/` in a `${VAR/p/r}` pattern)
+are escaped with a backslash; dockwright.deferred resolves it without this lexer.
 """
 
 from __future__ import annotations
@@ -45,7 +47,16 @@ class _Unknown(enum.Enum):
 
 
 UNKNOWN = _Unknown.UNKNOWN
-Lookup = Callable[[str], "str | _Unknown | None"]  # value, None = unset, UNKNOWN = not known here
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A variable whose value is `template` (see the module docstring)."""
+
+    template: str
+
+
+Lookup = Callable[[str], "str | _Unknown | Deferred | None"]  # value, None = unset, UNKNOWN = not known here
 
 
 class Unknown(enum.Enum):
@@ -257,6 +268,14 @@ class _Lexer:
     def _emit(self, out: _Out, name: str, op: str, word: _Out | None, *, split: bool,
               replacement: _Out | None = None) -> None:
         value = None if name in _SPECIAL else self.lookup(name)
+        if isinstance(value, Deferred):
+            if self.unknown is Unknown.DEFER and not op:
+                out.reference(value.template)
+                return
+            if self.unknown is Unknown.DEFER:
+                raise ShellError(f"${{{name}{op}...}}: the build arg {name} has a value that uses the base image's "
+                                 f"Env; dockwright can substitute it only whole (${name})")
+            value = UNKNOWN
         deferred_words = any(part is not None and part.deferred for part in (word, replacement))
         if op in _PATTERN_OPS and value is not UNKNOWN and deferred_words:
             raise ShellError(f"${{{name}{op}...}}: the pattern uses a variable of the base image's Env but "
