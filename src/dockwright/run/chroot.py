@@ -48,7 +48,7 @@ from dockwright.plan import RunMount
 from dockwright.run.isolation import RunUnavailable
 from dockwright.run.mounts import Mounts, OpenLayer
 from dockwright.run.snapshots import Snapshots, chain_ids, remove_tree
-from dockwright.run.spec import Process, home, hosts_file
+from dockwright.run.spec import Process, additional_gids, home, hosts_file
 
 if TYPE_CHECKING:
     from dockwright.run.treediff import TreeState
@@ -168,7 +168,7 @@ class ChrootBox:
         if not any(item.startswith("HOME=") for item in env):  # as runc: the user's home
             env.append(f"HOME={home(process.user.uid, self.read('etc/passwd'))}")
         orders = {"root": str(self.root), "cwd": process.cwd, "uid": process.user.uid, "gid": process.user.gid,
-                  "groups": list(dict.fromkeys([process.user.gid, *process.user.groups])),  # as runc sets them
+                  "groups": additional_gids(process.user),  # as the oci path gives them (BuildKit's)
                   "args": list(process.args), "env": env,
                   "mount": bool(capabilities() & (1 << CAP_SYS_ADMIN))}
         read_end, write_end = os.pipe()
