@@ -22,7 +22,7 @@ from build_checks import EPOCH_ENV, assert_user_error, cache_args, dockerfile_co
 from conftest import SRC, RunDockwright
 from debian import DebianBase
 from dockerfile_compare import file_tree, read_config, tree_differences
-from images import BusyboxBase, sh
+from images import BusyboxBase, run_oci_image, sh
 
 pytestmark = pytest.mark.requires("runc", "umoci")
 _GUARD = 120  # seconds: a guard against hangs, not an assertion
@@ -160,6 +160,28 @@ def test_it_needs_no_mount_or_namespace_privilege(busybox_files: BusyboxBase, tm
     assert (rootfs / "srv/data/id").read_text() == "uid=1500(builder) gid=1500(builder) groups=1500(builder)\n"
     assert (rootfs / "srv/data/n").read_text().strip() == "4"
     assert not (rootfs / "dev").exists() or not any((rootfs / "dev").iterdir())
+    assert _leftovers(tmp_path / "cache") == []
+
+
+@pytest.mark.requires("setpriv")
+def test_apt_get_install_without_mount_privilege_and_the_program_runs(debian_files: DebianBase,
+                                                                      tmp_path: Path) -> None:
+    """The usual CI Dockerfile, with apt's caches as cache mounts, where no container could start."""
+    context = dockerfile_context(tmp_path, (
+        f"FROM oci-layout://{debian_files.layout}:latest\n"
+        "RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \\\n"
+        "    --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \\\n"
+        "    apt-get update && apt-get install -y --no-install-recommends hello\n"
+        'CMD ["hello"]\n'
+    ))
+
+    _unprivileged("build", context, "--isolation", "chroot", "-t", "diff:chroot", "-o",
+                  f"type=oci,dest={tmp_path / 'image'},tar=false", *cache_args(tmp_path))
+
+    assert run_oci_image(tmp_path / "image", "chroot", tmp_path).splitlines() == ["Hello, world!"]
+    tree = file_tree(tmp_path / "image", "chroot", tmp_path)
+    assert "/usr/bin/hello" in tree and not any(path.endswith(".deb") for path in tree)
+    assert any((tmp_path / "cache/run-cache").rglob("hello_*.deb"))  # kept in the cache mount
     assert _leftovers(tmp_path / "cache") == []
 
 

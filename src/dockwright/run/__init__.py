@@ -9,6 +9,7 @@ mounts.py     RUN --mount (cache, bind, secret, tmpfs): prepared on the host, mo
 container.py  one container run: overlay mount, runtime, live output, clean-up
 diff.py       the overlay upper directory -> the layer's tar entries
 chroot.py     --isolation chroot: no runtime, overlay or namespace; a copied root file system per RUN
+chrootfiles.py what a chroot run places over the root (/dev, /etc/hosts, mounts) and takes back
 chrootexec.py the process that chroots, drops to the USER and execs the command
 treediff.py   a plain tree's changes since a metadata snapshot -> the layer's tar entries
 steps.py      the executor's RUN step: inputs, cache key, run -> layer (the only module the executor calls)

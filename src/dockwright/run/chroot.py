@@ -10,12 +10,13 @@ reach the cache (the layer directories the oci path shares would also need CAP_S
 trusted.* opaque marks). The run places what a container would mount there — /dev with the
 usual nodes (mknod), /proc and /sys as empty directories (mounted by the command's process when it has
 CAP_SYS_ADMIN), /etc/hosts and /etc/resolv.conf as the oci path gives them, heredoc scripts at
-/dev/pipes, RUN mounts — takes the snapshot of the tree's metadata (treediff.py), runs the command in a
-chroot as its user (chrootexec.py), takes back what it placed (originals back, parents' times kept) and
-diffs the tree. No namespaces: the command sees the host's processes and network (`--network=none` cannot
-be honoured and is an error) and the pod's hostname; as root it runs with the pod's capabilities, and
-chroot is no security boundary for it. When it ends, every process left in its session or its root is
-killed (as a container's end would), so nothing runs on and nothing holds its output open.
+/dev/pipes, RUN mounts (chrootfiles.py) — takes the snapshot of the tree's metadata (treediff.py), runs
+the command in a chroot as its user (chrootexec.py), takes back what it placed (originals back, parents'
+times kept) and diffs the tree. No namespaces: the command sees the host's processes and network
+(`--network=none` cannot be honoured and is an error) and the pod's hostname; as root it runs with the
+pod's capabilities, and chroot is no security boundary for it. When it ends, every process left in its
+session or its root is killed (as a container's end would), so nothing runs on and nothing holds its output
+open.
 
 RUN mounts (ChrootMounts): cache directories are moved into the tree and back (renamed: one RUN at a time
 uses a cache, `sharing=shared` waits as `locked`); binds from a stage or image are extracted, from the
@@ -25,12 +26,10 @@ in as files and removed; tmpfs is an empty directory (no size limit)."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
 import signal
-import stat
 import subprocess
 import sys
 import threading
@@ -41,10 +40,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from dockwright.layers.tar import TarEntry
-from dockwright.model.errors import DockwrightError
 from dockwright.model.image import BaseImage, Layer
 from dockwright.parallel import POLL_SECONDS, check_cancelled
 from dockwright.plan import RunMount
+from dockwright.run.chrootfiles import HINT, Placed, copy_in, make_dev, move_in, write_file
 from dockwright.run.isolation import RunUnavailable
 from dockwright.run.mounts import Mounts, OpenLayer
 from dockwright.run.snapshots import Snapshots, chain_ids, remove_tree
@@ -57,12 +56,6 @@ log = logging.getLogger("dockwright")
 
 _CAPS = {"CAP_CHOWN": 0, "CAP_FOWNER": 3, "CAP_SETGID": 6, "CAP_SETUID": 7, "CAP_SYS_CHROOT": 18, "CAP_MKNOD": 27}
 CAP_SYS_ADMIN = 21
-_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
-_DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-              ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))
-_HINT = "run dockwright as root in a container with Docker's default capabilities, or use --isolation oci"
-
-
 def capabilities() -> int:
     """This process's effective capability set (a bit mask)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -82,7 +75,7 @@ def check() -> None:
     missing = [name for name, bit in _CAPS.items() if not caps & (1 << bit)]
     if missing:
         raise RunUnavailable(f"--isolation chroot needs the capabilities {', '.join(missing)}, which this process "
-                             "lacks", hint=_HINT)
+                             "lacks", hint=HINT)
     if not caps & (1 << CAP_SYS_ADMIN):
         log.info("--isolation chroot without CAP_SYS_ADMIN: RUN commands get no /proc and no /sys")
 
@@ -97,7 +90,7 @@ class ChrootBox:
         self.open_layer = open_layer
         self.temp = trees.temp_dir()
         self.root = self.temp / "root"
-        self.placed = _Placed(self.root, self.temp / "aside")
+        self.placed = Placed(self.root, self.temp / "aside")
         self.before: TreeState | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.ended = False  # its processes are all gone (its session id may be reused: kill nothing more)
@@ -128,7 +121,7 @@ class ChrootBox:
             tree = self.trees.path(chains[have - 1])
             with contextlib.suppress(OSError):
                 os.utime(tree)  # recently used (for pruning)
-            _copy(str(tree), str(self.root))
+            copy_in(str(tree), str(self.root))
         _extract(layers[have:], self.root, self.image.name, self.open_layer)
         os.chmod(self.root, 0o755)
 
@@ -261,23 +254,23 @@ class ChrootBox:
     # ------------------------------------------------------------------ what a container would mount
 
     def _place(self, process: Process, files: Sequence[tuple[str, bytes]]) -> None:
-        self.placed.put("dev", lambda path: _make_dev(path, files))
+        self.placed.put("dev", lambda path: make_dev(path, files))
         for name in ("proc", "sys"):
             self.placed.put(name, lambda path: os.mkdir(path, 0o755))
         hosts = hosts_file()
-        self.placed.put("etc/hosts", lambda path: _write(path, hosts, 0o644))
+        self.placed.put("etc/hosts", lambda path: write_file(path, hosts, 0o644))
         if os.path.exists("/etc/resolv.conf"):
             resolv = Path("/etc/resolv.conf").read_bytes()
-            self.placed.put("etc/resolv.conf", lambda path: _write(path, resolv, 0o644))
+            self.placed.put("etc/resolv.conf", lambda path: write_file(path, resolv, 0o644))
         for mount in process.mounts:
             target, source = mount["destination"].strip("/"), mount.get("source", "")
             if mount["type"] == "tmpfs":
                 self.placed.put(target, lambda path: (os.mkdir(path), os.chmod(path, 0o1777)))
             elif mount["type"] == "move":
-                self.placed.put(target, lambda path, s=source: _move_in(s, path),
+                self.placed.put(target, lambda path, s=source: move_in(s, path),
                                 give_back=lambda path, s=source: os.rename(path, s))
             else:
-                self.placed.put(target, lambda path, s=source: _copy(s, path))
+                self.placed.put(target, lambda path, s=source: copy_in(s, path))
 
 
 class ChrootMounts(Mounts):
@@ -311,157 +304,12 @@ class ChrootMounts(Mounts):
         self.oci.append({"destination": target, "type": "move" if movable else "copy", "source": str(source)})
 
 
-class _Placed:
-    """Paths placed over the tree for one run: what was there is moved aside and comes back after it;
-    missing parent directories are made (and removed again when the command left them empty); the parents'
-    modification times are kept as the command left them."""
-
-    def __init__(self, root: Path, aside: Path) -> None:
-        self.root = root
-        self.aside = aside
-        self.items: list[tuple[str, Path | None, Callable[[str], object] | None]] = []
-        self.made: list[str] = []  # parent directories made for them (relative)
-        self.paths: list[str] = []  # where they are (relative, symlinks in their parents resolved)
-
-    def put(self, target: str, make: Callable[[str], object],
-            give_back: Callable[[str], object] | None = None) -> None:
-        from dockwright.layers.copy import resolve_in_root
-
-        parent_rel, _, name = target.rpartition("/")
-        parent = resolve_in_root(str(self.root), parent_rel)
-        rel_parent = os.path.relpath(parent, self.root)
-        rel_parent = "" if rel_parent == "." else rel_parent
-        missing = []
-        probe = parent
-        while not os.path.lexists(probe):
-            missing.append(os.path.relpath(probe, self.root))
-            probe = os.path.dirname(probe)
-        os.makedirs(parent, 0o755, exist_ok=True)
-        self.made.extend(reversed(missing))
-        rel = f"{rel_parent}/{name}" if rel_parent else name
-        path = os.path.join(parent, name)
-        original = None
-        if os.path.lexists(path):
-            self.aside.mkdir(exist_ok=True)
-            original = self.aside / str(len(self.items))
-            os.rename(path, original)
-        self.items.append((rel, original, give_back))
-        self.paths.append(rel)
-        make(path)
-
-    def take_back(self) -> None:
-        """Undo every placement (last first); safe to call twice."""
-        if not self.items and not self.made:
-            return
-        parents = {os.path.dirname(rel) for rel, _, _ in self.items} | {os.path.dirname(m) for m in self.made}
-        times = {p: os.lstat(self._host(p)) for p in parents if _is_real_dir(self.root, p)}
-        errors: list[BaseException] = []
-        while self.items:
-            rel, original, give_back = self.items.pop()
-            if not _is_real_dir(self.root, os.path.dirname(rel)):  # the command replaced a parent: leave it
-                log.warning("RUN replaced a parent of /%s: left as the command made it", rel)
-                continue
-            path = self._host(rel)
-            try:
-                if give_back is not None and os.path.lexists(path):
-                    give_back(path)
-                _remove(path)
-                if original is not None:
-                    os.rename(original, path)
-            except OSError as exc:
-                errors.append(exc)
-        for made in reversed(self.made):
-            with contextlib.suppress(OSError):  # not empty: the command wrote there, it stays
-                os.rmdir(self._host(made))
-        self.made.clear()
-        for parent, st in times.items():
-            if _is_real_dir(self.root, parent):
-                os.utime(self._host(parent), ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-        if errors:
-            raise DockwrightError(f"cannot restore the root file system after RUN: {errors[0]}")
-
-    def _host(self, rel: str) -> str:
-        return os.path.join(self.root, rel) if rel else str(self.root)
-
-
 def _extract(layers: Sequence[Layer], root: Path, name: str | None, open_layer: OpenLayer) -> None:
     """`layers` applied one after the other to `root` (made when missing), faithfully."""
     from dockwright.layers.rootfs import RootFS
 
     RootFS.from_layers([open_layer(layer) for layer in layers], root, faithful=True,
                        names=[layer.descriptor.digest for layer in layers], where=name or "the image")
-
-
-def _is_real_dir(root: Path, rel: str) -> bool:
-    """Whether `rel` and every directory above it below `root` is a directory, not a symlink."""
-    path = str(root)
-    for part in [p for p in rel.split("/") if p]:
-        path = os.path.join(path, part)
-        try:
-            if not stat.S_ISDIR(os.lstat(path).st_mode):
-                return False
-        except OSError:
-            return False
-    return True
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        remove_tree(Path(path))
-    elif os.path.lexists(path):
-        os.unlink(path)
-
-
-def _write(path: str, data: bytes, mode: int) -> None:
-    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode), "wb") as file:
-        file.write(data)
-    os.chmod(path, mode)
-
-
-def _copy(source: str, path: str) -> None:
-    """A copy with owners, modes, times, xattrs and hard links (cp -a: coreutils' or busybox's)."""
-    done = subprocess.run(["cp", "-a", source, path], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise DockwrightError(f"RUN --mount under --isolation chroot: cannot copy {source}: {done.stderr.strip()}")
-
-
-def _move_in(source: str, path: str) -> None:
-    try:
-        os.rename(source, path)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        raise DockwrightError(f"RUN --mount under --isolation chroot moves {source} into the root file system, "
-                              "which is on another file system", hint="keep --cache-dir (and TMPDIR with --no-cache) "
-                              "on one file system") from None
-
-
-def _make_dev(path: str, files: Sequence[tuple[str, bytes]]) -> None:
-    """/dev as a container has it: the usual nodes, /dev/shm, /dev/pts, the fd links, heredoc scripts in /dev/pipes."""
-    os.mkdir(path, 0o755)
-    for name, major, minor in _DEVICES:
-        node = os.path.join(path, name)
-        try:
-            os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(major, minor))
-        except PermissionError:
-            raise RunUnavailable("--isolation chroot cannot make /dev/null for the command (mknod: no CAP_MKNOD, "
-                                 "or a device cgroup forbids it)", hint=_HINT) from None
-        os.chmod(node, 0o666)
-    try:
-        os.close(os.open(os.path.join(path, "null"), os.O_WRONLY))
-    except PermissionError:
-        raise RunUnavailable("--isolation chroot: the cache directory's file system is mounted nodev, where /dev/null "
-                             "cannot work", hint="point --cache-dir at a file system without nodev") from None
-    for name, target in _DEV_LINKS:
-        os.symlink(target, os.path.join(path, name))
-    for name, mode in (("shm", 0o1777), ("pts", 0o755)):
-        os.mkdir(os.path.join(path, name))
-        os.chmod(os.path.join(path, name), mode)
-    if files:
-        pipes = os.path.join(path, "pipes")
-        os.mkdir(pipes, 0o755)
-        for name, data in files:
-            _write(os.path.join(pipes, name), data, 0o755)
 
 
 def _processes() -> Iterable[int]:
