@@ -59,6 +59,26 @@ def test_an_arg_after_an_env_wins_and_the_history_lists_every_arg(
     assert config["config"]["Env"][-4:] == ["A=env", "B=envb", "D=envd", "FROM_A=arg"]  # ARGs stay out of Env
 
 
+def test_a_stage_from_a_stage_inherits_its_args(dockwright: RunDockwright, busybox_files: BusyboxBase,
+                                               tmp_path: Path) -> None:
+    # BuildKit, convert.go: dispatchState.init starts a stage FROM another with its state (ARGs in its env)
+    # and its build args; the config's Env is then set over them (dispatchStages). The Docker docs' example
+    # (build/building/variables, "Scoping"); buildah 1.28 does not inherit them
+    stderr, config = _build(dockwright, tmp_path, (
+        f"FROM oci-layout://{busybox_files.layout}:latest AS base\n"
+        'ARG NAME="joe"\n'
+        "ENV X=env\n"
+        "ARG X=arg\n"
+        "FROM base AS build\n"
+        'RUN echo "hello $NAME! X=$X"\n'
+        "ENV GREETING=hi-$NAME\n"
+    ))
+    assert "hello joe! X=env" in stderr  # the config's X is set over the inherited ARG
+    assert 'RUN |2 NAME=joe X=env /bin/sh -c echo "hello $NAME! X=$X" # buildkit' in \
+        [entry.get("created_by") for entry in config["history"]]
+    assert "GREETING=hi-joe" in config["config"]["Env"] and "NAME=joe" not in config["config"]["Env"]
+
+
 def test_a_build_arg_from_the_base_images_env_reaches_later_substitutions(
     dockwright: RunDockwright, busybox_files: BusyboxBase, tmp_path: Path
 ) -> None:

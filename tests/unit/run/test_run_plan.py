@@ -100,6 +100,20 @@ def test_a_build_arg_that_uses_the_base_images_env_is_substituted_whole() -> Non
         runs("FROM busybox\nARG P=${PATH}:/x\nARG R=${P:-z}\n")
 
 
+def test_a_stage_from_a_stage_inherits_its_args() -> None:
+    """BuildKit (convert.go dispatchState.init): a stage FROM an earlier stage starts with its environment,
+    ARGs included, with the config's Env set over them again; its RUN history lists them."""
+    text = "FROM {base} AS base\nARG NAME=joe\nENV X=1\nARG X=argx\nFROM base\nRUN run\nENV HI=hi-$NAME\n"
+    (_, known) = runs(text.format(base="scratch") + "RUN again\n")
+    assert (known.args, known.arg_names, known.deferred) == ((("NAME", "joe"),), ("NAME", "X"), False)
+    (unknown,) = runs(text.format(base="busybox"))
+    assert unknown.args == (("NAME", "${NAME-joe}"),) and unknown.deferred  # the base's Env would win
+    plan = plan_from_dockerfile(Path("."), text.format(base="scratch"), platform=Platform.parse("linux/amd64"),
+                                build_platform=Platform.parse("linux/amd64"))
+    last = plan.stages[-1].steps[-1]
+    assert isinstance(last, ConfigStep) and last.edit.env == (("HI", "hi-joe"),)
+
+
 def test_a_stage_the_target_does_not_need_is_not_planned() -> None:
     assert runs("FROM scratch AS broken\nRUN exit 1\nFROM scratch\nRUN true\n") == [RunStep("true", line=4)]
 

@@ -229,10 +229,10 @@ class _Frontend(ConfigInstructions):
                 self.error("RUN requires at least one argument")
         else:
             run, files = self.run_text(command)
-        args = scope.arg_values()
+        args = {**scope.inherited_values(), **scope.arg_values()}
         deferred = any(var.template is not None for var in args.values())
-        proxies = tuple((key, value) for key, value in self.build_args.items()
-                        if key in _PROXY_ARGS and key not in scope.args and key not in scope.env)
+        proxies = tuple((key, value) for key, value in self.build_args.items() if key in _PROXY_ARGS
+                        and key not in scope.args and key not in scope.env and key not in scope.inherited)
         return [RunStep(run, shell=scope.shell, files=files, network=network, mounts=mounts, line=self.line,
                         args=tuple((key, as_text(Expansion(var.value, var.template), deferred))
                                    for key, var in args.items()),
