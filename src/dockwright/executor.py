@@ -69,7 +69,7 @@ class Builder:
 
     def __post_init__(self) -> None:
         self._compression().resolved_level()  # a bad level is the build's, not its first layer's
-        self._facts = LayerFacts(self.cache)
+        self._facts = LayerFacts(self.cache, self._opener)
         self._layers = LayerCache(self.cache, self._compression(), use_cache=self.options.use_cache,
                                   facts=self._facts, cancel=self.cancel, progress=self.progress)
 

@@ -142,11 +142,12 @@ def test_run_mounts_of_the_context_leave_out_what_dockerignore_excludes(
 
 
 @pytest.mark.requires("docker-registry", "skopeo")
-def test_a_base_layer_downloaded_for_a_run_shows_as_a_transfer(dockwright: RunDockwright, busybox_base: BusyboxBase,
-                                                              tmp_path: Path) -> None:
-    """The base's layers, downloaded when RUN extracts them, are reported as `pull DIGEST` transfers, as the
-    blobs an output needs are (README, Progress)."""
-    context = dockerfile_context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN true\n")
+@pytest.mark.parametrize("instruction", ["RUN true", "WORKDIR /srv/made"])
+def test_a_base_layer_downloaded_for_a_step_shows_as_a_transfer(instruction: str, dockwright: RunDockwright,
+                                                               busybox_base: BusyboxBase, tmp_path: Path) -> None:
+    """The base's layers, downloaded when RUN extracts them or WORKDIR reads which directories they hold, are
+    reported as `pull DIGEST` transfers, as the blobs an output needs are (README, Progress)."""
+    context = dockerfile_context(tmp_path, f"FROM {busybox_base.oci_ref}\n{instruction}\n")
     proc = dockwright("build", context, "--progress", "rawjson", "-o", f"type=oci,dest={tmp_path / 'out'},tar=false",
                       *cache_args(tmp_path))
     events = [json.loads(line) for line in proc.stderr.splitlines()]

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from dockwright.cache import Cache
     from dockwright.layers.dirindex import LayerIndex
     from dockwright.model.image import Layer
@@ -21,6 +23,8 @@ log = logging.getLogger("dockwright")
 @dataclass
 class LayerFacts:
     cache: Cache
+    # how a layer's blob is read when its index is made (the executor's shows a download as a transfer)
+    open_layer: Callable[[Layer], Callable[[], Iterable[bytes]]] | None = None
     _indexes: dict[str, LayerIndex] = field(default_factory=dict)
     _machines: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     _warned: set[tuple[str, str]] = field(default_factory=set)
@@ -35,7 +39,8 @@ class LayerFacts:
             known = LayerIndex.from_json(self.cache.lookup_json(self.cache.indexes, digest))
         if known is None:
             log.info("reading the directories of layer %s", digest[:19])
-            known = LayerIndex.read(layer.source.open(), f"layer {digest}")
+            chunks = self.open_layer(layer)() if self.open_layer is not None else layer.source.open()
+            known = LayerIndex.read(chunks, f"layer {digest}")
             self.cache.store_json(self.cache.indexes, digest, known.to_json())
         self._indexes[digest] = known
         return known
