@@ -243,6 +243,35 @@ def test_ctrl_c_kills_the_command_at_once_and_leaves_nothing(busybox_files: Busy
     assert not (tmp_path / "out.tar").exists()
 
 
+def test_the_library_s_cancel_kills_the_command(busybox_files: BusyboxBase, tmp_path: Path) -> None:
+    import logging
+    import threading
+
+    import dockwright
+
+    context = dockerfile_context(tmp_path, f"FROM oci-layout://{busybox_files.layout}:latest\n"
+                                           "RUN echo started; sleep 3174\n")
+    cancel = threading.Event()
+
+    class _CancelOnStart(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "#1 started":
+                cancel.set()
+
+    handler = _CancelOnStart()
+    logger = logging.getLogger("dockwright")
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        with pytest.raises(dockwright.Cancelled):
+            dockwright.build(context, cancel=cancel, cache_dir=tmp_path / "cache", isolation="chroot")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+    assert _leftovers(tmp_path / "cache", "sleep 3174") == []
+
+
 def test_run_mounts_without_mounting(dockwright: RunDockwright, busybox_files: BusyboxBase, tmp_path: Path) -> None:
     """cache (moved in and out: persists, never in the image), secret (copied in, removed, never in a blob),
     tmpfs (an empty directory), bind from a stage and from the context (copies: writes are discarded)."""
