@@ -78,6 +78,13 @@ class Builder:
         return mutate.timestamp(self.options.source_date_epoch)
 
     def build(self, planner: Planner) -> BuildResult:
+        try:
+            return self._build(planner)
+        finally:
+            if self._runs is not None:
+                self._runs.close()
+
+    def _build(self, planner: Planner) -> BuildResult:
         wanted = parse_platforms(self.options.platforms)
         explicit = self.options.platforms is not None
         if wanted == "all":

@@ -79,10 +79,10 @@ def _base(name: str, request: pytest.FixtureRequest) -> str:
 
 
 def _leftovers(cache: Path, marker: str = "") -> list[str]:
-    """What a chroot RUN could leave behind: temporary trees, mounts, processes rooted in the cache or
-    running `marker`."""
+    """What a chroot RUN could leave behind: temporary trees, trees left for a later RUN that none took, mounts,
+    processes rooted in the cache or running `marker`."""
     temps = [p.name for name in ("rootfs-chroot", "tmp") for p in (cache / name).glob("*")
-             if name == "tmp" or p.name.startswith("tmp-")]
+             if name == "tmp" or p.name.startswith(("tmp-", "left-"))]
     mounts = [line for line in Path("/proc/mounts").read_text().splitlines() if str(cache) in line]
     processes = []
     for pid in filter(str.isdigit, os.listdir("/proc")):

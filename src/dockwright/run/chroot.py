@@ -2,11 +2,12 @@
 no CAP_SYS_ADMIN, so no mount and no namespace, but Docker's default capabilities CAP_SYS_CHROOT,
 CAP_MKNOD, CAP_CHOWN, CAP_FOWNER, CAP_SETUID and CAP_SETGID).
 
-Each RUN gets a root file system of its own: a copy (`cp -a`) of a whole tree kept in the cache by chain ID
-(CACHE/rootfs-chroot; extracted once, faithfully: owners, modes, xattrs, hard links), with any layers above
-it extracted on top; after a successful RUN that copy becomes the tree of the new chain, so the next RUN
-starts from it. A copy, not hard links or an overlay: the command writes in place, and nothing it does can
-reach the cache (the layer directories the oci path shares would also need CAP_SYS_ADMIN for their
+Each RUN gets a root file system of its own, with any layers above the tree it starts from extracted on
+top: the tree a RUN before it left in the cache for its chain (CACHE/rootfs-chroot/left-CHAIN: taken by
+a rename, by one RUN only, never copied; what no RUN takes goes at the build's end, RunSteps.close), else a
+copy (`cp -a`) of the whole tree of a base kept by chain ID (extracted once, faithfully: owners, modes,
+xattrs, hard links). A copy, not hard links or an overlay: the command writes in place, and nothing it does
+can reach a kept tree (the layer directories the oci path shares would also need CAP_SYS_ADMIN for their
 trusted.* opaque marks). The run places what a container would mount there — /dev with the
 usual nodes (mknod), /proc and /sys as empty directories (mounted by the command's process when it has
 CAP_SYS_ADMIN), /etc/hosts and /etc/resolv.conf as the oci path gives them, heredoc scripts at
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from dockwright.run.treediff import TreeState
 
 log = logging.getLogger("dockwright")
+LEFT = "left-"  # a tree a RUN left in the cache for the next RUN on its chain to take (once; never copied)
 
 _CAPS = {"CAP_CHOWN": 0, "CAP_FOWNER": 3, "CAP_SETGID": 6, "CAP_SETUID": 7, "CAP_SYS_CHROOT": 18, "CAP_MKNOD": 27}
 CAP_SYS_ADMIN = 21
@@ -104,11 +106,23 @@ class ChrootBox:
         return self
 
     def _materialise(self) -> None:
-        """The root file system: a copy of the cached tree of the longest prefix of the image's layer chain that
-        has one (the whole chain's extracted and kept first when none has), the layers above it extracted on top."""
+        """The root file system from the tree of the longest prefix of the image's layer chain that the cache has,
+        with the layers above it extracted on top: a tree a RUN left (taken: renamed, no copy), or a copy of a
+        base's tree (the whole chain's is extracted and kept first when there is none)."""
         layers = self.image.layers
         chains = chain_ids([layer.diff_id for layer in layers])
-        have = next((count for count in range(len(chains), 0, -1) if self.trees.path(chains[count - 1]).is_dir()), 0)
+        have = 0
+        for count in range(len(chains), 0, -1):
+            if _take(self.trees.root / (LEFT + _hex(chains[count - 1])), self.root):
+                have = count
+                break
+            tree = self.trees.path(chains[count - 1])
+            if tree.is_dir():
+                with contextlib.suppress(OSError):
+                    os.utime(tree)  # recently used (for pruning)
+                copy_in(str(tree), str(self.root))
+                have = count
+                break
         if have == 0 and layers:
             fresh = self.trees.temp_dir()
             try:
@@ -116,22 +130,23 @@ class ChrootBox:
                 self.trees.adopt(fresh / "root", chains[-1])
             finally:
                 remove_tree(fresh)
+            copy_in(str(self.trees.path(chains[-1])), str(self.root))
             have = len(layers)
-        if have:
-            tree = self.trees.path(chains[have - 1])
-            with contextlib.suppress(OSError):
-                os.utime(tree)  # recently used (for pruning)
-            copy_in(str(tree), str(self.root))
         _extract(layers[have:], self.root, self.image.name, self.open_layer)
         os.chmod(self.root, 0o755)
 
-    def keep(self, diff_ids: Sequence[str]) -> None:
-        """After the layer is written: keep the tree (now the root file system of `diff_ids`, the image's and the
-        new layer's) in the cache for the next RUN on that chain, unless one is there."""
-        if diff_ids and self.before is not None and not self.placed.items:
-            chain = chain_ids(diff_ids)[-1]
-            if not self.trees.path(chain).exists():
-                self.trees.adopt(self.root, chain)
+    def keep(self, diff_ids: Sequence[str]) -> Path | None:
+        """After the layer is written: leave the tree (now the root file system of `diff_ids`, the image's and the
+        new layer's, if any) in the cache for one later RUN on that chain to take; where it is, or None."""
+        if not diff_ids or self.before is None or self.placed.items:
+            return None
+        left = self.trees.root / (LEFT + _hex(chain_ids(diff_ids)[-1]))
+        os.chmod(self.root, 0o755)
+        try:
+            os.rename(self.root, left)
+        except OSError:  # one is there already
+            return None
+        return left
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
@@ -302,6 +317,29 @@ class ChrootMounts(Mounts):
     def _bind(self, target: str, source: Path, readonly: bool) -> None:
         movable = any(source == root or root in source.parents for root in self._movable)
         self.oci.append({"destination": target, "type": "move" if movable else "copy", "source": str(source)})
+
+
+def discard(trees: Snapshots, left: Sequence[Path]) -> None:
+    """Remove the trees RUNs of a build left (keep) that no later RUN took (renamed first: none is taken meanwhile)."""
+    for path in left:
+        temp = trees.temp_dir()
+        if _take(path, temp / "root"):
+            remove_tree(temp)
+        else:
+            temp.rmdir()
+
+
+def _take(path: Path, to: Path) -> bool:
+    """Rename `path` (a tree one RUN may take) to `to`; False when it is not there (or another took it)."""
+    try:
+        os.rename(path, to)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
+
+
+def _hex(chain: str) -> str:
+    return chain.partition(":")[2]
 
 
 def _extract(layers: Sequence[Layer], root: Path, name: str | None, open_layer: OpenLayer) -> None:

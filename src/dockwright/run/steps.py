@@ -74,6 +74,7 @@ class RunSteps:
         self._snapshots: Snapshots | None = None
         self._count = 0
         self._lock = threading.Lock()
+        self._left: list[Path] = []  # --isolation chroot: trees RUNs left for a later RUN to take
 
     def prepare(self, step: RunStep, image: BaseImage, args: Sequence[tuple[str, str]], flag: bool,
                 sources: MountSources | None = None) -> RunInputs:
@@ -134,7 +135,10 @@ class RunSteps:
                 self._execute(chroot, inputs, image, chroot_mounts, cancel)
                 entries = chroot.entries(self.epoch)
                 layer = write(entries)
-                chroot.keep([*(lay.diff_id for lay in image.layers), *([layer.diff_id] if entries else [])])
+                left = chroot.keep([*(lay.diff_id for lay in image.layers), *([layer.diff_id] if entries else [])])
+                if left is not None:
+                    with self._lock:
+                        self._left.append(left)
                 return layer
         lowers = snapshots.layer_dirs([(layer.diff_id, self.open_layer(layer), layer.descriptor.digest)
                                        for layer in image.layers])
@@ -161,6 +165,14 @@ class RunSteps:
         box.run(process, inputs.shown, inputs.step.files, cancel=cancel, mask=mounts.mask if mounts else None,
                 output=lambda line: log.info("%s %s", inputs.label, line))
         box.finish()
+
+    def close(self) -> None:
+        """At the build's end: remove what its RUNs left for later ones and none took."""
+        if self._left and self._snapshots is not None:
+            from dockwright.run.chroot import discard
+
+            discard(self._snapshots, self._left)
+            self._left.clear()
 
     def _setup(self) -> tuple[Isolation, Snapshots]:
         with self._lock:
