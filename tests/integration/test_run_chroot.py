@@ -149,7 +149,8 @@ def test_it_needs_no_mount_or_namespace_privilege(busybox_files: BusyboxBase, tm
     proc = _unprivileged("build", context, "--isolation", "chroot", "-t", "diff:chroot", "-o",
                          f"type=oci,dest={tmp_path / 'image'},tar=false", *cache_args(tmp_path))
 
-    assert oci.returncode != 0 and "error: " in oci.stderr  # what chroot isolation is for
+    assert_user_error(oci, "--isolation oci needs CAP_SYS_ADMIN")  # what chroot isolation is for
+    assert "hint: use --isolation chroot" in oci.stderr
     assert "#1 no /proc here" in proc.stderr and "#2 cannot unshare" in proc.stderr
     assert "RUN commands get no /proc and no /sys" in proc.stderr
     tree = file_tree(tmp_path / "image", "chroot", tmp_path)

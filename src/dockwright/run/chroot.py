@@ -45,7 +45,7 @@ from dockwright.model.image import BaseImage, Layer
 from dockwright.parallel import POLL_SECONDS, check_cancelled
 from dockwright.plan import RunMount
 from dockwright.run.chrootfiles import HINT, Placed, copy_in, make_dev, move_in, write_file
-from dockwright.run.isolation import RunUnavailable
+from dockwright.run.isolation import CAP_SYS_ADMIN, RunUnavailable, capabilities
 from dockwright.run.mounts import Mounts, OpenLayer
 from dockwright.run.snapshots import Snapshots, chain_ids, remove_tree
 from dockwright.run.spec import Process, additional_gids, home, hosts_file
@@ -57,15 +57,6 @@ log = logging.getLogger("dockwright")
 LEFT = "left-"  # a tree a RUN left in the cache for the next RUN on its chain to take (once; never copied)
 
 _CAPS = {"CAP_CHOWN": 0, "CAP_FOWNER": 3, "CAP_SETGID": 6, "CAP_SETUID": 7, "CAP_SYS_CHROOT": 18, "CAP_MKNOD": 27}
-CAP_SYS_ADMIN = 21
-def capabilities() -> int:
-    """This process's effective capability set (a bit mask)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return int(line.split()[1], 16)
-    return 0
-
-
 def check() -> None:
     """Raise RunUnavailable when chroot isolation cannot work here."""
     from dockwright.run.userns import in_user_namespace

@@ -40,10 +40,22 @@ OVERLAY_ENV = "DOCKWRIGHT_OVERLAY"  # "kernel", "fuse", or unset: the kernel's, 
 OVERLAYS = ("kernel", "fuse")
 USER_OPAQUE_XATTR = "user.overlay.opaque"
 RUNTIMES = ("runc", "crun")
+CAP_SYS_ADMIN = 21
 _OVERLAY_PARAMETERS = Path("/sys/module/overlay/parameters")
 _BINFMT = Path("/proc/sys/fs/binfmt_misc")
 _QEMU_NAMES = {"amd64": "x86_64", "arm64": "aarch64", "arm": "arm", "386": "i386", "ppc64le": "ppc64le",
                "s390x": "s390x", "riscv64": "riscv64", "mips64le": "mips64el"}
+
+
+def capabilities() -> int:
+    """This process's effective capability set (a bit mask of CAP_* numbers)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
 
 
 class RunUnavailable(DockwrightError):
@@ -131,8 +143,14 @@ def choose(name: str = "oci", runtime: str | None = None) -> Isolation:
 
         check()
         return Isolation("chroot", "")  # no runtime
-    path = _find_runtime(runtime)
     from dockwright.run.userns import in_user_namespace
+
+    if name == "oci" and os.geteuid() == 0 and not in_user_namespace() and not capabilities() & (1 << CAP_SYS_ADMIN):
+        raise RunUnavailable("RUN with --isolation oci needs CAP_SYS_ADMIN (to mount its root file system and make the "
+                             "container's namespaces), which this process lacks: an unprivileged container",
+                             hint="use --isolation chroot (no runtime and no namespace: see the README), or run in a "
+                                  "privileged container")
+    path = _find_runtime(runtime)
 
     if os.geteuid() != 0:
         raise RunUnavailable(f"RUN needs root or a user namespace to mount its root file system (dockwright "
