@@ -167,12 +167,15 @@ def test_it_needs_no_mount_or_namespace_privilege(busybox_files: BusyboxBase, tm
 @pytest.mark.requires("setpriv")
 def test_apt_get_install_without_mount_privilege_and_the_program_runs(debian_files: DebianBase,
                                                                       tmp_path: Path) -> None:
-    """The usual CI Dockerfile, with apt's caches as cache mounts, where no container could start."""
+    """The usual CI Dockerfile, with apt's caches as cache mounts, where no container could start; a file
+    capability set by one RUN (CAP_SETFCAP is a default capability) is in the image and seen by the next."""
     context = dockerfile_context(tmp_path, (
         f"FROM oci-layout://{debian_files.layout}:latest\n"
         "RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \\\n"
         "    --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \\\n"
-        "    apt-get update && apt-get install -y --no-install-recommends hello\n"
+        "    apt-get update && apt-get install -y --no-install-recommends hello libcap2-bin\n"
+        "RUN cp /bin/sleep /usr/local/bin/portsleep && setcap cap_net_bind_service+ep /usr/local/bin/portsleep\n"
+        "RUN getcap /usr/local/bin/portsleep > /caps-seen-by-the-next-run\n"
         'CMD ["hello"]\n'
     ))
 
@@ -180,6 +183,9 @@ def test_apt_get_install_without_mount_privilege_and_the_program_runs(debian_fil
                   f"type=oci,dest={tmp_path / 'image'},tar=false", *cache_args(tmp_path))
 
     assert run_oci_image(tmp_path / "image", "chroot", tmp_path).splitlines() == ["Hello, world!"]
+    assert run_oci_image(tmp_path / "image", "chroot", tmp_path, ["sh", "-c", "getcap /usr/local/bin/portsleep; "
+                         "cat /caps-seen-by-the-next-run"]).splitlines() == \
+        ["/usr/local/bin/portsleep cap_net_bind_service=ep"] * 2  # setcap's xattr: in the layer, and in the tree
     tree = file_tree(tmp_path / "image", "chroot", tmp_path)
     assert "/usr/bin/hello" in tree and not any(path.endswith(".deb") for path in tree)
     assert any((tmp_path / "cache/run-cache").rglob("hello_*.deb"))  # kept in the cache mount
