@@ -40,6 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from dockwright.cache import SIZE_PREFIX
 from dockwright.layers.tar import TarEntry
 from dockwright.model.image import BaseImage, Layer
 from dockwright.parallel import POLL_SECONDS, check_cancelled
@@ -326,6 +327,7 @@ def _take(path: Path, to: Path) -> bool:
         os.rename(path, to)
     except (FileNotFoundError, NotADirectoryError):
         return False
+    path.with_name(SIZE_PREFIX + path.name).unlink(missing_ok=True)  # the cache's memo of its size, if any
     return True
 
 
