@@ -127,10 +127,12 @@ def resolve_user(spec: str, passwd: bytes | None, group: bytes | None, where: st
     the group (a name or gid) in /etc/group; without a group, the supplementary groups are those listing
     the user as a member (moby/sys/user GetExecUser)."""
     spec = spec or "0"
-    user_part, has_group, group_part = spec.partition(":")
+    user_part, _, group_part = spec.partition(":")
     fast_uid, fast_gid = _fast_id(user_part), _fast_id(group_part)
-    if has_group and fast_uid is not None and fast_gid is not None:
+    if fast_uid is not None and fast_gid is not None:
         return User(fast_uid, fast_gid)
+    has_group = bool(group_part)  # `app:` names no group; `:staff` is root's entry with that group
+    user_part = user_part or "0"
     uid, gid, name = -1, 0, None
     for fields in _table(passwd):
         if len(fields) >= 4 and user_part in (fields[0], fields[2]) and fields[2].isdecimal() \

@@ -147,6 +147,8 @@ def test_argv_environment_and_history() -> None:
     ("4242", User(4242, 0)),  # a uid without an entry: gid 0
     ("4242:4343", User(4242, 4343)),
     ("app:4343", User(1000, 4343)),
+    ("app:", User(1000, 1000, (4000,))),  # moby/sys/user GetExecUser: an empty group part names no group
+    (":extra", User(0, 4000)),  # and an empty user part is uid 0's entry
 ])
 def test_user_resolution(user: str, expected: User) -> None:
     assert resolve_user(user, PASSWD, GROUP, "the image") == expected
