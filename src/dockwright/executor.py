@@ -9,7 +9,7 @@ import json
 import logging
 import posixpath
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -23,7 +23,7 @@ from dockwright.model.errors import ContextError, DockwrightError, UsageError
 from dockwright.model.image import BaseImage, BuildResult, Layer
 from dockwright.model.mediatypes import Format
 from dockwright.model.platform import Platform, parse_platforms, refuse_windows
-from dockwright.parallel import check_cancelled
+from dockwright.parallel import KeyedLocks, StopEvent, cancellable, check_cancelled
 from dockwright.plan import BuildOptions, BuildPlan, ConfigEdit, ConfigStep, CopyStep, MkdirStep, RunStep, Stage
 from dockwright.progress import Progress
 
@@ -51,6 +51,10 @@ class _StageState:
     known_dirs: set[str] = field(default_factory=set)  # exist, as this stage's steps made them (relative paths)
     dirs: ImageDirs | None = None  # the image's directories, from its layers' indexes (when asked)
     dirs_layers: int = 0  # how many of image.layers `dirs` holds
+    lock: threading.Lock = field(default_factory=threading.Lock)  # stages copying from this one extract it once
+
+
+Done = Mapping[int, _StageState]  # the finished stages a stage needs (and may read), by index
 
 
 @dataclass
@@ -62,16 +66,21 @@ class Builder:
     cancel: threading.Event | None = None  # set by an embedding program: the build stops at its next file or step
     progress: Progress = field(default_factory=Progress)  # told of each step and each layer packed
     _bases: dict[tuple[str, str], BaseImage] = field(default_factory=dict)
+    _resolving: KeyedLocks = field(default_factory=KeyedLocks)  # stages on one base resolve it once
+    _running: KeyedLocks = field(default_factory=KeyedLocks)  # a RUN in two stages at once runs once
     _result: BuildResult = field(default_factory=lambda: BuildResult([]))
     _runs: RunSteps | None = None
+    _runs_lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: StopEvent = field(init=False)  # `cancel`, or a stage failed: every stage stops (stages.py)
     _facts: LayerFacts = field(init=False)
     _layers: LayerCache = field(init=False)  # the layer cache policy: which layer each step gets
 
     def __post_init__(self) -> None:
         self._compression().resolved_level()  # a bad level is the build's, not its first layer's
-        self._facts = LayerFacts(self.cache, self._opener)
+        self._stop = StopEvent(self.cancel)
+        self._facts = LayerFacts(self.cache, self._opener)  # its reads stop with the build (_opener)
         self._layers = LayerCache(self.cache, self._compression(), use_cache=self.options.use_cache,
-                                  facts=self._facts, cancel=self.cancel, progress=self.progress)
+                                  facts=self._facts, cancel=self._stop, progress=self.progress)
 
     @property
     def created(self) -> str:
@@ -134,8 +143,9 @@ class Builder:
 
     def _base(self, spec: str, platform: Platform, explicit: bool) -> BaseImage:
         key = (spec, str(platform))
-        if key not in self._bases:
-            (self._bases[key],) = self._resolve(spec, [platform], explicit=explicit)
+        with self._resolving(key):
+            if key not in self._bases:
+                (self._bases[key],) = self._resolve(spec, [platform], explicit=explicit)
         return self._bases[key].clone()
 
     def _resolve(self, spec: str, wanted: list[Platform] | Literal["all"], *, explicit: bool) -> list[BaseImage]:
@@ -155,7 +165,7 @@ class Builder:
         """Apply the steps of `plan`'s one stage to a copy of `img` (the library's Image.append): the base is
         already resolved, and the layers are made and cached as a build makes them."""
         self._start_walks([plan])
-        return self._run_stage(plan, plan.stages[0], img.clone(), []).image
+        return self._run_stage(plan, plan.stages[0], img.clone(), {}).image
 
     def _start_walks(self, plans: list[BuildPlan]) -> None:
         """Start the quick keys' walks of the plans' plain directory copies, in the background."""
@@ -166,22 +176,27 @@ class Builder:
             if isinstance(step, CopyStep) and (tree := step_tree_source(plan, step)))
 
     def _build_plan(self, plan: BuildPlan, platform: Platform, explicit: bool) -> _StageState:
-        states: list[_StageState] = []
-        for stage in plan.stages:
+        """Run the plan's stages, those that need none of the others at once (stages.py)."""
+        from dockwright.stages import run_stages, stage_jobs
+
+        def run(index: int, states: Done) -> _StageState:
+            stage = plan.stages[index]
             if stage.base_stage is not None:
                 img = states[stage.base_stage].image.clone()
             elif stage.platform:
                 img = self._base(stage.base, Platform.parse(stage.platform), True)
             else:
                 img = self._base(stage.base, platform, explicit)
-            states.append(self._run_stage(plan, stage, img, states))
-        return states[-1]
+            return self._run_stage(plan, stage, img, states)
 
-    def _run_stage(self, plan: BuildPlan, stage: Stage, img: BaseImage, states: list[_StageState]) -> _StageState:
+        return run_stages(plan.stages, run, stage_jobs(), self._stop)[len(plan.stages) - 1]
+
+    def _run_stage(self, plan: BuildPlan, stage: Stage, img: BaseImage, states: Done) -> _StageState:
+        """The stage's steps on `img`; `states`: the finished stages it needs, by index."""
         mutate.pad_history(img.config, len(img.layers), self.created)
         state = _StageState(img)
         for step in stage.steps:
-            check_cancelled(self.cancel)
+            check_cancelled(self._stop)
             try:
                 if isinstance(step, ConfigStep):  # metadata only: instant, not worth a progress line
                     self._apply(plan, step, state, states)
@@ -197,7 +212,7 @@ class Builder:
                 raise exc.with_context(prefix) from exc
         return state
 
-    def _apply(self, plan: BuildPlan, step: object, state: _StageState, states: list[_StageState]) -> None:
+    def _apply(self, plan: BuildPlan, step: object, state: _StageState, states: Done) -> None:
         config = state.image.config
         match step:
             case ConfigStep():
@@ -221,7 +236,7 @@ class Builder:
             case RunStep():
                 self._run(plan, step, state, states)
 
-    def _run(self, plan: BuildPlan, step: RunStep, state: _StageState, states: list[_StageState]) -> None:
+    def _run(self, plan: BuildPlan, step: RunStep, state: _StageState, states: Done) -> None:
         """A RUN (run/steps.py): its layer from this build or the cache when its inputs are unchanged, else run."""
         from dockwright.run.steps import EMPTY_DIFF_ID, RunSteps
 
@@ -231,27 +246,30 @@ class Builder:
 
             env = (state.image.config.get("config") or {}).get("Env") or []
             args = resolve_deferred(ConfigEdit(env=args, deferred=True), env).env
-        if self._runs is None:
-            compression = self._compression()
-            self._runs = RunSteps(self.cache.root, self.options.isolation, self.options.runtime,
-                                  self.options.source_date_epoch,
-                                  f"{compression.algorithm}:{compression.resolved_level()}", self._opener)
+        with self._runs_lock:
+            if self._runs is None:
+                compression = self._compression()
+                self._runs = RunSteps(self.cache.root, self.options.isolation, self.options.runtime,
+                                      self.options.source_date_epoch,
+                                      f"{compression.algorithm}:{compression.resolved_level()}", self._opener)
+            runs = self._runs
         sources = self._mount_sources(plan, state, states) if step.mounts else None
-        inputs = self._runs.prepare(step, state.image, args, flag=plan.source == "flags", sources=sources)
+        inputs = runs.prepare(step, state.image, args, flag=plan.source == "flags", sources=sources)
         fmt = self._format_for(state.image)
-        layer = self._layers.lookup(inputs.key, fmt)
-        if layer is not None:
-            log.info("%s cached", inputs.label)
-        else:
-            layer = self._runs.run(inputs, state.image, lambda entries: self._layers.write(entries, fmt, inputs.key),
-                                   self.cancel, lambda pack: self._layers.packed(pack, fmt, inputs.key))
+        with self._running(inputs.key):  # the same RUN in two stages: run once, as when they run one by one
+            layer = self._layers.lookup(inputs.key, fmt)
+            if layer is not None:
+                log.info("%s cached", inputs.label)
+            else:
+                layer = runs.run(inputs, state.image, lambda entries: self._layers.write(entries, fmt, inputs.key),
+                                 self._stop, lambda pack: self._layers.packed(pack, fmt, inputs.key))
         state.known_dirs.clear()  # the command may have removed some; the layers' indexes know
         if layer.diff_id == EMPTY_DIFF_ID:  # it changed no file: no layer (as BuildKit)
             mutate.add_history(state.image.config, self.created, inputs.created_by, empty_layer=True)
         else:
             self._append_layer(state, layer, inputs.created_by)
 
-    def _mount_sources(self, plan: BuildPlan, state: _StageState, states: list[_StageState]) -> MountSources:
+    def _mount_sources(self, plan: BuildPlan, state: _StageState, states: Done) -> MountSources:
         """What this stage's RUN --mount may read: the context, earlier stages, images, the secrets."""
         from dockwright.cache import default_cache_dir
         from dockwright.run.mounts import MountSources
@@ -328,9 +346,10 @@ class Builder:
 
     def _rootfs(self, state: _StageState) -> RootFS:
         """The merged file system of an image so far (downloads its layers: only when needed)."""
-        if state.rootfs is None:
-            state.rootfs = self._extract(state)
-        return state.rootfs
+        with state.lock:
+            if state.rootfs is None:
+                state.rootfs = self._extract(state)
+            return state.rootfs
 
     def _extract(self, state: _StageState) -> RootFS:
         from dockwright.layers.rootfs import RootFS
@@ -342,13 +361,14 @@ class Builder:
 
     def _opener(self, layer: Layer) -> Callable[[], Iterable[bytes]]:
         """How an extraction reads a layer: a download (a registry blob not in the cache) shows as a transfer,
-        `pull DIGEST`, as the blobs an output needs do."""
+        `pull DIGEST`, as the blobs an output needs do; it stops at the next chunk once the build stops."""
         from dockwright.formats.registry import RegistryBlob
 
         source = layer.source
         if not isinstance(source, RegistryBlob) or (source.cache and source.cache.has_blob(source.digest, source.size)):
-            return source.open
-        return lambda: self.progress.track(f"pull {source.digest[7:19]}", source.size, source.open())
+            return lambda: cancellable(source.open(), self._stop)
+        return lambda: cancellable(self.progress.track(f"pull {source.digest[7:19]}", source.size, source.open()),
+                                   self._stop)
 
     def _mkdtemp(self, prefix: str) -> str:
         import tempfile
@@ -379,7 +399,7 @@ class Builder:
         return not self._missing_dirs(state, path), parents
 
     def _copy_entries(self, plan: BuildPlan, step: CopyStep, dest: str, settings: CopySettings,
-                      states: list[_StageState]) -> list[TarEntry]:
+                      states: Done) -> list[TarEntry]:
         if step.inline_files:
             made = list(settings.make_dirs)
             if dest.endswith("/") and not settings.dest_exists and (settings.uid, settings.gid) != (0, 0):
@@ -430,7 +450,7 @@ class Builder:
         self._facts.warn_foreign_binaries(layer, state.image.platform)
         state.rootfs = state.accounts = None  # the file system changed; a later lookup looks again
 
-    def _copy_layer(self, plan: BuildPlan, step: CopyStep, state: _StageState, states: list[_StageState]) -> Layer:
+    def _copy_layer(self, plan: BuildPlan, step: CopyStep, state: _StageState, states: Done) -> Layer:
         """A COPY/ADD layer, as the layer cache policy (layers/cachepolicy.py) finds or makes it: a plain
         COPY of one context directory by its cheap keys, any other by the fingerprint of its entries."""
         fmt = self._format_for(state.image)

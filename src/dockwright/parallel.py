@@ -1,9 +1,11 @@
-"""Run transfers on a few threads, and stop them when the caller cancels."""
+"""Run transfers on a few threads, and stop them when the caller cancels; locks by key for work done once."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
 from dockwright.model.errors import Cancelled
@@ -47,3 +49,42 @@ def cancellable(chunks: Iterable[bytes], cancel: threading.Event | None) -> Iter
     for chunk in chunks:
         check_cancelled(cancel)
         yield chunk
+
+
+class StopEvent(threading.Event):
+    """An event that counts as set once it is set itself or `outer` (the caller's cancel event) is: a build's
+    own stop, set when a stage fails, checked by everything that honours a cancel event in one look."""
+
+    def __init__(self, outer: threading.Event | None = None) -> None:
+        super().__init__()
+        self._outer = outer
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self._outer is not None and self._outer.is_set())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._outer is None:
+            return super().wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = POLL_SECONDS if deadline is None else min(POLL_SECONDS, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            super().wait(left)
+        return True
+
+
+class KeyedLocks:
+    """One lock per key: `with locks(key):` around work that threads should do once per key (resolving a base,
+    extracting a layer), without one lock serialising the work on other keys."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: dict[Hashable, threading.Lock] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, key: Hashable) -> Iterator[None]:
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            yield

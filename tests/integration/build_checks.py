@@ -121,3 +121,12 @@ def assert_user_error(proc: subprocess.CompletedProcess[str], *needles: str) -> 
     for needle in needles:
         assert needle in errors[0], f"{needle!r} not in the error line: {errors[0]}"
     return errors[0]
+
+
+def run_leftovers(cache: Path) -> list[str]:
+    """What a RUN could leave behind: mounts, containers, temporary directories in the cache."""
+    mounts = [line for line in Path("/proc/mounts").read_text().splitlines() if str(cache) in line]
+    listed = json.loads(sh("runc", "list", "--format", "json") or "null") or []
+    containers = [c["id"] for c in listed if str(cache) in c.get("bundle", "")]  # other builds may run here too
+    temps = [p.name for p in (cache / "rootfs").glob("tmp-*")] + [p.name for p in (cache / "tmp").glob("*")]
+    return mounts + containers + temps

@@ -15,7 +15,15 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from build_checks import EPOCH_ENV, assert_user_error, cache_args, dockerfile_context, image_config, raw_manifest
+from build_checks import (
+    EPOCH_ENV,
+    assert_user_error,
+    cache_args,
+    dockerfile_context,
+    image_config,
+    raw_manifest,
+    run_leftovers,
+)
 from conftest import SRC, RunDockwright
 from debian import DebianBase
 from images import APP_UID, BusyboxBase, pull_to_layout, run_oci_image, sh
@@ -28,15 +36,6 @@ _GUARD = 120  # seconds: a guard against hangs, not an assertion
 def _run_image(tag: str, tmp_path: Path, *args: str) -> list[str]:
     layout = pull_to_layout(tag, tmp_path / f"pulled-{len(list(tmp_path.glob('pulled-*')))}", "app")
     return run_oci_image(layout, "app", tmp_path, list(args) if args else None).splitlines()
-
-
-def _leftovers(cache: Path) -> list[str]:
-    """What a RUN could leave behind: mounts, containers, temporary directories in the cache."""
-    mounts = [line for line in Path("/proc/mounts").read_text().splitlines() if str(cache) in line]
-    listed = json.loads(sh("runc", "list", "--format", "json") or "null") or []
-    containers = [c["id"] for c in listed if str(cache) in c.get("bundle", "")]  # other builds may run here too
-    temps = [p.name for p in (cache / "rootfs").glob("tmp-*")] + [p.name for p in (cache / "tmp").glob("*")]
-    return mounts + containers + temps
 
 
 def _layer_members(ref: str, index: int = -1) -> dict[str, tarfile.TarInfo]:
@@ -150,7 +149,7 @@ def test_a_failing_run_names_the_line_shows_its_output_and_leaves_nothing(
     assert not out.exists()
     assert "apps/fails" not in sh("skopeo", "list-tags", "--tls-verify=false",
                                   f"docker://{busybox_base.host}/base/busybox")
-    assert _leftovers(tmp_path / "cache") == []
+    assert run_leftovers(tmp_path / "cache") == []
 
 
 def test_a_stage_the_target_does_not_need_never_runs(
@@ -226,7 +225,7 @@ def test_ctrl_c_stops_the_container_at_once_and_leaves_nothing(busybox_base: Bus
 
     assert proc.returncode == 130, "".join(seen) + stderr
     assert "interrupted" in stderr and "Traceback" not in stderr and stdout == ""
-    assert _leftovers(tmp_path / "cache") == []
+    assert run_leftovers(tmp_path / "cache") == []
     assert not (tmp_path / "out.tar").exists()
 
 
@@ -242,7 +241,7 @@ def test_run_for_another_architecture_needs_qemu_and_says_so(
 
     assert_user_error(proc, "Dockerfile:2:", "linux/arm64", "qemu-aarch64")
     assert "qemu-user-static" in proc.stderr and "#1 must not run" not in proc.stderr
-    assert _leftovers(tmp_path / "cache") == []
+    assert run_leftovers(tmp_path / "cache") == []
 
 
 def test_builds_at_once_share_the_cache_safely(busybox_base: BusyboxBase, tmp_path: Path) -> None:
@@ -259,7 +258,7 @@ def test_builds_at_once_share_the_cache_safely(busybox_base: BusyboxBase, tmp_pa
 
     assert [proc.returncode for proc in procs] == [0, 0], results
     assert results[0][0] == results[1][0]  # the same image digest
-    assert _leftovers(tmp_path / "cache") == []
+    assert run_leftovers(tmp_path / "cache") == []
 
 
 def test_quiet_shows_a_commands_output_only_when_it_fails(
@@ -301,7 +300,7 @@ def test_the_library_s_cancel_kills_a_running_command(busybox_base: BusyboxBase,
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)
-    assert _leftovers(tmp_path / "cache") == []
+    assert run_leftovers(tmp_path / "cache") == []
 
 
 def test_network_modes_runtime_flag_and_a_missing_workdir(
@@ -334,7 +333,7 @@ def test_a_relative_cache_dir_works_for_run(dockwright: RunDockwright, busybox_b
     dockwright("build", context, "-o", f"type=oci,dest={tmp_path / 'o.tar'}", "--cache-dir", "cache",
                cwd=tmp_path)
     assert [p.name for p in (tmp_path / "cache" / "rootfs").iterdir() if p.is_dir()]
-    assert _leftovers(tmp_path / "cache") == []
+    assert run_leftovers(tmp_path / "cache") == []
 
 
 def test_an_unknown_runtime_is_one_error_line(dockwright: RunDockwright, busybox_base: BusyboxBase,
@@ -381,7 +380,7 @@ def test_a_cache_on_overlayfs_says_to_use_a_volume(dockwright: RunDockwright, bu
                           merged / "cache", check=False, env={"DOCKWRIGHT_OVERLAY": "kernel"})
         assert_user_error(proc, "Dockerfile:2:", "cannot mount the overlay root file system")
         assert "--cache-dir" in proc.stderr and "volume" in proc.stderr
-        assert _leftovers(merged / "cache") == []
+        assert run_leftovers(merged / "cache") == []
     finally:
         sh("umount", merged)
 
@@ -406,7 +405,7 @@ def test_where_overlayfs_cannot_be_mounted_fuse_overlayfs_runs_the_step(
                           merged / "cache", env=EPOCH_ENV)
         assert proc.stderr.count("RUN uses fuse-overlayfs") == 1, proc.stderr
         assert "Invalid argument" in proc.stderr
-        assert _leftovers(merged / "cache") == []
+        assert run_leftovers(merged / "cache") == []
         assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline_has(pid, str(merged))]
     finally:
         sh("umount", merged)

@@ -28,7 +28,7 @@ from dockwright.model.documents import Descriptor
 from dockwright.model.image import Layer
 from dockwright.model.mediatypes import Format
 from dockwright.model.units import human_size, plural
-from dockwright.parallel import check_cancelled
+from dockwright.parallel import KeyedLocks, check_cancelled
 from dockwright.plan import BuildPlan, CopyStep
 from dockwright.progress import Progress
 
@@ -56,7 +56,9 @@ class TreeCopy:
 
 class LayerCache:
     """Layers by key for one build: `_known` holds what this build made or found, the cache the rest.
-    `built` and `cached` count the layers written and the ones the cache gave."""
+    `built` and `cached` count the layers written and the ones the cache gave. Stages use it at once: a
+    step's layer is looked up and made under its key's lock, so the same layer wanted by two stages is
+    made (and counted) once, as when they run one after another."""
 
     def __init__(self, cache: Cache, compression: Compression, *, use_cache: bool,
                  facts: LayerFacts | None = None, cancel: threading.Event | None = None,
@@ -71,6 +73,8 @@ class LayerCache:
         self.cached = 0
         self._known: dict[str, Layer] = {}
         self._walks: BackgroundWalks | None = None
+        self._keys = KeyedLocks()
+        self._counting = threading.Lock()
 
     def start_walks(self, trees: Iterable[tuple[str, frozenset[str]]]) -> None:
         """Start walking the quick keys' source trees in the background (nothing without the cache)."""
@@ -103,18 +107,19 @@ class LayerCache:
         key said), unless the quick key counts files the layer leaves out: then a miss may be a change to
         an excluded file only, and the layer is looked up by the fingerprint of what `collect` gives."""
         memo = "step:" + hashlib.sha256(f"{tree.root}\0{tree.settings}".encode()).hexdigest()
-        layer = self._this_build(memo, fmt)
-        quick = None
-        if layer is None and self._walks is not None:
-            from dockwright.layers.quickkey import key_of
+        with self._keys(memo):
+            layer = self._this_build(memo, fmt)
+            quick = None
+            if layer is None and self._walks is not None:
+                from dockwright.layers.quickkey import key_of
 
-            quick = key_of(tree.settings, self._walks.digest(tree.root, tree.skip))
-            layer = self.lookup(quick, fmt)
-        if layer is None and tree.counts_excluded:
-            layer = self.for_entries(collect(), fmt, also_key=quick)
-        elif layer is None:
-            layer = self.write(stream(), fmt, quick)
-        self._known[memo] = layer
+                quick = key_of(tree.settings, self._walks.digest(tree.root, tree.skip))
+                layer = self.lookup(quick, fmt)
+            if layer is None and tree.counts_excluded:
+                layer = self.for_entries(collect(), fmt, also_key=quick)
+            elif layer is None:
+                layer = self.write(stream(), fmt, quick)
+            self._known[memo] = layer
         return layer
 
     def for_entries(self, entries: list[TarEntry], fmt: Format, also_key: str | None = None) -> Layer:
@@ -123,7 +128,8 @@ class LayerCache:
         from dockwright.layers.tar import fingerprint
 
         key = fingerprint(entries, self.compression)
-        layer = self.lookup(key, fmt) or self.write(entries, fmt, key)
+        with self._keys(key):  # taken after a step's memo lock, never before one: no lock order to cross
+            layer = self.lookup(key, fmt) or self.write(entries, fmt, key)
         if also_key is not None and self.use_cache:
             source = layer.source
             assert isinstance(source, FileBlob)
@@ -140,7 +146,8 @@ class LayerCache:
         hit = self.cache.lookup_layer(key)
         if hit is None:
             return None
-        self.cached += 1
+        with self._counting:
+            self.cached += 1
         log.info("cached layer %s", hit.digest[:19])
         layer = Layer(Descriptor(self._media_type(fmt), hit.digest, hit.size), hit.diff_id,
                       FileBlob(hit.path, hit.digest, hit.size, "cached layer"))
@@ -173,7 +180,8 @@ class LayerCache:
                                               compression.algorithm).path
         finally:
             temp.unlink(missing_ok=True)
-        self.built += 1
+        with self._counting:
+            self.built += 1
         if self.facts is not None:
             self.facts.record_machines(blob.digest, blob.machines)
         log.info("built layer %s (%s, %s)", blob.digest[:19], plural(blob.entries, "entry", "entries"),

@@ -23,6 +23,7 @@ import os
 import posixpath
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import IO, TYPE_CHECKING, Any
 from dockwright.cache import RUN_CACHE
 from dockwright.model.errors import DockwrightError, UsageError
 from dockwright.model.image import BaseImage, Layer
+from dockwright.parallel import POLL_SECONDS, check_cancelled
 from dockwright.plan import RunMount, Secret
 from dockwright.run.isolation import Isolation
 from dockwright.run.snapshots import Snapshots, chain_ids, remove_tree
@@ -156,9 +158,10 @@ class Mounts:
     objects), `mounts.env` (variables for secrets with env=), `mounts.mask(line)`."""
 
     def __init__(self, mounts: Sequence[RunMount], sources: MountSources, isolation: Isolation,
-                 snapshots: Snapshots, cwd: str, open_layer: OpenLayer) -> None:
+                 snapshots: Snapshots, cwd: str, open_layer: OpenLayer, cancel: threading.Event | None = None) -> None:
         self.mounts = mounts
         self.open_layer = open_layer
+        self.cancel = cancel  # a wait for a cache mount's lock ends once set
         self.sources = sources
         self.isolation = isolation
         self.snapshots = snapshots
@@ -298,11 +301,25 @@ class Mounts:
             except BlockingIOError:  # in use: this RUN gets one of its own
                 return self._new_cache(self._temp("cache-") / "dir", mount)
         else:
-            fcntl.flock(lock, fcntl.LOCK_EX if mount.sharing == "locked" else fcntl.LOCK_SH)
+            self._wait_for(lock, fcntl.LOCK_EX if mount.sharing == "locked" else fcntl.LOCK_SH)
         directory = base / name
         if not directory.is_dir():
             self._new_cache(directory, mount)
         return directory
+
+    def _wait_for(self, lock: IO[str], kind: int) -> None:
+        """Take the flock, waiting while another RUN (of this build or another) holds it; a stage stopped
+        meanwhile (another failed, Ctrl-C) stops waiting."""
+        if self.cancel is None:
+            fcntl.flock(lock, kind)
+            return
+        while True:
+            try:
+                fcntl.flock(lock, kind | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if self.cancel.wait(POLL_SECONDS):
+                    check_cancelled(self.cancel)
 
     def _new_cache(self, directory: Path, mount: RunMount) -> Path:
         """Make a cache directory (under a temporary name, renamed into place): empty with mode/uid/gid,

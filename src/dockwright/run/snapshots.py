@@ -5,7 +5,8 @@ Each directory holds one layer in overlayfs's form (whiteouts as 0/0 character d
 directories marked by an xattr), so a stage's root file system is an overlay of its layers' directories
 with nothing copied: extracted once, reused by every later RUN, stage and build on the same chain.
 A directory is extracted under a temporary name and renamed into place, so concurrent builds never
-see a partial one (the loser of a race removes its copy)."""
+see a partial one (the loser of a race removes its copy); in one build, stages on the same chain wait for
+the one extracting it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from dockwright.cache import TEMP_PREFIX
+from dockwright.parallel import KeyedLocks
 
 log = logging.getLogger("dockwright")
 
@@ -42,6 +44,7 @@ class Snapshots:
     def __init__(self, root: Path, opaque_xattr: str = OPAQUE_XATTR) -> None:
         self.root = root.absolute()  # the overlay's lower directories are symlinks to it
         self.opaque_xattr = opaque_xattr
+        self._extracting = KeyedLocks()
         root.mkdir(parents=True, exist_ok=True)
 
     def path(self, chain_id: str) -> Path:
@@ -54,26 +57,30 @@ class Snapshots:
     def layer_dirs(self, layers: Sequence[tuple[str, Callable[[], Iterable[bytes]], str]]) -> list[Path]:
         """The directories of `layers` ((diff_id, open chunks, name) bottom first), extracting the missing
         ones; returned top first, as overlayfs's lowerdir lists them."""
-        from dockwright.layers.rootfs import extract_layer
-
         dirs: list[Path] = []
         for chain_id, (_, open_chunks, name) in zip(chain_ids([d for d, _, _ in layers]), layers, strict=True):
             final = self.path(chain_id)
             if not final.is_dir():
-                started = time.monotonic()
-                temp = self.temp_dir()
-                try:
-                    extract_layer(open_chunks(), temp, name=name, opaque_xattr=self.opaque_xattr,
-                                  lower_dirs=list(reversed(dirs)))
-                    self.adopt(temp, chain_id)
-                finally:
-                    remove_tree(temp)
-                log.debug("extracted %s for RUN in %.2fs", name, time.monotonic() - started)
+                with self._extracting(chain_id):
+                    if not final.is_dir():
+                        self._extract(open_chunks(), chain_id, name, dirs)
             else:
                 with contextlib.suppress(OSError):
                     os.utime(final)  # recently used (for pruning)
             dirs.append(final)
         return list(reversed(dirs))
+
+    def _extract(self, chunks: Iterable[bytes], chain_id: str, name: str, below: list[Path]) -> None:
+        from dockwright.layers.rootfs import extract_layer
+
+        started = time.monotonic()
+        temp = self.temp_dir()
+        try:
+            extract_layer(chunks, temp, name=name, opaque_xattr=self.opaque_xattr, lower_dirs=list(reversed(below)))
+            self.adopt(temp, chain_id)
+        finally:
+            remove_tree(temp)
+        log.debug("extracted %s for RUN in %.2fs", name, time.monotonic() - started)
 
     def adopt(self, directory: Path, chain_id: str) -> None:
         """Move a complete layer directory into place under `chain_id`, unless one is there already."""

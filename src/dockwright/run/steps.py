@@ -109,6 +109,7 @@ class RunSteps:
         `cancel` kills the command at once (Cancelled). As a user who is not root, outside a user namespace
         (a program calling the library), the step runs in a child in one (run/worker.py) that writes the
         layer where `packed` says (LayerCache.packed)."""
+        from dockwright.parallel import check_cancelled
         from dockwright.run.container import Sandbox
         from dockwright.run.diff import upper_entries
         from dockwright.run.isolation import check_platform
@@ -116,6 +117,7 @@ class RunSteps:
         from dockwright.run.snapshots import chain_ids
         from dockwright.run.userns import in_user_namespace
 
+        check_cancelled(cancel)  # it may have waited for the same step in another stage
         if packed is not None and os.geteuid() != 0 and not in_user_namespace() and self.isolation_name != "chroot":
             from dockwright.run.worker import run_outside
 
@@ -130,7 +132,7 @@ class RunSteps:
             from dockwright.run.chroot import ChrootBox, ChrootMounts
 
             chroot_mounts = ChrootMounts(inputs.step.mounts, sources, isolation, snapshots, inputs.cwd,
-                                         self.open_layer) if sources else None
+                                         self.open_layer, cancel) if sources else None
             with chroot_mounts or contextlib.nullcontext(), ChrootBox(snapshots, image, self.open_layer) as chroot:
                 self._execute(chroot, inputs, image, chroot_mounts, cancel)
                 entries = chroot.entries(self.epoch)
@@ -142,7 +144,7 @@ class RunSteps:
                 return layer
         lowers = snapshots.layer_dirs([(layer.diff_id, self.open_layer(layer), layer.descriptor.digest)
                                        for layer in image.layers])
-        mounts = Mounts(inputs.step.mounts, sources, isolation, snapshots, inputs.cwd, self.open_layer) \
+        mounts = Mounts(inputs.step.mounts, sources, isolation, snapshots, inputs.cwd, self.open_layer, cancel) \
             if sources else None
         with mounts or contextlib.nullcontext(), Sandbox(isolation, snapshots, lowers) as box:
             self._execute(box, inputs, image, mounts, cancel)

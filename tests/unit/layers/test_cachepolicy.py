@@ -3,6 +3,7 @@ collected or streamed, what --no-cache changes, and the media type a found layer
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -152,3 +153,23 @@ def test_a_tree_copy_is_keyed_by_every_setting_and_only_plain_directory_copies_h
     for other in (CopyStep(sources=("app",), dest="/srv", add=True), CopyStep(sources=("app", "x"), dest="/srv/"),
                   CopyStep(sources=("app/*",), dest="/srv/"), CopyStep(sources=("app",), dest="/srv", from_stage=0)):
         assert layers.tree_copy(plan, other, "/srv", CopySettings()) is None
+
+
+def test_the_same_step_in_two_stages_at_once_is_made_once(ctx: Path, tmp_path: Path) -> None:
+    layers = LayerCache(Cache(tmp_path / "cache"), Compression(), use_cache=False)
+    copy = Copy(ctx)
+    both = threading.Barrier(2, timeout=30)
+    made: list[Layer] = []
+
+    def stage() -> None:
+        both.wait()
+        made.append(copy.layer(layers))
+
+    threads = [threading.Thread(target=stage) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert len(made) == 2 and made[0].descriptor == made[1].descriptor
+    assert (copy.calls, layers.built) == (["stream"], 1)  # as one stage after the other: the memo

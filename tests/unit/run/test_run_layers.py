@@ -8,6 +8,9 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,7 @@ from dockwright.layers.compress import Compression
 from dockwright.layers.rootfs import RootFS, extract_layer
 from dockwright.layers.tar import TarEntry, write_layer
 from dockwright.run.diff import upper_entries
-from dockwright.run.snapshots import OPAQUE_XATTR, chain_ids
+from dockwright.run.snapshots import OPAQUE_XATTR, Snapshots, chain_ids
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (devices, trusted.* xattrs, chown)")
 
@@ -171,3 +174,33 @@ def _tree_entries(root: Path) -> list[TarEntry]:
 
 def _chunks(path: Path):  # type: ignore[no-untyped-def]
     return lambda: [path.read_bytes()]
+
+
+def test_stages_on_one_chain_at_once_extract_its_layer_once(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    (base / "etc").mkdir(parents=True)
+    (base / "etc/motd").write_text("hello")
+    layer = write_layer(_tree_entries(base), tmp_path / "base.tar", Compression("gzip"))
+    snapshots = Snapshots(tmp_path / "rootfs")
+    opened: list[int] = []
+    both = threading.Barrier(2, timeout=30)
+    found: list[list[Path]] = []
+
+    def open_chunks() -> Iterator[bytes]:
+        opened.append(1)
+        time.sleep(0.2)  # a slow download: the other stage asks meanwhile
+        yield layer.path.read_bytes()
+
+    def stage() -> None:
+        both.wait()
+        found.append(snapshots.layer_dirs([(layer.diff_id, open_chunks, "base layer")]))
+
+    threads = [threading.Thread(target=stage) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert found == [[snapshots.path(layer.diff_id)]] * 2 and len(opened) == 1
+    assert (snapshots.path(layer.diff_id) / "etc/motd").read_text() == "hello"
+    assert sorted(p.name for p in snapshots.root.iterdir()) == [layer.diff_id.partition(":")[2]]  # no temp left
