@@ -350,7 +350,8 @@ def disk_usage(root: Path) -> str:
         with contextlib.suppress(OSError):
             add("temporary files", _tree_size(path) if path.is_dir() else path.stat().st_size)
     for path in _files(root / RUN_CACHE):
-        add("RUN cache mounts (never trimmed)", _tree_size(path))
+        if path.is_dir() and not path.is_symlink():  # beside each: its .lock and .make files
+            add("RUN cache mounts (never trimmed)", _tree_size(path))
     total = sum(size for count, size in kinds.values())
     how = f"${CAP_VARIABLE}" if os.environ.get(CAP_VARIABLE) else \
         f"the smaller of 10 GiB and a tenth of the free space; ${CAP_VARIABLE} sets it"

@@ -304,7 +304,12 @@ class Mounts:
             self._wait_for(lock, fcntl.LOCK_EX if mount.sharing == "locked" else fcntl.LOCK_SH)
         directory = base / name
         if not directory.is_dir():
-            self._new_cache(directory, mount)
+            # made under a lock of its own: RUNs starting at once (stages of a build, or builds) make it once,
+            # and none replaces another's while it is still empty (a rename onto an empty directory would)
+            with open(base / f"{name}.make", "a") as making:
+                self._wait_for(making, fcntl.LOCK_EX)
+                if not directory.is_dir():
+                    self._new_cache(directory, mount)
         return directory
 
     def _wait_for(self, lock: IO[str], kind: int) -> None:
