@@ -4,9 +4,13 @@ failed build must look like to a user."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -130,3 +134,26 @@ def run_leftovers(cache: Path) -> list[str]:
     containers = [c["id"] for c in listed if str(cache) in c.get("bundle", "")]  # other builds may run here too
     temps = [p.name for p in (cache / "rootfs").glob("tmp-*")] + [p.name for p in (cache / "tmp").glob("*")]
     return mounts + containers + temps
+
+
+@contextlib.contextmanager
+def cancel_on_log(message: str) -> Iterator[threading.Event]:
+    """An Event for the library's `cancel=`, set once dockwright logs `message` (e.g. a RUN's first output
+    line `#1 started`), so a test cancels a build while its command runs."""
+    cancel = threading.Event()
+
+    class _SetOnMessage(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == message:
+                cancel.set()
+
+    handler = _SetOnMessage()
+    logger = logging.getLogger("dockwright")
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield cancel
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)

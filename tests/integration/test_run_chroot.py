@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from build_checks import EPOCH_ENV, assert_user_error, cache_args, dockerfile_context
+from build_checks import EPOCH_ENV, assert_user_error, cache_args, cancel_on_log, dockerfile_context
 from conftest import SRC, RunDockwright
 from debian import DebianBase
 from dockerfile_compare import file_tree, read_config, tree_differences
@@ -251,31 +251,12 @@ def test_ctrl_c_kills_the_command_at_once_and_leaves_nothing(busybox_files: Busy
 
 
 def test_the_library_s_cancel_kills_the_command(busybox_files: BusyboxBase, tmp_path: Path) -> None:
-    import logging
-    import threading
-
     import dockwright
 
     context = dockerfile_context(tmp_path, f"FROM oci-layout://{busybox_files.layout}:latest\n"
                                            "RUN echo started; sleep 3174\n")
-    cancel = threading.Event()
-
-    class _CancelOnStart(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.getMessage() == "#1 started":
-                cancel.set()
-
-    handler = _CancelOnStart()
-    logger = logging.getLogger("dockwright")
-    logger.addHandler(handler)
-    previous = logger.level
-    logger.setLevel(logging.INFO)
-    try:
-        with pytest.raises(dockwright.Cancelled):
-            dockwright.build(context, cancel=cancel, cache_dir=tmp_path / "cache", isolation="chroot")
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
+    with cancel_on_log("#1 started") as cancel, pytest.raises(dockwright.Cancelled):
+        dockwright.build(context, cancel=cancel, cache_dir=tmp_path / "cache", isolation="chroot")
     assert _leftovers(tmp_path / "cache", "sleep 3174") == []
 
 

@@ -19,6 +19,7 @@ from build_checks import (
     EPOCH_ENV,
     assert_user_error,
     cache_args,
+    cancel_on_log,
     dockerfile_context,
     image_config,
     raw_manifest,
@@ -276,30 +277,11 @@ def test_quiet_shows_a_commands_output_only_when_it_fails(
 
 
 def test_the_library_s_cancel_kills_a_running_command(busybox_base: BusyboxBase, tmp_path: Path) -> None:
-    import logging
-    import threading
-
     import dockwright
 
     context = dockerfile_context(tmp_path, f"FROM {busybox_base.oci_ref}\nRUN echo started; sleep 600\n")
-    cancel = threading.Event()
-
-    class _CancelOnStart(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.getMessage() == "#1 started":
-                cancel.set()
-
-    handler = _CancelOnStart()
-    logger = logging.getLogger("dockwright")
-    logger.addHandler(handler)
-    previous = logger.level
-    logger.setLevel(logging.INFO)
-    try:
-        with pytest.raises(dockwright.Cancelled):
-            dockwright.build(context, cancel=cancel, cache_dir=tmp_path / "cache")
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
+    with cancel_on_log("#1 started") as cancel, pytest.raises(dockwright.Cancelled):
+        dockwright.build(context, cancel=cancel, cache_dir=tmp_path / "cache")
     assert run_leftovers(tmp_path / "cache") == []
 
 
