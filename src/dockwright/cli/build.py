@@ -17,9 +17,13 @@ if TYPE_CHECKING:
     from dockwright.api.plans import Planner
     from dockwright.formats import Output
     from dockwright.model.image import BuildResult
-    from dockwright.plan import BuildPlan
+    from dockwright.plan import BuildPlan, Secret
 
 log = logging.getLogger("dockwright")
+
+
+_MAKERS = {"registry": ("registry", "RegistryPush"), "load": ("engine", "Engine"), "oci": ("layout", "OciArchive"),
+           "oci-dir": ("layout", "OciLayoutDir"), "docker": ("docker_archive", "DockerArchive")}
 
 
 class OutputSpec(NamedTuple):
@@ -33,14 +37,10 @@ class OutputSpec(NamedTuple):
         return self.type in ("oci", "oci-dir")
 
     def output(self) -> Output:
-        from dockwright.formats.docker_archive import DockerArchive
-        from dockwright.formats.engine import Engine
-        from dockwright.formats.layout import OciArchive, OciLayoutDir
-        from dockwright.formats.registry import RegistryPush
+        import importlib
 
-        makers: dict[str, Any] = {"registry": RegistryPush, "load": Engine, "oci": OciArchive,
-                                  "oci-dir": OciLayoutDir, "docker": DockerArchive}
-        maker = makers[self.type]
+        module, name = _MAKERS[self.type]  # only that output's module is loaded
+        maker = getattr(importlib.import_module(f"dockwright.formats.{module}"), name)
         return maker(Path(self.dest)) if self.dest is not None else maker()
 
 
@@ -135,10 +135,17 @@ def planner(args: argparse.Namespace, context: Path) -> Planner:
         contexts=named_contexts(args.build_context))
 
 
+def _secrets(texts: list[str]) -> tuple[Secret, ...]:
+    if not texts:
+        return ()  # RUN's mount code is not loaded for builds without secrets
+    from dockwright.run.mounts import parse_secret
+
+    return tuple(parse_secret(text) for text in texts)
+
+
 def run_build(args: argparse.Namespace) -> int:
     from dockwright.api.session import Settings, epoch_from_env
     from dockwright.model.platform import Platform, parse_platforms
-    from dockwright.run.mounts import parse_secret
 
     context = Path(args.context)
     if not context.is_dir():
@@ -153,7 +160,7 @@ def run_build(args: argparse.Namespace) -> int:
         compression_level=args.compression_level, jobs=max(1, args.jobs),
         format=choose_format(args.format, specs, args.annotation),  # type: ignore[arg-type]
         isolation=args.isolation, runtime=args.runtime, pull=args.pull,
-        secrets=tuple(parse_secret(s) for s in args.secret))
+        secrets=_secrets(args.secret))
     plans = planner(args, context)
     if args.dry_run:
         from dockwright.cli.describe import describe_json, describe_text

@@ -81,7 +81,6 @@ class RunSteps:
         """The step's inputs (`args`: its build args, resolved); logs the step as it starts. `flag`: a --run.
         `sources`: what the step's mounts read (needed when it has any)."""
         from dockwright.run import command
-        from dockwright.run.mounts import key_parts
 
         config = image.config.get("config") or {}
         argv = command.argv(step, config)
@@ -90,7 +89,10 @@ class RunSteps:
         user, cwd = config.get("User") or "", config.get("WorkingDir") or "/"
         # the cache key: never secret values (mounts count by their specs and what bind mounts bind)
         mounts = [dataclasses.asdict(mount) for mount in step.mounts]
-        mounts += key_parts(step.mounts, sources) if sources is not None else []
+        if sources is not None:
+            from dockwright.run.mounts import key_parts
+
+            mounts += key_parts(step.mounts, sources)
         files = [(name, hashlib.sha256(data).hexdigest()) for name, data in step.files]
         text = json.dumps([RUN_KEY_VERSION, self.layer_settings, [layer.diff_id for layer in image.layers], argv,
                            env, user, cwd, step.network, mounts, files, str(image.platform), self.epoch])
