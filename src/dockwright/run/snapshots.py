@@ -28,6 +28,17 @@ log = logging.getLogger("dockwright")
 OPAQUE_XATTR = "trusted.overlay.opaque"  # user.overlay.opaque with the `userxattr` mount option (rootless)
 
 
+# How layers are extracted into their directories; a change to that (what a RUN then sees) changes every
+# directory's name, so a cache made by an older dockwright is not reused (its directories age out).
+# 2: a hard link into a lower layer is a link across the layer directories, not a copy.
+EXTRACTION_VERSION = 2
+
+
+def dir_name(chain_id: str) -> str:
+    """The name of a chain's layer directory (or tree) in a snapshots root."""
+    return f"{chain_id.partition(':')[2]}-{EXTRACTION_VERSION}"
+
+
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:
     """The chain ID of every prefix of `diff_ids` (bottom first)."""
     chains: list[str] = []
@@ -48,7 +59,7 @@ class Snapshots:
         root.mkdir(parents=True, exist_ok=True)
 
     def path(self, chain_id: str) -> Path:
-        return self.root / chain_id.partition(":")[2]
+        return self.root / dir_name(chain_id)
 
     def temp_dir(self) -> Path:
         """A fresh directory on the snapshots' file system (an upper directory that may be adopted)."""

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from dockwright.run.snapshots import Snapshots
 
 log = logging.getLogger("dockwright")
-RUN_KEY_VERSION = "dockwright-run-1"
+RUN_KEY_VERSION = "dockwright-run-2"  # 2: BuildKit's ARG/ENV order and supplementary groups; extraction 2
 EMPTY_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"  # a tar of no entries
 Packed = Callable[[Callable[[Path, "Compression"], "LayerBlob"]], Layer]  # LayerCache.packed for one key
 

@@ -56,7 +56,7 @@ def run_outside(steps: RunSteps, inputs: RunInputs, image: BaseImage, temp: Path
     from dockwright.layers.compress import LayerBlob
     from dockwright.run.container import RunFailed
     from dockwright.run.mounts import read_secret
-    from dockwright.run.snapshots import chain_ids
+    from dockwright.run.snapshots import chain_ids, dir_name
 
     images = {"": image}
     sources = inputs.sources
@@ -72,7 +72,7 @@ def run_outside(steps: RunSteps, inputs: RunInputs, image: BaseImage, temp: Path
         for key, each in images.items():
             layers = []
             for chain, layer in zip(chain_ids([lay.diff_id for lay in each.layers]), each.layers, strict=True):
-                if chain not in feeds and not (steps.cache_root / ROOTFS_USER / chain.partition(":")[2]).is_dir():
+                if chain not in feeds and not (steps.cache_root / ROOTFS_USER / dir_name(chain)).is_dir():
                     feeds[chain] = (steps.open_layer(layer), *os.pipe())  # a download shows as one
                 layers.append({"diff_id": layer.diff_id, "descriptor": layer.descriptor.to_json(),
                                "fd": feeds[chain][1] if chain in feeds else None})

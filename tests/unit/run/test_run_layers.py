@@ -203,4 +203,21 @@ def test_stages_on_one_chain_at_once_extract_its_layer_once(tmp_path: Path) -> N
 
     assert found == [[snapshots.path(layer.diff_id)]] * 2 and len(opened) == 1
     assert (snapshots.path(layer.diff_id) / "etc/motd").read_text() == "hello"
-    assert sorted(p.name for p in snapshots.root.iterdir()) == [layer.diff_id.partition(":")[2]]  # no temp left
+    assert sorted(p.name for p in snapshots.root.iterdir()) == [snapshots.path(layer.diff_id).name]  # no temp left
+
+
+def test_a_layer_directory_an_older_extraction_made_is_not_reused(tmp_path: Path) -> None:
+    """A cache from a dockwright that extracted by other rules (e.g. hard links as copies) would make a RUN
+    see another tree than a fresh build's: directories are named with the extraction's version."""
+    base = tmp_path / "base"
+    (base / "etc").mkdir(parents=True)
+    (base / "etc/motd").write_text("hello")
+    layer = write_layer(_tree_entries(base), tmp_path / "base.tar", Compression("gzip"))
+    snapshots = Snapshots(tmp_path / "rootfs")
+    older = snapshots.root / layer.diff_id.partition(":")[2]  # version 1's name: the bare chain ID
+    (older / "etc").mkdir(parents=True)
+    (older / "etc/motd").write_text("extracted by older rules")
+
+    (found,) = snapshots.layer_dirs([(layer.diff_id, _chunks(layer.path), "base layer")])
+
+    assert found != older and (found / "etc/motd").read_text() == "hello"
