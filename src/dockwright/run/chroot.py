@@ -48,7 +48,7 @@ from dockwright.plan import RunMount
 from dockwright.run.chrootfiles import HINT, Placed, copy_in, make_dev, move_in, write_file
 from dockwright.run.isolation import CAP_SYS_ADMIN, RunUnavailable, capabilities
 from dockwright.run.mounts import Mounts, OpenLayer
-from dockwright.run.snapshots import Snapshots, chain_ids, remove_tree
+from dockwright.run.snapshots import Snapshots, chain_ids, dir_name, remove_tree
 from dockwright.run.spec import Process, additional_gids, home, hosts_file
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ class ChrootBox:
         chains = chain_ids([layer.diff_id for layer in layers])
         have = 0
         for count in range(len(chains), 0, -1):
-            if _take(self.trees.root / (LEFT + _hex(chains[count - 1])), self.root):
+            if _take(self.trees.root / (LEFT + dir_name(chains[count - 1])), self.root):
                 have = count
                 break
             tree = self.trees.path(chains[count - 1])
@@ -132,7 +132,7 @@ class ChrootBox:
         new layer's, if any) in the cache for one later RUN on that chain to take; where it is, or None."""
         if not diff_ids or self.before is None or self.placed.items:
             return None
-        left = self.trees.root / (LEFT + _hex(chain_ids(diff_ids)[-1]))
+        left = self.trees.root / (LEFT + dir_name(chain_ids(diff_ids)[-1]))
         os.chmod(self.root, 0o755)
         try:
             os.rename(self.root, left)
@@ -329,10 +329,6 @@ def _take(path: Path, to: Path) -> bool:
         return False
     path.with_name(SIZE_PREFIX + path.name).unlink(missing_ok=True)  # the cache's memo of its size, if any
     return True
-
-
-def _hex(chain: str) -> str:
-    return chain.partition(":")[2]
 
 
 def _extract(layers: Sequence[Layer], root: Path, name: str | None, open_layer: OpenLayer) -> None:
