@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from dockwright.model.errors import Cancelled, DockwrightError
+from dockwright.model.errors import Cancelled, DockwrightError, UsageError
 
 if TYPE_CHECKING:
     from dockwright.layers.compress import Compression, LayerBlob
@@ -55,6 +55,7 @@ def run_outside(steps: RunSteps, inputs: RunInputs, image: BaseImage, temp: Path
     from dockwright.cache import ROOTFS_USER
     from dockwright.layers.compress import LayerBlob
     from dockwright.run.container import RunFailed
+    from dockwright.run.isolation import RunUnavailable
     from dockwright.run.mounts import read_secret
     from dockwright.run.snapshots import chain_ids, dir_name
 
@@ -115,7 +116,7 @@ def run_outside(steps: RunSteps, inputs: RunInputs, image: BaseImage, temp: Path
         raise RunFailed(inputs.shown, error["exit_code"], error["tail"])
     if error.get("kind") == "Cancelled" or (cancel is not None and cancel.is_set()):
         raise Cancelled("cancelled")
-    kind = {"RunUnavailable": _run_unavailable(), "UsageError": _usage_error()}.get(error.get("kind", ""))
+    kind = {"RunUnavailable": RunUnavailable, "UsageError": UsageError}.get(error.get("kind", ""))
     failure = (kind or DockwrightError)(error.get("message") or "rootless RUN: the worker failed",
                                         hint=error.get("hint"))
     failure.details = tuple(error.get("details") or ())
@@ -201,18 +202,6 @@ def _watch(child: subprocess.Popen[bytes], cancel: threading.Event, ended: threa
 
 def _image_key(stage: int | None, image: str | None) -> str:
     return f"stage:{stage}" if stage is not None else f"image:{image}"
-
-
-def _run_unavailable() -> type[DockwrightError]:
-    from dockwright.run.isolation import RunUnavailable
-
-    return RunUnavailable
-
-
-def _usage_error() -> type[DockwrightError]:
-    from dockwright.model.errors import UsageError
-
-    return UsageError
 
 
 # ----------------------------------------------------------------------------------------- the child
