@@ -227,13 +227,13 @@ class _Pipe:
 
 
 def _read(pipe: IO[bytes], size: int, what: str) -> bytes:
-    data = b""
+    data = bytearray()  # grown in place: a pipe gives a large frame in many short reads
     while len(data) < size:
         chunk = pipe.read(min(size - len(data), _CHUNK))
         if not chunk:
             raise DockwrightError(f"{what}: the layer's data ended early (its source failed)")
         data += chunk
-    return data
+    return bytes(data)
 
 
 class _Relay(logging.Handler):
