@@ -87,7 +87,7 @@ class Sandbox:
     def run(self, process: Process, label: str, files: Sequence[tuple[str, bytes]] = (),
             output: Callable[[str], None] | None = None, cancel: threading.Event | None = None,
             mask: Callable[[str], str] | None = None) -> None:
-        """Run `process`; raises RunFailed (message `label: exit code N` + the output's last lines), or
+        """Run `process`; raises RunFailed (message `label: exit code N`, the output's last lines its details), or
         Cancelled when `cancel` is set meanwhile (the container is killed at once). `mask` rewrites each
         output line before anything sees it (secret values)."""
         stubs = [*MOUNT_POINTS, *(m["destination"].strip("/") for m in process.mounts)]
