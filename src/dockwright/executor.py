@@ -5,6 +5,7 @@ Data flows one way: plan -> BaseImage (per stage and platform) -> FinalImage(s) 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import posixpath
@@ -198,11 +199,9 @@ class Builder:
         for step in stage.steps:
             check_cancelled(self._stop)
             try:
-                if isinstance(step, ConfigStep):  # metadata only: instant, not worth a progress line
+                # a ConfigStep is metadata only: instant, not worth a progress line
+                with contextlib.nullcontext() if isinstance(step, ConfigStep) else self.progress.step(_step_name(step)):
                     self._apply(plan, step, state, states)
-                else:
-                    with self.progress.step(_step_name(step)):
-                        self._apply(plan, step, state, states)
             except DockwrightError as exc:
                 line = getattr(step, "line", None)
                 where = getattr(step, "created_by", "").removesuffix(" # buildkit") or type(step).__name__
@@ -474,6 +473,8 @@ class Builder:
 
         context, patterns = plan.context_of(step)
         return context, compiled(patterns)
+
+
 def _ancestors(path: str) -> list[str]:
     """"a/b/c" -> ["a", "a/b", "a/b/c"]; "" -> []."""
     parts = path.split("/") if path else []
