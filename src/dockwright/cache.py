@@ -52,14 +52,20 @@ def default_cache_dir() -> Path:
 def cache_cap(root: Path) -> int:
     """The most the cache at `root` keeps after a build: $DOCKWRIGHT_CACHE_MAX (a SIZE such as 5GB or 10GiB),
     else the smaller of 10 GiB and a tenth of the free space on its file system."""
-    text = os.environ.get(CAP_VARIABLE)
-    if text:
-        return parse_size(text, CAP_VARIABLE)
+    setting = _cap_setting()
+    if setting is not None:
+        return setting
     try:
         free = shutil.disk_usage(root).free
     except OSError:
         return DEFAULT_CAP
     return min(DEFAULT_CAP, free // 10)
+
+
+def _cap_setting() -> int | None:
+    """$DOCKWRIGHT_CACHE_MAX in bytes, None when unset (a bad value is a UsageError)."""
+    text = os.environ.get(CAP_VARIABLE)
+    return parse_size(text, CAP_VARIABLE) if text else None
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,7 @@ class Cache:
         self._temps: set[Path] = set()  # made by this process; what is left of them goes on close
         self._lock: int | None = None
         if not self._temporary:
-            cache_cap(self.root)  # a bad DOCKWRIGHT_CACHE_MAX fails now, not after the build
+            _cap_setting()  # a bad DOCKWRIGHT_CACHE_MAX fails now, not after the build
         try:
             for folder in (self.blobs, self.layers, self.indexes, self.machines, self.resolutions, self.tmp):
                 folder.mkdir(parents=True, exist_ok=True)
