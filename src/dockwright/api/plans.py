@@ -20,9 +20,8 @@ def dockerfile_planner(context: Path, *, dockerfile: str | Path | None = None, t
                        contexts: Sequence[NamedContext] = ()) -> Planner:
     """The Dockerfile at `dockerfile` (default CONTEXT/Dockerfile), or `text`; `overlay`: config changes on top
     of the target stage (the command line's --entrypoint etc. in Dockerfile mode); `ignore_file` replaces
-CONTEXT/.dockerignore (`<Dockerfile>.dockerignore` still comes first); `contexts`: named build contexts
-(see named_contexts). Parse errors surface here,
-    before anything is fetched."""
+    CONTEXT/.dockerignore (`<Dockerfile>.dockerignore` still comes first); `contexts`: named build contexts
+    (see named_contexts). Parse errors surface here, before anything is fetched."""
     from dockwright.frontends.dockerfile import plan_from_dockerfile
     from dockwright.layers.dockerignore import read_dockerignore
 
