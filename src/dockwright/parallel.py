@@ -41,14 +41,15 @@ def check_cancelled(cancel: threading.Event | None) -> None:
         raise Cancelled("cancelled: nothing was tagged and no partial output was left")
 
 
-def cancellable(chunks: Iterable[bytes], cancel: threading.Event | None) -> Iterator[bytes]:
-    """`chunks`, stopping with Cancelled at the next chunk once `cancel` is set."""
+def cancellable(items: Iterable[T], cancel: threading.Event | None) -> Iterator[T]:
+    """`items` (a transfer's chunks, a layer's entries), stopping with Cancelled at the next one once `cancel`
+    is set."""
     if cancel is None:
-        yield from chunks
+        yield from items
         return
-    for chunk in chunks:
+    for item in items:
         check_cancelled(cancel)
-        yield chunk
+        yield item
 
 
 class StopEvent(threading.Event):

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,7 +28,7 @@ from dockwright.model.documents import Descriptor
 from dockwright.model.image import Layer
 from dockwright.model.mediatypes import Format
 from dockwright.model.units import human_size, plural
-from dockwright.parallel import KeyedLocks, check_cancelled
+from dockwright.parallel import KeyedLocks, cancellable
 from dockwright.plan import BuildPlan, CopyStep
 from dockwright.progress import Progress
 
@@ -161,8 +161,7 @@ class LayerCache:
         def pack(temp: Path, compression: Compression) -> LayerBlob:
             counters = PackCounters()
             with self.progress.packing("layer", counters):
-                return write_layer(entries if self.cancel is None else _checked(entries, self.cancel), temp,
-                                   compression, counters)
+                return write_layer(cancellable(entries, self.cancel), temp, compression, counters)
 
         return self.packed(pack, fmt, key)
 
@@ -241,7 +240,3 @@ def counts_excluded(context: str, root: str, excludes: Iterable[str], skip: froz
     return ignore.may_match_below("" if below == "." else below)
 
 
-def _checked(entries: Iterable[TarEntry], cancel: threading.Event) -> Iterator[TarEntry]:
-    for entry in entries:
-        check_cancelled(cancel)
-        yield entry
