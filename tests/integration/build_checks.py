@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from images import sh
+from images import pull_to_layout, run_oci_image, sh
 from servers import RegistryServer
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -64,6 +64,27 @@ def dockerfile_context(tmp_path: Path, dockerfile: str, files: dict[str, str] | 
 def cache_args(tmp_path: Path, name: str = "cache") -> list[str]:
     """`--cache-dir` under the test's directory, so no test touches ~/.cache."""
     return ["--cache-dir", str(tmp_path / name)]
+
+
+def build_and_run(dockwright: Any, context: Path, ref: str, tmp_path: Path, *extra: str) -> list[str]:
+    """Build `context` (its Dockerfile), push to `ref`, pull with skopeo and run with runc: the output lines."""
+    dockwright("build", context, "-t", ref, "--push", *cache_args(tmp_path), *extra, env=EPOCH_ENV)
+    return run_pushed(ref, tmp_path)
+
+
+def run_pushed(ref: str, tmp_path: Path, *args: str) -> list[str]:
+    """Pull the pushed image `ref` into a new layout under tmp_path and run it with runc (its Entrypoint +
+    Cmd, or `args`): the output lines."""
+    layout = pull_to_layout(ref, tmp_path / f"pulled-{len(list(tmp_path.glob('pulled-*')))}", "app")
+    return run_oci_image(layout, "app", tmp_path, list(args) or None).splitlines()
+
+
+def pushed_rootfs(ref: str, tmp_path: Path, name: str = "image") -> Path:
+    """Pull the pushed image `ref` and unpack its file system under tmp_path: the root directory."""
+    layout = pull_to_layout(ref, tmp_path / f"{name}-layout", "app")
+    rootfs = tmp_path / f"{name}-rootfs"
+    sh("umoci", "raw", "unpack", "--image", f"{layout}:app", rootfs)
+    return rootfs
 
 
 def digest_lines(stdout: str) -> list[tuple[str, str]]:

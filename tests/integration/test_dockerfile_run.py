@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from build_checks import EPOCH_ENV, assert_user_error, cache_args
+from build_checks import assert_user_error, build_and_run, cache_args
 from conftest import RunDockwright
-from images import APP_UID, BASE_PATH_ENV, BusyboxBase, pull_to_layout, run_oci_image
+from images import APP_UID, BASE_PATH_ENV, BusyboxBase
 
 UNREACHABLE = "127.0.0.1:9"  # the discard port: nothing listens there
 
@@ -32,13 +32,6 @@ def _write(root: Path, files: dict[str, str], mode: int = 0o644) -> Path:
     return root
 
 
-def _build_and_run(dockwright: RunDockwright, context: Path, tag: str, tmp_path: Path, *extra: str) -> list[str]:
-    """Build `context` (its Dockerfile), push to `tag`, pull with skopeo and run with runc: the output lines."""
-    dockwright("build", context, "-t", tag, "--push", *cache_args(tmp_path), *extra, env=EPOCH_ENV)
-    layout = pull_to_layout(tag, tmp_path / "pulled", "app")
-    return run_oci_image(layout, "app", tmp_path).splitlines()
-
-
 @pytest.mark.requires("runc")
 def test_shell_script_app_runs_with_env_workdir_user_entrypoint_and_cmd(
     dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_path: Path
@@ -54,7 +47,7 @@ def test_shell_script_app_runs_with_env_workdir_user_entrypoint_and_cmd(
         'CMD ["one", "two"]\n'
     )
 
-    lines = _build_and_run(dockwright, context, f"{busybox_base.host}/apps/script:1", tmp_path)
+    lines = build_and_run(dockwright, context, f"{busybox_base.host}/apps/script:1", tmp_path)
 
     assert lines == [
         "greeting=hello from a Dockerfile",
@@ -87,7 +80,7 @@ def test_multi_stage_with_arg_driven_from_copy_from_a_stage_and_chown_names(
         "stat -c '%U:%G %a %n' /srv/site /srv/site/index.html /notes.txt; id -un\"]\n"
     )
 
-    lines = _build_and_run(dockwright, context, f"{busybox_base.host}/apps/site:1", tmp_path,
+    lines = build_and_run(dockwright, context, f"{busybox_base.host}/apps/site:1", tmp_path,
                            "--build-arg", f"BASE={busybox_base.docker_ref}")
 
     assert lines == [

@@ -18,11 +18,18 @@ import time
 from pathlib import Path
 
 import pytest
-from build_checks import EPOCH_ENV, assert_user_error, cache_args, cancel_on_log, dockerfile_context
+from build_checks import (
+    EPOCH_ENV,
+    assert_user_error,
+    cache_args,
+    cancel_on_log,
+    dockerfile_context,
+)
 from conftest import SRC, RunDockwright
 from debian import DebianBase
 from dockerfile_compare import file_tree, read_config, tree_differences
 from images import BusyboxBase, run_oci_image, sh
+from run_cases import DEBIAN_USERADD_AND_REMOVED_DOCS
 
 pytestmark = pytest.mark.requires("runc", "umoci")
 _GUARD = 120  # seconds: a guard against hangs, not an assertion
@@ -57,16 +64,7 @@ CASES = {
         "USER root\n"
         "RUN ln /heredoc.txt /heredoc-link && echo more >> /heredoc.txt && chown 1000:1000 /heredoc.txt\n"
     ),
-    "debian-useradd-and-removed-docs": (
-        "FROM {base}\n"
-        "RUN groupadd --gid 1500 crew && useradd --create-home --uid 1500 --gid crew --groups users"
-        " --shell /bin/bash alice\n"
-        "RUN rm -rf /usr/share/doc/* /usr/share/man /usr/share/locale && chmod 0700 /root"
-        " && install -m 4750 -g crew /bin/true /usr/local/bin/crew-true\n"
-        "USER alice\n"
-        "WORKDIR /home/alice/project\n"
-        'RUN id > ids && echo "home=$HOME shell=$SHELL" >> ids && install -d -m 0750 private\n'
-    ),
+    "debian-useradd-and-removed-docs": DEBIAN_USERADD_AND_REMOVED_DOCS,
 }
 
 

@@ -24,19 +24,14 @@ from build_checks import (
     image_config,
     raw_manifest,
     run_leftovers,
+    run_pushed,
 )
 from conftest import SRC, RunDockwright
 from debian import DebianBase
-from images import APP_UID, BusyboxBase, pull_to_layout, run_oci_image, sh
+from images import APP_UID, BusyboxBase, sh
 
 pytestmark = pytest.mark.requires("runc")
 _GUARD = 120  # seconds: a guard against hangs, not an assertion
-
-
-
-def _run_image(tag: str, tmp_path: Path, *args: str) -> list[str]:
-    layout = pull_to_layout(tag, tmp_path / f"pulled-{len(list(tmp_path.glob('pulled-*')))}", "app")
-    return run_oci_image(layout, "app", tmp_path, list(args) if args else None).splitlines()
 
 
 def _layer_members(ref: str, index: int = -1) -> dict[str, tarfile.TarInfo]:
@@ -86,7 +81,7 @@ def test_shell_exec_and_heredoc_runs_with_args_env_user_and_workdir(
     proc = dockwright("build", context, "-t", tag, "--push", "--build-arg", "FLAVOUR=vanilla", *cache_args(tmp_path),
                       env=EPOCH_ENV)
 
-    assert _run_image(tag, tmp_path) == [
+    assert run_pushed(tag, tmp_path) == [
         "hello vanilla from the shell form",
         "exec form sees hello",
         "first line of a heredoc",
@@ -120,7 +115,7 @@ def test_removed_and_recreated_base_files_are_whiteouts_and_opaque_directories(
 
     dockwright("build", context, "-t", tag, "--push", *cache_args(tmp_path), env=EPOCH_ENV)
 
-    assert _run_image(tag, tmp_path) == ["fresh", "file", "no vi", "4755 root 2", "/bin/suid", "app"]
+    assert run_pushed(tag, tmp_path) == ["fresh", "file", "no vi", "4755 root 2", "/bin/suid", "app"]
     removal = _layer_members(tag, index=-2)
     assert {"bin/.wh.vi", "home/.wh..wh..opq", "home/fresh/file"} <= set(removal)
     assert "home/app" not in {name.rstrip("/") for name in removal}
@@ -170,7 +165,7 @@ def test_a_stage_the_target_does_not_need_never_runs(
     proc = dockwright("build", context, "-t", tag, "--push", *cache_args(tmp_path), env=EPOCH_ENV)
 
     assert "this must not run" not in proc.stderr
-    assert _run_image(tag, tmp_path) == ["built by a needed stage"]
+    assert run_pushed(tag, tmp_path) == ["built by a needed stage"]
 
 
 def test_an_unchanged_run_is_cached_and_no_cache_runs_it_again(
@@ -205,7 +200,7 @@ def test_flags_mode_run_steps_in_order_with_copies(
                "--user", "app", "--cmd", "cat /app/order; id -un", "-t", tag, "--push", *cache_args(tmp_path),
                env=EPOCH_ENV)
 
-    assert _run_image(tag, tmp_path) == ["before", "from the context", "app"]
+    assert run_pushed(tag, tmp_path) == ["before", "from the context", "app"]
 
 
 def test_ctrl_c_stops_the_container_at_once_and_leaves_nothing(busybox_base: BusyboxBase, tmp_path: Path) -> None:
@@ -303,9 +298,9 @@ def test_network_modes_runtime_flag_and_a_missing_workdir(
                                         'CMD ["cat", "/none-net", "/srv/new/where"]\n')
     dockwright("build", context, "-t", f"{tag}-none", "--push", *cache_args(tmp_path), env=EPOCH_ENV)
 
-    assert _run_image(f"{tag}-none", tmp_path) == ["lo", "/srv/new"]
+    assert run_pushed(f"{tag}-none", tmp_path) == ["lo", "/srv/new"]
     host = sorted(os.listdir("/sys/class/net"))
-    assert _run_image(tag, tmp_path, "cat", "/srv/new/host-net", "/srv/new/default-net") == host + host
+    assert run_pushed(tag, tmp_path, "cat", "/srv/new/host-net", "/srv/new/default-net") == host + host
 
 
 def test_a_relative_cache_dir_works_for_run(dockwright: RunDockwright, busybox_base: BusyboxBase,
@@ -343,7 +338,7 @@ def test_setcap_capabilities_survive_into_the_image(dockwright: RunDockwright, d
 
     member = _layer_members(tag)["usr/local/bin/portsleep"]
     assert "SCHILY.xattr.security.capability" in member.pax_headers
-    assert _run_image(tag, tmp_path) == ["/usr/local/bin/portsleep cap_net_bind_service=ep"]
+    assert run_pushed(tag, tmp_path) == ["/usr/local/bin/portsleep cap_net_bind_service=ep"]
 
 
 def test_a_cache_on_overlayfs_says_to_use_a_volume(dockwright: RunDockwright, busybox_base: BusyboxBase,

@@ -16,20 +16,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from build_checks import EPOCH_ENV, cache_args, dockerfile_context
+from build_checks import EPOCH_ENV, cache_args, dockerfile_context, pushed_rootfs
 from conftest import SRC, RunDockwright
-from images import BusyboxBase, pull_to_layout, sh
+from images import BusyboxBase
 
 pytestmark = pytest.mark.requires("runc", "umoci", "skopeo", "docker-registry")
-
-
-
-def _unpacked(ref: str, tmp_path: Path, name: str = "image") -> Path:
-    """Pull `ref` and unpack its file system: the root directory."""
-    layout = pull_to_layout(ref, tmp_path / f"{name}-layout", "app")
-    rootfs = tmp_path / f"{name}-rootfs"
-    sh("umoci", "raw", "unpack", "--image", f"{layout}:app", rootfs)
-    return rootfs
 
 
 def _blobs(layout: Path) -> list[bytes]:
@@ -53,12 +44,12 @@ def test_cache_mount_persists_across_builds_and_stays_out_of_the_image(
     ))  # fmt: skip
     ref = f"{busybox_base.host}/apps/cache-mount:1"
     dockwright("build", context, "-t", ref, "--push", *cache_args(tmp_path), env=EPOCH_ENV)
-    first = _unpacked(ref, tmp_path, "first")
+    first = pushed_rootfs(ref, tmp_path, "first")
     assert (first / "runs").read_text().strip() == "1"
     assert (first / "owned-stat").read_text() == "1000:1000 750\n"
 
     dockwright("build", context, "-t", ref, "--push", "--no-cache", *cache_args(tmp_path), env=EPOCH_ENV)
-    second = _unpacked(ref, tmp_path, "second")
+    second = pushed_rootfs(ref, tmp_path, "second")
     assert (second / "runs").read_text().strip() == "2"  # the cache kept the first build's line
     for rootfs in (first, second):
         assert not (rootfs / "var/cache/runs/log").exists()
@@ -95,7 +86,7 @@ def test_cache_mount_sharing_locked_lets_one_build_at_a_time_use_it(
         thread.join()
     for who, proc in results.items():
         assert proc.returncode == 0, proc.stderr
-        rootfs = _unpacked(f"{busybox_base.host}/apps/{who}:1", tmp_path, who)
+        rootfs = pushed_rootfs(f"{busybox_base.host}/apps/{who}:1", tmp_path, who)
         assert (rootfs / "result").read_text() == f"alone {who}\n"
 
 
@@ -122,7 +113,7 @@ def test_secret_reaches_the_command_and_nothing_else(
 
     assert "the command printed" in proc.stdout + proc.stderr  # the line streamed, its secret masked
     assert SECRET not in proc.stdout + proc.stderr
-    rootfs = _unpacked(ref, tmp_path)
+    rootfs = pushed_rootfs(ref, tmp_path)
     digest = hashlib.sha256(SECRET.encode()).hexdigest()
     assert (rootfs / "token.sha256").read_text() == f"{digest}  /run/secrets/token\n"
     assert (rootfs / "apikey.length").read_text().strip() == str(len(SECRET) + 4)
@@ -171,7 +162,7 @@ def test_bind_mounts_from_a_stage_an_image_and_thedockerfile_context(
     ref = f"{busybox_base.host}/apps/bind:1"
     dockwright("build", context, "-t", ref, "--push", *cache_args(tmp_path), env=EPOCH_ENV)
 
-    rootfs = _unpacked(ref, tmp_path)
+    rootfs = pushed_rootfs(ref, tmp_path)
     assert (rootfs / "result").read_text() == "tool ran: from the tools stage\nread-only\n"
     assert (rootfs / "base-passwd-lines").read_text() == "3\n"
     assert (rootfs / "rw").read_text() == "changed\n"
@@ -190,7 +181,7 @@ def test_tmpfs_mount(dockwright: RunDockwright, busybox_base: BusyboxBase, tmp_p
     ))  # fmt: skip
     ref = f"{busybox_base.host}/apps/tmpfs:1"
     dockwright("build", context, "-t", ref, "--push", *cache_args(tmp_path), env=EPOCH_ENV)
-    rootfs = _unpacked(ref, tmp_path)
+    rootfs = pushed_rootfs(ref, tmp_path)
     assert (rootfs / "scratch-size").read_text() == "1024\n"
     assert (rootfs / "fill").read_text() == "full\n"
     assert not (rootfs / "scratch/f").exists()

@@ -18,10 +18,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from build_checks import EPOCH_ENV, cache_args
+from build_checks import build_and_run
 from conftest import RunDockwright
 from debian import DebianBase
-from images import pull_to_layout, run_oci_image
 
 pytestmark = pytest.mark.requires("runc", "umoci", "skopeo", "docker-registry", "debootstrap")
 
@@ -50,10 +49,7 @@ def _build_and_run(dockwright: RunDockwright, debian: DebianBase, dockerfile: st
     context.mkdir()
     shutil.copyfile(_host_ca_bundle(), context / "host-ca.crt")
     (context / "Dockerfile").write_text(dockerfile.replace("{base}", debian.ref))
-    ref = f"{debian.host}/apps/{tag}:1"
-    dockwright("build", context, "-t", ref, "--push", *cache_args(tmp_path), *build_args, env=EPOCH_ENV)
-    layout = pull_to_layout(ref, tmp_path / "pulled", "app")
-    return run_oci_image(layout, "app", tmp_path).splitlines()
+    return build_and_run(dockwright, context, f"{debian.host}/apps/{tag}:1", tmp_path, *build_args)
 
 
 def test_apt_get_install_from_the_debian_mirror(dockwright: RunDockwright, debian: DebianBase,

@@ -12,11 +12,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from build_checks import EPOCH_ENV, assert_user_error
+from build_checks import EPOCH_ENV, assert_user_error, run_pushed
 from conftest import RunDockwright
 from debian import DebianBase
 from dockerfile_compare import dockerfile_config, file_tree, read_config, tree_differences
-from images import BusyboxBase, pull_to_layout, run_oci_image
+from images import BusyboxBase, run_oci_image
 from rootless import Unprivileged
 
 pytestmark = pytest.mark.requires("runc", "umoci", "skopeo", "docker-registry", "newuidmap", "newgidmap")
@@ -74,8 +74,7 @@ def test_rootless_apt_get_install(unprivileged: Unprivileged, debian: DebianBase
     unprivileged.give(context)
     ref = f"{debian.host}/apps/rootless-apt:1"
     unprivileged.dockwright("build", context, "-t", ref, "--push", "--cache-dir", work / "cache", env=EPOCH_ENV)
-    layout = pull_to_layout(ref, tmp_path / "pulled", "app")
-    assert run_oci_image(layout, "app", tmp_path).splitlines() == ["hello from a rootless build"]
+    assert run_pushed(ref, tmp_path) == ["hello from a rootless build"]
 
 
 def test_rootless_without_subordinate_ids_maps_one_id(dockwright: RunDockwright, busybox_base: BusyboxBase,

@@ -25,6 +25,7 @@ from conftest import RunDockwright
 from debian import DebianBase
 from dockerfile_compare import Buildah, Case, Deviation, assert_same_image
 from images import BusyboxBase, cross_layer_link_layout, sh
+from run_cases import DEBIAN_USERADD_AND_REMOVED_DOCS
 from servers import RegistryServer, start_registry
 
 RUNTIME_PATHS = ("/dev", "/proc", "/sys", "/run", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
@@ -113,17 +114,7 @@ CASES: dict[str, RunCase] = {
         "RUN cp -a /data /copy && stat -c '%h %n' /data/a /data/b > /links\n",
         base="cross-link",
     ),
-    "debian-useradd-and-removed-docs": RunCase(
-        "FROM {base}\n"
-        "RUN groupadd --gid 1500 crew && useradd --create-home --uid 1500 --gid crew --groups users"
-        " --shell /bin/bash alice\n"
-        "RUN rm -rf /usr/share/doc/* /usr/share/man /usr/share/locale && chmod 0700 /root"
-        " && install -m 4750 -g crew /bin/true /usr/local/bin/crew-true\n"
-        "USER alice\n"
-        "WORKDIR /home/alice/project\n"
-        'RUN id > ids && echo "home=$HOME shell=$SHELL" >> ids && install -d -m 0750 private\n',
-        base="debian",
-    ),
+    "debian-useradd-and-removed-docs": RunCase(DEBIAN_USERADD_AND_REMOVED_DOCS, base="debian"),
 }
 
 
