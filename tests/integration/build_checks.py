@@ -148,6 +148,12 @@ def assert_user_error(proc: subprocess.CompletedProcess[str], *needles: str) -> 
     return errors[0]
 
 
+def assert_output_tail(proc: subprocess.CompletedProcess[str], lines: list[str]) -> None:
+    """After a failed RUN's error line come exactly `lines`, the last lines of the command's output, two spaces in."""
+    tail = proc.stderr[proc.stderr.index("error: "):].splitlines()
+    assert tail[1:] == [f"  {line}" for line in lines], proc.stderr
+
+
 def run_leftovers(cache: Path) -> list[str]:
     """What a RUN could leave behind: mounts, containers, temporary directories in the cache."""
     mounts = [line for line in Path("/proc/mounts").read_text().splitlines() if str(cache) in line]

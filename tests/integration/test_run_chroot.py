@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from build_checks import (
     EPOCH_ENV,
+    assert_output_tail,
     assert_user_error,
     cache_args,
     cancel_on_log,
@@ -203,8 +204,7 @@ def test_a_failing_command_names_the_line_and_leaves_nothing(dockwright: RunDock
                       check=False)
 
     assert_user_error(proc, "Dockerfile:3: RUN echo about to fail;", "exit code 3")
-    tail = proc.stderr[proc.stderr.index("error: "):].splitlines()
-    assert "line 12" in tail[-1] and "line 3" in tail[1]
+    assert_output_tail(proc, [f"line {i}" for i in range(3, 13)])  # the last ten lines of its output
     assert not out.exists()
     assert _leftovers(tmp_path / "cache") == []
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from build_checks import (
     EPOCH_ENV,
+    assert_output_tail,
     assert_user_error,
     cache_args,
     cancel_on_log,
@@ -140,8 +141,7 @@ def test_a_failing_run_names_the_line_shows_its_output_and_leaves_nothing(
                       f"type=oci,dest={out}", *cache_args(tmp_path), check=False)
 
     assert_user_error(proc, "Dockerfile:3: RUN echo about to fail;", "exit code 3")
-    tail = proc.stderr[proc.stderr.index("error: "):].splitlines()
-    assert "line 12" in tail[-1] and "line 3" in tail[1]  # the last lines of its output
+    assert_output_tail(proc, [f"line {i}" for i in range(3, 13)])  # the last ten lines of its output
     assert not out.exists()
     assert "apps/fails" not in sh("skopeo", "list-tags", "--tls-verify=false",
                                   f"docker://{busybox_base.host}/base/busybox")

@@ -15,7 +15,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from build_checks import EPOCH_ENV, assert_user_error, cache_args, dockerfile_context, run_leftovers
+from build_checks import (
+    EPOCH_ENV,
+    assert_output_tail,
+    assert_user_error,
+    cache_args,
+    dockerfile_context,
+    run_leftovers,
+)
 from conftest import SRC, RunDockwright
 from images import BusyboxBase
 
@@ -78,6 +85,7 @@ def test_a_failing_stage_ends_the_build_with_its_error_and_kills_the_other_stage
 
     assert_user_error(proc, "Dockerfile:4: RUN ", "exit code 5")
     assert "broken fails" in proc.stderr.splitlines()[-1]  # its output's last lines
+    assert_output_tail(proc, ["broken fails"])  # and nothing of the stage that was killed
     output = re.findall(r"^#\d+ (.*)$", proc.stderr, re.MULTILINE)  # the commands' lines (and the steps')
     assert "slow started" in output  # it ran alongside ...
     assert "slow finished" not in output  # ... and was killed, 60 s before its end
