@@ -112,6 +112,7 @@ def test_secret_reaches_the_command_and_nothing_else(
     )  # fmt: skip
 
     assert "the command printed" in proc.stdout + proc.stderr  # the line streamed, its secret masked
+    assert "#1 the command printed ****" in proc.stderr.splitlines()
     assert SECRET not in proc.stdout + proc.stderr
     rootfs = pushed_rootfs(ref, tmp_path)
     digest = hashlib.sha256(SECRET.encode()).hexdigest()
@@ -141,6 +142,8 @@ def test_a_changed_secret_is_no_reason_to_run_again(
         digests.append(proc.stdout.strip())
         assert value not in proc.stdout + proc.stderr
     assert digests[0] == digests[1]
+    assert "#1 cached" in proc.stderr
+    assert (pushed_rootfs(ref, tmp_path) / "length").read_text() == "length 11\n"  # the first build's run
 
 
 def test_bind_mounts_from_a_stage_an_image_and_thedockerfile_context(
