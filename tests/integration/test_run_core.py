@@ -19,6 +19,7 @@ from build_checks import (
     EPOCH_ENV,
     assert_output_tail,
     assert_user_error,
+    build_and_run,
     cache_args,
     cancel_on_log,
     dockerfile_context,
@@ -114,9 +115,9 @@ def test_removed_and_recreated_base_files_are_whiteouts_and_opaque_directories(
     ))
     tag = f"{busybox_base.host}/apps/whiteouts:1"
 
-    dockwright("build", context, "-t", tag, "--push", *cache_args(tmp_path), env=EPOCH_ENV)
+    lines = build_and_run(dockwright, context, tag, tmp_path)
 
-    assert run_pushed(tag, tmp_path) == ["fresh", "file", "no vi", "4755 root 2", "/bin/suid", "app"]
+    assert lines == ["fresh", "file", "no vi", "4755 root 2", "/bin/suid", "app"]
     removal = _layer_members(tag, index=-2)
     assert {"bin/.wh.vi", "home/.wh..wh..opq", "home/fresh/file"} <= set(removal)
     assert "home/app" not in {name.rstrip("/") for name in removal}
@@ -334,11 +335,11 @@ def test_setcap_capabilities_survive_into_the_image(dockwright: RunDockwright, d
     ))
     tag = f"{debian.host}/apps/setcap:1"
 
-    dockwright("build", context, "-t", tag, "--push", *cache_args(tmp_path), env=EPOCH_ENV)
+    lines = build_and_run(dockwright, context, tag, tmp_path)
 
     member = _layer_members(tag)["usr/local/bin/portsleep"]
     assert "SCHILY.xattr.security.capability" in member.pax_headers
-    assert run_pushed(tag, tmp_path) == ["/usr/local/bin/portsleep cap_net_bind_service=ep"]
+    assert lines == ["/usr/local/bin/portsleep cap_net_bind_service=ep"]
 
 
 def test_a_cache_on_overlayfs_says_to_use_a_volume(dockwright: RunDockwright, busybox_base: BusyboxBase,
