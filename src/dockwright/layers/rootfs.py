@@ -20,7 +20,7 @@ import posixpath
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -67,14 +67,13 @@ class RootFS:
 
     @classmethod
     def from_layers(cls, layers: Sequence[Callable[[], Iterable[bytes]]], workdir: Path, *,
-                    names: Sequence[str] | None = None, paths: Collection[str] | None = None,
-                    max_bytes: int = MAX_LAYER_BYTES, where: str = "the image", faithful: bool = False) -> RootFS:
+                    names: Sequence[str] | None = None, max_bytes: int = MAX_LAYER_BYTES, where: str = "the image",
+                    faithful: bool = False) -> RootFS:
         """Extract `layers` (bottom first; each a callable giving its blob's chunks) into `workdir`,
-        applying whiteouts. `paths` limits extraction to those in-image paths (e.g. etc/passwd).
-        `faithful`: owners, mtimes, xattrs, devices and FIFOs as the layers have them (a root file system
-        to run commands in: needs root)."""
+        applying whiteouts. `faithful`: owners, mtimes, xattrs, devices and FIFOs as the layers have them
+        (a root file system to run commands in: needs root)."""
         workdir.mkdir(parents=True, exist_ok=True)
-        extractor = _Extractor(str(workdir.resolve()), paths, faithful=faithful)
+        extractor = _Extractor(str(workdir.resolve()), faithful=faithful)
         budget = max_bytes
         for index, layer in enumerate(layers):
             name = names[index] if names else f"layer {index + 1} of {where}"
@@ -178,7 +177,7 @@ def extract_layer(chunks: Iterable[bytes], dest: Path, *, name: str, opaque_xatt
     owners, modes, mtimes, xattrs and special files; `.wh.NAME` -> a 0/0 character device NAME,
     `.wh..wh..opq` -> xattr `opaque_xattr`="y" on its directory. A hard link to a file of a lower layer
     (`lower_dirs`, top first, on the same file system) links to that layer directory's file."""
-    extractor = _Extractor(str(dest.resolve()), None, faithful=True, opaque_xattr=opaque_xattr,
+    extractor = _Extractor(str(dest.resolve()), faithful=True, opaque_xattr=opaque_xattr,
                            lower_dirs=[str(d) for d in lower_dirs])
     extractor.start_layer()
     reader = ChunkReader(read_ahead(inflate(chunks, name, max_bytes)))
@@ -193,7 +192,7 @@ class _Extractor:
     `faithful`: keep owners, mtimes, xattrs and special files (needs root, or a user namespace);
     `opaque_xattr`: write whiteouts in overlayfs's form instead of applying them."""
 
-    def __init__(self, root: str, paths: Collection[str] | None, *, faithful: bool = False,
+    def __init__(self, root: str, *, faithful: bool = False,
                  opaque_xattr: str | None = None, lower_dirs: Sequence[str] = ()) -> None:
         self.root = root
         self.faithful = faithful
@@ -203,12 +202,6 @@ class _Extractor:
         self.safe_dirs: set[str] = {""}  # in-root dirs checked to be real directories
         self.layer_paths: set[str] = set()  # paths written by the current layer
         self.owners: dict[str, tuple[int, int]] = {}  # path -> (uid, gid) in its layer (COPY --from keeps them)
-        self.wanted: set[str] | None = None
-        if paths is not None:
-            self.wanted = set()
-            for path in paths:
-                parts = path.strip("/").split("/")
-                self.wanted.update("/".join(parts[: i + 1]) for i in range(len(parts)))
 
     def start_layer(self) -> None:
         self.layer_paths = set()
@@ -237,8 +230,6 @@ class _Extractor:
             target = f"{parent}/{base[len(_WHITEOUT):]}" if parent else base[len(_WHITEOUT):]
             if target not in self.layer_paths and self._parent_ok(parent, rel, create=False):
                 self._remove(target)
-            return
-        if self.wanted is not None and rel not in self.wanted:
             return
         special = not (member.isreg() or member.isdir() or member.issym() or member.islnk())
         if special and not self.faithful:

@@ -135,13 +135,6 @@ def test_resolve_chown_without_an_image() -> None:
         resolve_chown("1000:", None)
 
 
-def test_only_wanted_paths_are_extracted(tmp_path: Path) -> None:
-    chunks = layer(tmp_path, [d("etc"), f("etc/group", GROUP), f("etc/passwd", PASSWD), d("usr"),
-                              f("usr/big", b"x" * 1000)])
-    RootFS.from_layers([chunks], tmp_path / "root", paths=["etc/passwd", "etc/group"])
-    assert sorted(p.name for p in (tmp_path / "root").rglob("*")) == ["etc", "group", "passwd"]
-
-
 def test_copy_from_keeps_modes_resets_owner_and_resolves_links_in_the_root(tmp_path: Path) -> None:
     entries = [d("usr"), d("usr/bin"), TarEntry("usr/bin/tool", "file", 0o4755, 33, 33, data=b"bin"),
                TarEntry("bin", "symlink", 0o777, linkname="/usr/bin"),
