@@ -151,6 +151,7 @@ def test_it_needs_no_mount_or_namespace_privilege(busybox_files: BusyboxBase, tm
     assert_user_error(oci, "--isolation oci needs CAP_SYS_ADMIN")  # what chroot isolation is for
     assert "hint: use --isolation chroot" in oci.stderr
     assert "#1 no /proc here" in proc.stderr and "#2 cannot unshare" in proc.stderr
+    assert {"#1 no /proc here", "#2 cannot unshare"} <= set(proc.stderr.splitlines())  # the commands' whole lines
     assert "RUN commands get no /proc and no /sys" in proc.stderr
     tree = file_tree(tmp_path / "image", "chroot", tmp_path)
     assert tree["/srv/data"].owner == "1500:1500" and "/bin/vi" not in tree

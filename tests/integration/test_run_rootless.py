@@ -94,6 +94,7 @@ def test_rootless_without_subordinate_ids_maps_one_id(dockwright: RunDockwright,
     assert proc.returncode != 0
     assert "maps only uid 0" in proc.stderr
     assert "Dockerfile:2: RUN touch /x && chown 5:5 /x: exit code 1" in proc.stderr
+    assert_user_error(proc, "Dockerfile:2: RUN touch /x && chown 5:5 /x: exit code 1")  # the one error line
 
 
 def _manifest_digest(layout: Path) -> str:
@@ -176,6 +177,8 @@ def test_fuse_overlayfs_without_dev_fuse_says_what_to_do(unprivileged: Unprivile
                   env={"DOCKWRIGHT_OVERLAY": "fuse"})
     assert_user_error(proc, "Dockerfile:2:", "fuse-overlayfs", "/dev/fuse: Permission denied")
     assert "chmod 666 /dev/fuse" in proc.stderr
+    hints = [line for line in proc.stderr.splitlines() if line.startswith("  hint: ")]
+    assert len(hints) == 1 and "chmod 666 /dev/fuse" in hints[0] and "--device /dev/fuse" in hints[0], proc.stderr
     assert not _fuse_daemons()
 
 
