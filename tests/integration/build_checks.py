@@ -148,6 +148,13 @@ def assert_user_error(proc: subprocess.CompletedProcess[str], *needles: str) -> 
     return errors[0]
 
 
+def hint_of(proc: subprocess.CompletedProcess[str]) -> str:
+    """The text of a failure's one `hint:` line (printed after its error line)."""
+    hints = [line.removeprefix("  hint: ") for line in proc.stderr.splitlines() if line.startswith("  hint: ")]
+    assert len(hints) == 1, f"expected exactly one hint line:\n{proc.stderr}"
+    return hints[0]
+
+
 def assert_output_tail(proc: subprocess.CompletedProcess[str], lines: list[str]) -> None:
     """After a failed RUN's error line come exactly `lines`, the last lines of the command's output, two spaces in."""
     tail = proc.stderr[proc.stderr.index("error: "):].splitlines()

@@ -23,6 +23,7 @@ from build_checks import (
     cache_args,
     cancel_on_log,
     dockerfile_context,
+    hint_of,
     image_config,
     raw_manifest,
     run_leftovers,
@@ -358,6 +359,8 @@ def test_a_cache_on_overlayfs_says_to_use_a_volume(dockwright: RunDockwright, bu
                           merged / "cache", check=False, env={"DOCKWRIGHT_OVERLAY": "kernel"})
         assert_user_error(proc, "Dockerfile:2:", "cannot mount the overlay root file system")
         assert "--cache-dir" in proc.stderr and "volume" in proc.stderr
+        assert hint_of(proc).startswith("dockwright's cache is on overlayfs"), proc.stderr
+        assert "--cache-dir" in hint_of(proc) and "at a volume" in hint_of(proc)
         assert run_leftovers(merged / "cache") == []
     finally:
         sh("umount", merged)

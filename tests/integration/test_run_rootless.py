@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from build_checks import EPOCH_ENV, assert_user_error, run_pushed
+from build_checks import EPOCH_ENV, assert_user_error, hint_of, run_pushed
 from conftest import RunDockwright
 from debian import DebianBase
 from dockerfile_compare import dockerfile_config, file_tree, read_config, tree_differences
@@ -177,8 +177,8 @@ def test_fuse_overlayfs_without_dev_fuse_says_what_to_do(unprivileged: Unprivile
                   env={"DOCKWRIGHT_OVERLAY": "fuse"})
     assert_user_error(proc, "Dockerfile:2:", "fuse-overlayfs", "/dev/fuse: Permission denied")
     assert "chmod 666 /dev/fuse" in proc.stderr
-    hints = [line for line in proc.stderr.splitlines() if line.startswith("  hint: ")]
-    assert len(hints) == 1 and "chmod 666 /dev/fuse" in hints[0] and "--device /dev/fuse" in hints[0], proc.stderr
+    hint = hint_of(proc)
+    assert "chmod 666 /dev/fuse" in hint and "--device /dev/fuse" in hint, hint
     assert not _fuse_daemons()
 
 
