@@ -80,7 +80,8 @@ def run_pushed(ref: str, tmp_path: Path, *args: str) -> list[str]:
 
 
 def pushed_rootfs(ref: str, tmp_path: Path, name: str = "image") -> Path:
-    """Pull the pushed image `ref` and unpack its file system under tmp_path: the root directory."""
+    """Pull the pushed image `ref` (or copy any skopeo source, e.g. `oci-archive:FILE`) and unpack its file
+    system under tmp_path: the root directory."""
     layout = pull_to_layout(ref, tmp_path / f"{name}-layout", "app")
     rootfs = tmp_path / f"{name}-rootfs"
     sh("umoci", "raw", "unpack", "--image", f"{layout}:app", rootfs)

@@ -25,6 +25,7 @@ from build_checks import (
     dockerfile_context,
     hint_of,
     image_config,
+    pushed_rootfs,
     raw_manifest,
     run_leftovers,
     run_pushed,
@@ -312,6 +313,7 @@ def test_a_relative_cache_dir_works_for_run(dockwright: RunDockwright, busybox_b
     dockwright("build", context, "-o", f"type=oci,dest={tmp_path / 'o.tar'}", "--cache-dir", "cache",
                cwd=tmp_path)
     assert [p.name for p in (tmp_path / "cache" / "rootfs").iterdir() if p.is_dir()]
+    assert (pushed_rootfs(f"oci-archive:{tmp_path / 'o.tar'}", tmp_path) / "made").read_text() == "made\n"
     assert run_leftovers(tmp_path / "cache") == []
 
 
