@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from build_checks import EPOCH_ENV, cache_args, make_app
+from build_checks import EPOCH_ENV, assert_user_error, cache_args, make_app
 from conftest import RunDockwright
 from images import BusyboxBase, run_oci_image, sh
 
@@ -107,9 +107,11 @@ def test_oci_archives_as_bases(dockwright: RunDockwright, busybox_files: Busybox
                        "-o", f"type=oci,dest={tmp_path / 'x.tar'}", *cache_args(tmp_path), check=False)
     assert wrong.returncode == 2 and "is an OCI archive, not a docker-archive" in wrong.stderr, wrong.stderr
     assert f"use oci-archive://{skopeo_made}" in wrong.stderr
+    assert_user_error(wrong, "is an OCI archive, not a docker-archive")  # one error line, exit 2, no traceback
     wrong = dockwright("build", context, "--from", f"oci-archive://{busybox_files.archive}", "--copy", "app:/app",
                        "-o", f"type=oci,dest={tmp_path / 'x.tar'}", *cache_args(tmp_path), check=False)
     assert wrong.returncode == 2 and "is a docker-archive, not an OCI archive" in wrong.stderr, wrong.stderr
+    assert_user_error(wrong, "is a docker-archive, not an OCI archive")
 
 
 BUILDER_DOCKERFILE = """\
@@ -160,6 +162,8 @@ def test_named_contexts_replace_a_builder_stage_and_a_base(dockwright: RunDockwr
     escape = dockwright("build", context, *base, "--build-context", f"build={out}", "-o",
                         f"type=oci,dest={tmp_path / 'no.tar'}", *cache_args(tmp_path), check=False)
     assert escape.returncode != 0 and "Traceback" not in escape.stderr, escape.stderr
+    assert_user_error(escape, "Dockerfile:7: COPY source '/out/etc/passwd' resolves to /etc/passwd, outside the build "
+                      f"context {out}")
     assert not (tmp_path / "no.tar").exists()
 
     entrypoint = 'ENTRYPOINT ["/opt/busybox", "echo", "from image"]'
