@@ -188,9 +188,10 @@ RunDockwright = Callable[..., "subprocess.CompletedProcess[str]"]
 
 @pytest.fixture
 def dockwright() -> RunDockwright:
-    """`dockwright(*args, input=None, env=None, cwd=None, check=True)` runs `python -m dockwright`
+    """`dockwright(*args, input=None, env=None, cwd=None, check=True, timeout=None)` runs `python -m dockwright`
     from this checkout (text mode, stdout/stderr captured). `env` adds to the current environment.
-    With check=True a non-zero exit raises AssertionError showing both streams."""
+    With check=True a non-zero exit raises AssertionError showing both streams; a run longer than `timeout`
+    seconds is killed and raises subprocess.TimeoutExpired (a guard against hangs)."""
 
     def run(
         *args: str | Path,
@@ -198,11 +199,13 @@ def dockwright() -> RunDockwright:
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
         check: bool = True,
+        timeout: float | None = None,
     ) -> subprocess.CompletedProcess[str]:
         full_env = {**os.environ, **(env or {})}
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), full_env.get("PYTHONPATH")]))
         cmd = [sys.executable, "-m", "dockwright", *(str(a) for a in args)]
-        proc = subprocess.run(cmd, input=input, env=full_env, cwd=cwd, capture_output=True, text=True, check=False)
+        proc = subprocess.run(cmd, input=input, env=full_env, cwd=cwd, capture_output=True, text=True, check=False,
+                              timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"dockwright {' '.join(cmd[3:])} exited with {proc.returncode}\n"
